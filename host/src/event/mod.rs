@@ -1,0 +1,97 @@
+//! Events: kinds, headers, the hash chain, and the traits that fold events
+//! into state ([`EventSourced`]) or react to them ([`Reactive`]).
+
+pub mod hash;
+pub mod header;
+pub mod kind;
+
+pub use hash::HashChain;
+#[cfg(feature = "blake3")]
+pub use hash::{compute_hash, verify_chain};
+pub use header::{EventHeader, FLAG_REPLAY, FLAG_REQUIRES_ACK, FLAG_TRANSACTIONAL};
+pub use kind::EventKind;
+
+use crate::coordinate::{Coordinate, DagPosition};
+use serde::{Deserialize, Serialize};
+
+/// An event: its header, its payload and its link in the entity's hash chain.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event<P> {
+    /// Metadata.
+    pub header: EventHeader,
+    /// The payload.
+    pub payload: P,
+    /// The hash-chain link, when known.
+    pub hash_chain: Option<HashChain>,
+}
+
+impl<P> Event<P> {
+    /// An event without a hash-chain link.
+    pub fn new(header: EventHeader, payload: P) -> Self {
+        Self { header, payload, hash_chain: None }
+    }
+
+    /// This event with a hash-chain link.
+    pub fn with_hash_chain(mut self, chain: HashChain) -> Self {
+        self.hash_chain = Some(chain);
+        self
+    }
+
+    /// The event id.
+    pub fn event_id(&self) -> u128 {
+        self.header.event_id
+    }
+
+    /// The event kind.
+    pub fn event_kind(&self) -> EventKind {
+        self.header.event_kind
+    }
+
+    /// The event position.
+    pub fn position(&self) -> DagPosition {
+        self.header.position
+    }
+
+    /// Whether this is the first event of its entity's chain.
+    pub fn is_genesis(&self) -> bool {
+        self.hash_chain.as_ref().is_none_or(HashChain::is_genesis)
+    }
+
+    /// The same event with its payload transformed.
+    pub fn map_payload<Q>(self, f: impl FnOnce(P) -> Q) -> Event<Q> {
+        Event { header: self.header, payload: f(self.payload), hash_chain: self.hash_chain }
+    }
+}
+
+/// An event together with where it is stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent<P> {
+    /// Entity and scope.
+    pub coordinate: Coordinate,
+    /// The event.
+    pub event: Event<P>,
+}
+
+/// State rebuilt by folding an entity's events.
+pub trait EventSourced<P>: Sized {
+    /// Builds the state from events in order; `None` if there is nothing to build.
+    fn from_events(events: &[Event<P>]) -> Option<Self>;
+    /// Folds one more event in.
+    fn apply_event(&mut self, event: &Event<P>);
+    /// The kinds this state cares about (empty = all).
+    fn relevant_event_kinds() -> &'static [EventKind];
+    /// Bumped when the state's shape changes, so cached states are not reused.
+    fn schema_version() -> u64 {
+        0
+    }
+    /// Whether `apply_event` on a cached state equals `from_events` on the whole stream.
+    fn supports_incremental_apply() -> bool {
+        false
+    }
+}
+
+/// Something that answers an event with new events to append.
+pub trait Reactive<P> {
+    /// The events to append in reaction to `event`.
+    fn react(&self, event: &Event<P>) -> Vec<(Coordinate, EventKind, P)>;
+}

@@ -1,0 +1,48 @@
+//! # batpak
+//!
+//! A sync-first event-sourcing store whose policy gates run as sandboxed
+//! WebAssembly components.
+//!
+//! - An append-only segmented log with CRC32 frames, one writer thread,
+//!   per-entity blake3 hash chains, atomic batches that survive crashes, and
+//!   a visibility watermark: readers see a batch whole or not at all.
+//! - Queries, guaranteed cursors, lossy subscriptions, optimistic
+//!   concurrency and idempotency keys.
+//! - Gates ([`plugin::GatePlugin`]) run inside the writer for every append,
+//!   before the event gets its sequence, under fuel and memory limits.
+//!
+//! ```no_run
+//! use batpak::prelude::*;
+//! # fn main() -> Result<(), StoreError> {
+//! let store = Store::open(StoreConfig::new("./data"))?;
+//! let account = Coordinate::new("account:1", "bank")?;
+//! let receipt = store.append(&account, EventKind::custom(1, 1), &serde_json::json!({"amount": 10}))?;
+//! assert_eq!(store.get(receipt.event_id)?.event.payload["amount"], 10);
+//! store.close()?;
+//! # Ok(()) }
+//! ```
+//!
+//! **It is not**: a database server, an async library (every call blocks;
+//! wrap it in `spawn_blocking` if you live in async code), a distributed log,
+//! or a general WebAssembly host (plugins get no WASI and no host calls).
+//!
+//! Limits: payloads ≤ 64 MiB (default 16 MiB), batches ≤ 4096 items and
+//! ≤ 16 MiB, entity and scope names ≤ 1024 bytes, one writer per data
+//! directory (enforced by a lock file). Durability is described, per
+//! setting, in docs/design.md ("Durability contract").
+
+#![deny(missing_docs)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod coordinate;
+pub mod event;
+pub mod guard;
+pub mod id;
+pub mod pipeline;
+pub mod plugin;
+pub mod prelude;
+pub mod store;
+pub mod typestate;
+
+pub use coordinate::{Coordinate, CoordinateError, DagPosition, KindFilter, Region};
+pub use event::EventKind;

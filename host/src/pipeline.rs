@@ -1,0 +1,113 @@
+//! The native gate pipeline: propose, evaluate, commit — or bypass with a
+//! named, justified reason.
+
+use crate::guard::{Denial, GateSet, Receipt};
+use serde::{Deserialize, Serialize};
+
+/// A value proposed for commit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Proposal<T>(T);
+
+impl<T> Proposal<T> {
+    /// Wraps a value.
+    pub fn new(value: T) -> Self {
+        Self(value)
+    }
+    /// The value.
+    pub fn payload(&self) -> &T {
+        &self.0
+    }
+    /// The proposal with its value transformed.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Proposal<U> {
+        Proposal(f(self.0))
+    }
+    pub(crate) fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+/// A committed value with where the store put it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Committed<T> {
+    /// The value.
+    pub payload: T,
+    /// The event id.
+    pub event_id: u128,
+    /// The global sequence.
+    pub sequence: u64,
+    /// The event hash.
+    pub hash: [u8; 32],
+}
+
+/// Why a proposal may skip the gates.
+pub trait BypassReason: Send + Sync {
+    /// Short name.
+    fn name(&self) -> &'static str;
+    /// Why skipping the gates is right here.
+    fn justification(&self) -> &'static str;
+}
+
+/// Proof that a proposal skipped the gates, and why.
+pub struct BypassReceipt<T> {
+    payload: T,
+    reason: &'static dyn BypassReason,
+}
+
+impl<T> BypassReceipt<T> {
+    /// The payload.
+    pub fn payload(&self) -> &T {
+        &self.payload
+    }
+    /// The reason's name.
+    pub fn reason(&self) -> &'static str {
+        self.reason.name()
+    }
+    /// The reason's justification.
+    pub fn justification(&self) -> &'static str {
+        self.reason.justification()
+    }
+    /// The payload.
+    pub fn into_payload(self) -> T {
+        self.payload
+    }
+}
+
+/// Gates, then commit.
+pub struct Pipeline<Ctx> {
+    gates: GateSet<Ctx>,
+}
+
+impl<Ctx> Pipeline<Ctx> {
+    /// A pipeline over `gates`.
+    pub fn new(gates: GateSet<Ctx>) -> Self {
+        Self { gates }
+    }
+
+    /// Runs the gates.
+    pub fn evaluate<T>(&self, ctx: &Ctx, proposal: Proposal<T>) -> Result<Receipt<T>, Denial> {
+        self.gates.evaluate(ctx, proposal)
+    }
+
+    /// Commits an approved payload with `f` (typically a store append).
+    pub fn commit<T, E>(
+        &self,
+        receipt: Receipt<T>,
+        f: impl FnOnce(T) -> Result<Committed<T>, E>,
+    ) -> Result<Committed<T>, E> {
+        let (payload, _) = receipt.into_parts();
+        f(payload)
+    }
+
+    /// Skips the gates for a named reason.
+    pub fn bypass<T>(proposal: Proposal<T>, reason: &'static dyn BypassReason) -> BypassReceipt<T> {
+        BypassReceipt { payload: proposal.into_inner(), reason }
+    }
+
+    /// Commits a bypassed payload with `f`.
+    pub fn commit_bypass<T, E>(
+        receipt: BypassReceipt<T>,
+        f: impl FnOnce(T) -> Result<Committed<T>, E>,
+    ) -> Result<Committed<T>, E> {
+        f(receipt.payload)
+    }
+}

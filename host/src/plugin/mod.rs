@@ -1,0 +1,253 @@
+//! The WebAssembly plugin runtime: policy gates as sandboxed components.
+//!
+//! A gate is a component of the `gate-plugin` world (wit/batpak.wit) that
+//! imports nothing. The store compiles it once at install, keeps one live
+//! instance per gate, and calls it inside the writer for every proposed
+//! event, before the event gets a sequence. Each call runs under hard
+//! limits (fuel, memory, stack); a guest that traps, runs out of fuel or
+//! memory fails closed with a `GATE_DEFECT` denial and is re-instantiated
+//! for the next call. It never crashes, hangs or corrupts the store.
+//!
+//! This module is not a general plugin host: no WASI, no host calls, no
+//! async, no threads in guests.
+
+mod bindings;
+mod error;
+mod gate_instance;
+mod limits;
+
+pub use error::PluginError;
+pub use limits::PluginLimits;
+
+use crate::coordinate::Coordinate;
+use crate::event::EventKind;
+use crate::guard::Denial;
+use gate_instance::LoadedGate;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine};
+
+/// The process-wide engine: fuel metering on, NaN canonicalisation on,
+/// a bounded wasm stack, component model without async.
+pub(crate) fn engine() -> Result<&'static Engine, PluginError> {
+    static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
+    let built = ENGINE.get_or_init(|| {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.consume_fuel(true);
+        config.cranelift_nan_canonicalization(true);
+        config.max_wasm_stack(PluginLimits::default().stack_bytes);
+        Engine::new(&config).map_err(|e| error::chain(&e))
+    });
+    built.as_ref().map_err(|e| PluginError::Engine(e.clone()))
+}
+
+/// A gate component to install, with its limits.
+#[derive(Clone)]
+pub struct GatePlugin {
+    bytes: Arc<[u8]>,
+    name: Option<String>,
+    limits: PluginLimits,
+}
+
+impl std::fmt::Debug for GatePlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatePlugin")
+            .field("bytes", &self.bytes.len())
+            .field("name", &self.name)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl GatePlugin {
+    /// A plugin from component bytes (checked at install).
+    pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Self {
+        Self { bytes: Arc::from(bytes.into()), name: None, limits: PluginLimits::default() }
+    }
+
+    /// A plugin read from a `.wasm` component file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, PluginError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path)
+            .map_err(|source| PluginError::Read { path: path.display().to_string(), source })?;
+        Ok(Self::from_bytes(bytes))
+    }
+
+    /// Installs the gate under this name instead of the one it describes itself with.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Fuel per call.
+    pub fn with_fuel(mut self, fuel: u64) -> Self {
+        self.limits.fuel_per_call = fuel;
+        self
+    }
+
+    /// Largest linear memory in bytes.
+    pub fn with_memory_limit(mut self, bytes: usize) -> Self {
+        self.limits.memory_bytes = bytes;
+        self
+    }
+
+    /// Every limit at once.
+    pub fn with_limits(mut self, limits: PluginLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits this plugin will run under.
+    pub fn limits(&self) -> PluginLimits {
+        self.limits
+    }
+
+    /// blake3 of the component bytes.
+    pub fn digest(&self) -> [u8; 32] {
+        digest(&self.bytes)
+    }
+
+    /// Compiles and instantiates the component (what install does).
+    pub(crate) fn load(&self) -> Result<LoadedGate, PluginError> {
+        let component = compile(&self.bytes)?;
+        LoadedGate::load(&component, self.digest(), self.name.as_deref(), self.limits)
+    }
+}
+
+#[cfg(feature = "blake3")]
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    *blake3::hash(bytes).as_bytes()
+}
+
+#[cfg(not(feature = "blake3"))]
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out[..4].copy_from_slice(&crc32fast::hash(bytes).to_le_bytes());
+    out[4..12].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+    out
+}
+
+fn compile(bytes: &[u8]) -> Result<Component, PluginError> {
+    const COMPONENT_LAYER: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
+    if bytes.get(..4) != Some(b"\0asm") {
+        return Err(PluginError::NotAComponent("missing the \\0asm magic: not WebAssembly".into()));
+    }
+    if bytes.get(4..8) != Some(&COMPONENT_LAYER[..]) {
+        return Err(PluginError::NotAComponent(
+            "this is a core WebAssembly module; make it a component (wit-component / `wasm-tools component new`)".into(),
+        ));
+    }
+    Component::new(engine()?, bytes).map_err(|e| PluginError::NotAComponent(error::chain(&e)))
+}
+
+/// What a gate sees of a proposed event.
+pub(crate) struct GateInput<'a> {
+    pub coord: &'a Coordinate,
+    pub kind: EventKind,
+    pub payload: &'a [u8],
+    pub correlation_id: u128,
+    pub causation_id: Option<u128>,
+    /// The entity's latest clock before this event.
+    pub clock: Option<u32>,
+}
+
+/// One gate of a recorded gate set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateInfo {
+    /// Installed name.
+    pub name: String,
+    /// Version the gate reported.
+    pub version: String,
+    /// blake3 of the component, hex.
+    pub digest: String,
+}
+
+/// A set of gates that admitted events, as recorded in the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateSetInfo {
+    /// Store-wide id (events carry it).
+    pub id: u32,
+    /// The gates, in evaluation order.
+    pub gates: Vec<GateInfo>,
+}
+
+impl GateSetInfo {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.gates).unwrap_or_default()
+    }
+
+    pub(crate) fn decode(id: u32, body: &[u8]) -> Option<Self> {
+        serde_json::from_slice(body).ok().map(|gates| Self { id, gates })
+    }
+}
+
+/// The installed gates, owned by the writer, run in order, fail-fast.
+#[derive(Default)]
+pub(crate) struct GateChain {
+    gates: Vec<LoadedGate>,
+    /// Gate-set id and its encoded record (none when the chain is empty).
+    record: Option<(u32, Vec<u8>)>,
+}
+
+impl GateChain {
+    /// Loads every plugin; fails on the first that cannot be installed.
+    pub(crate) fn build(plugins: &[GatePlugin]) -> Result<Self, PluginError> {
+        let mut gates: Vec<LoadedGate> = Vec::with_capacity(plugins.len());
+        for plugin in plugins {
+            let gate = plugin.load()?;
+            if gates.iter().any(|g| g.name == gate.name) {
+                return Err(PluginError::DuplicateName(gate.name));
+            }
+            gates.push(gate);
+        }
+        Ok(Self { gates, record: None })
+    }
+
+    /// The gate set's id and record body, if any gate is installed.
+    pub(crate) fn record(&self) -> Option<(u32, Vec<u8>)> {
+        self.record.clone()
+    }
+
+    /// Runs every gate; the first denial wins.
+    pub(crate) fn evaluate(&mut self, input: &GateInput<'_>) -> Result<(), Denial> {
+        for gate in &mut self.gates {
+            gate.evaluate(input)?;
+        }
+        Ok(())
+    }
+
+    /// The gates this chain runs, as they would be recorded.
+    pub(crate) fn infos(&self) -> Vec<GateInfo> {
+        self.gates.iter().map(LoadedGate::info).collect()
+    }
+
+    /// Numbers the chain's gate set: an identical recorded set keeps its id.
+    pub(crate) fn assign_set_id(&mut self, recorded: &[GateSetInfo], fresh: impl FnOnce() -> u32) {
+        if self.gates.is_empty() {
+            self.record = None;
+            return;
+        }
+        let gates = self.infos();
+        let id = recorded.iter().find(|s| s.gates == gates).map_or_else(fresh, |s| s.id);
+        self.record = Some((id, GateSetInfo { id, gates }.encode()));
+    }
+
+    /// Installed gate names, in order.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.gates.iter().map(|g| g.name.clone()).collect()
+    }
+}
+
+impl LoadedGate {
+    fn info(&self) -> GateInfo {
+        GateInfo { name: self.name.clone(), version: self.version.clone(), digest: hex(&self.digest) }
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,117 @@
+//! The data directory, held as a cap-std capability: every file operation
+//! of the store goes through it, so no path outside the directory can be
+//! reached. Also holds the exclusive lock taken at open.
+
+use crate::store::segment::file::segment_filename;
+use crate::store::StoreError;
+use cap_std::fs::{Dir, OpenOptions};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+/// Name of the lock file.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// The opened, locked data directory.
+pub(crate) struct DataDir {
+    dir: Dir,
+    /// Held for the store's lifetime; the `flock` is released when it closes.
+    _lock: File,
+}
+
+impl DataDir {
+    /// Creates `path` if needed, opens it as a capability and takes its lock.
+    pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(path)?;
+        let dir = Dir::open_ambient_dir(path, cap_std::ambient_authority())?;
+        let lock = dir
+            .open_with(LOCK_FILE, OpenOptions::new().create(true).write(true))?
+            .into_std();
+        // SAFETY-free FFI: flock on a descriptor we own; no memory is shared.
+        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            return Err(StoreError::Locked(format!(
+                "{} is open in another store handle or process ({err})",
+                path.display()
+            )));
+        }
+        Ok(Self { dir, _lock: lock })
+    }
+
+    pub(crate) fn dir(&self) -> &Dir {
+        &self.dir
+    }
+
+    /// Makes created, renamed and removed names durable.
+    pub(crate) fn sync_dir(&self) -> Result<(), StoreError> {
+        self.dir.try_clone()?.into_std_file().sync_all()?;
+        Ok(())
+    }
+
+    /// Opens segment `id` for reading.
+    pub(crate) fn open_segment(&self, id: u64) -> Result<File, StoreError> {
+        Ok(self.dir.open(segment_filename(id))?.into_std())
+    }
+
+    /// Opens segment `id` for reading and writing.
+    pub(crate) fn open_segment_rw(&self, id: u64) -> Result<File, StoreError> {
+        let opts = OpenOptions::new().read(true).write(true).clone();
+        Ok(self.dir.open_with(segment_filename(id), &opts)?.into_std())
+    }
+
+    /// Creates segment `id`; fails if any file (or symlink) has that name.
+    pub(crate) fn create_segment(&self, id: u64) -> Result<File, StoreError> {
+        let opts = OpenOptions::new().read(true).write(true).create_new(true).clone();
+        Ok(self.dir.open_with(segment_filename(id), &opts)?.into_std())
+    }
+
+    /// Reads a whole file if it exists.
+    pub(crate) fn read_optional(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.dir.read(name) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Replaces `name` with `bytes` atomically and durably: write a fresh
+    /// temporary file, fsync it, rename it over `name`, fsync the directory.
+    pub(crate) fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let tmp = format!("{name}.{}.{}.tmp", std::process::id(), crate::store::config::system_now_us());
+        let opts = OpenOptions::new().write(true).create_new(true).clone();
+        let mut file = self.dir.open_with(&tmp, &opts)?.into_std();
+        let written = file.write_all(bytes).and_then(|()| file.sync_all());
+        if let Err(e) = written {
+            let _ = self.dir.remove_file(&tmp);
+            return Err(e.into());
+        }
+        drop(file);
+        self.dir.rename(&tmp, &self.dir, name)?;
+        self.sync_dir()
+    }
+
+    /// Removes `name` if present.
+    pub(crate) fn remove_optional(&self, name: &str) -> Result<(), StoreError> {
+        match self.dir.remove_file(name) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes temporary files a crash may have left behind.
+    pub(crate) fn remove_stale_temporaries(&self) -> Result<(), StoreError> {
+        for entry in self.dir.entries()? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if let Some(name) = name.to_str() {
+                if name.ends_with(".tmp") {
+                    self.remove_optional(name)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

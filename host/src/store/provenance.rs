@@ -1,0 +1,41 @@
+//! Which gate set admitted each event: a store-wide table from gate-set id
+//! to its description, rebuilt on open from the gate-set records in the
+//! log (and footers and checkpoint), so it survives restarts.
+
+use crate::plugin::GateSetInfo;
+use parking_lot::RwLock;
+use std::collections::BTreeMap;
+
+/// The gate sets recorded in this store.
+#[derive(Default)]
+pub(crate) struct Provenance {
+    sets: RwLock<BTreeMap<u32, Vec<u8>>>,
+}
+
+impl Provenance {
+    pub(crate) fn load(records: Vec<(u32, Vec<u8>)>) -> Self {
+        Self { sets: RwLock::new(records.into_iter().collect()) }
+    }
+
+    pub(crate) fn is_recorded(&self, id: u32) -> bool {
+        self.sets.read().contains_key(&id)
+    }
+
+    pub(crate) fn record(&self, id: u32, body: &[u8]) {
+        self.sets.write().insert(id, body.to_vec());
+    }
+
+    pub(crate) fn records(&self) -> Vec<(u32, Vec<u8>)> {
+        self.sets.read().iter().map(|(k, v)| (*k, v.clone())).collect()
+    }
+
+    /// The highest id recorded (new sets are numbered after it).
+    pub(crate) fn max_id(&self) -> u32 {
+        self.sets.read().keys().next_back().copied().unwrap_or(0)
+    }
+
+    /// Every recorded gate set, decoded.
+    pub(crate) fn list(&self) -> Vec<GateSetInfo> {
+        self.sets.read().iter().filter_map(|(id, body)| GateSetInfo::decode(*id, body)).collect()
+    }
+}

@@ -1,0 +1,208 @@
+//! Opening a store: rebuild the index from the checkpoint, then segment
+//! footers, then frame scans — every path reads the sequences and ids that
+//! the frames carry, so all three yield the same index. The last segment of
+//! a crashed run is cut back to its last committed unit and sealed.
+
+pub(crate) mod scan;
+
+use crate::store::checkpoint::{self, CHECKPOINT_FILE};
+use crate::store::data_dir::DataDir;
+use crate::store::index::{IndexEntry, StoreIndex};
+use crate::store::segment::file::{list_segments, SEGMENT_HEADER_LEN};
+use crate::store::segment::footer::{self, FOOTER_TRAILER_LEN};
+use crate::store::StoreError;
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+/// How the index was rebuilt; reported in diagnostics and traces.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segments covered by the checkpoint.
+    pub from_checkpoint: u32,
+    /// Segments loaded from their footers.
+    pub from_footers: u32,
+    /// Segments read frame by frame.
+    pub scanned: u32,
+    /// Bytes cut from the end of a crashed segment (torn writes, uncommitted batches).
+    pub truncated_bytes: u64,
+    /// Uncommitted batches discarded.
+    pub discarded_batches: u32,
+    /// Why the checkpoint was not used, if one existed.
+    pub checkpoint_rejected: Option<String>,
+}
+
+/// What open needs from recovery besides the filled index.
+pub(crate) struct Recovered {
+    pub segments: Vec<u64>,
+    pub gate_sets: Vec<(u32, Vec<u8>)>,
+    pub report: RecoveryReport,
+}
+
+/// Fills `index` from the files in `dir` and publishes it.
+pub(crate) fn recover(
+    dir: &DataDir,
+    index: &StoreIndex,
+    use_checkpoint: bool,
+) -> Result<Recovered, StoreError> {
+    dir.remove_stale_temporaries()?;
+    let segments = list_segments(dir.dir())?;
+    let intern = |s: &str| index.intern(s);
+    let mut loader = Loader::new(index);
+    let mut report = RecoveryReport::default();
+    let mut gate_sets = Vec::new();
+    let mut covered = 0usize;
+    if use_checkpoint {
+        match try_checkpoint(dir, &segments, &intern) {
+            Ok(Some(ck)) => {
+                covered = ck.segments.len();
+                report.from_checkpoint = covered as u32;
+                gate_sets.extend(ck.gate_sets);
+                loader.load(ck.entries)?;
+            }
+            Ok(None) => {}
+            Err(why) => {
+                tracing::warn!(reason = %why, "checkpoint not used; loading segments");
+                report.checkpoint_rejected = Some(why);
+            }
+        }
+    }
+    for (i, &id) in segments.iter().enumerate().skip(covered) {
+        let is_last = i + 1 == segments.len();
+        let loaded = load_segment(dir, id, is_last, &intern, &mut report)?;
+        gate_sets.extend(loaded.1);
+        loader.load(loaded.0)?;
+    }
+    index.publish();
+    tracing::info!(events = index.visible(), segments = segments.len(), ?report, "index recovered");
+    Ok(Recovered { segments, gate_sets, report })
+}
+
+/// Loads a checkpoint if it exists and matches the segments on disk.
+fn try_checkpoint(
+    dir: &DataDir,
+    segments: &[u64],
+    intern: &dyn Fn(&str) -> Arc<str>,
+) -> Result<Option<checkpoint::Checkpoint>, String> {
+    let Some(bytes) = dir.read_optional(CHECKPOINT_FILE).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let ck = checkpoint::decode(&bytes, intern)?;
+    if segments.get(..ck.segments.len()) != Some(&ck.segments[..]) {
+        return Err("segments on disk differ from those the checkpoint covers".into());
+    }
+    if let Some(&last) = ck.segments.last() {
+        let file = dir.open_segment(last).map_err(|e| e.to_string())?;
+        let (_, frames_end) = footer_bounds(&file).map_err(|e| e.to_string())?;
+        if frames_end != ck.frames_end {
+            return Err(format!("segment {last} changed since the checkpoint"));
+        }
+    }
+    Ok(Some(ck))
+}
+
+/// Where the frames of segment `id` end.
+pub(crate) fn frames_end(dir: &DataDir, id: u64) -> Result<u64, StoreError> {
+    Ok(footer_bounds(&dir.open_segment(id)?)?.1)
+}
+
+/// File length and where its frames end (the footer start, if it has one).
+fn footer_bounds(file: &File) -> Result<(u64, u64), StoreError> {
+    let len = file.metadata()?.len();
+    if len < (SEGMENT_HEADER_LEN + FOOTER_TRAILER_LEN) as u64 {
+        return Ok((len, len));
+    }
+    let mut trailer = [0u8; FOOTER_TRAILER_LEN];
+    file.read_exact_at(&mut trailer, len - FOOTER_TRAILER_LEN as u64)?;
+    match footer::footer_start(&trailer) {
+        Some(start) if (SEGMENT_HEADER_LEN as u64..len).contains(&start) => Ok((len, start)),
+        _ => Ok((len, len)),
+    }
+}
+
+type Loaded = (Vec<IndexEntry>, Vec<(u32, Vec<u8>)>);
+
+/// Loads one segment from its footer, or by scanning its frames.
+fn load_segment(
+    dir: &DataDir,
+    id: u64,
+    is_last: bool,
+    intern: &dyn Fn(&str) -> Arc<str>,
+    report: &mut RecoveryReport,
+) -> Result<Loaded, StoreError> {
+    let file = dir.open_segment_rw(id)?;
+    let (len, frames_end) = footer_bounds(&file)?;
+    if frames_end < len {
+        let mut region = vec![0u8; (len - frames_end) as usize];
+        file.read_exact_at(&mut region, frames_end)?;
+        match footer::decode(&region, frames_end, id, intern) {
+            Ok(loaded) => {
+                report.from_footers += 1;
+                return Ok(loaded);
+            }
+            Err(e) => tracing::warn!(segment = id, error = %e, "footer unusable; scanning frames"),
+        }
+    }
+    let mut bytes = vec![0u8; len as usize];
+    file.read_exact_at(&mut bytes, 0)?;
+    let tail = is_last && frames_end == len;
+    let scanned = scan::scan_segment(&bytes, id, frames_end as usize, tail, intern)?;
+    report.scanned += 1;
+    report.discarded_batches += scanned.discarded_batches;
+    if tail {
+        seal_crashed_tail(&file, id, len, &scanned, report)?;
+    }
+    Ok((scanned.entries, scanned.gate_sets))
+}
+
+/// Cuts a crashed segment back to its last committed unit and writes its
+/// footer, so later opens load it like any sealed segment.
+fn seal_crashed_tail(
+    file: &File,
+    id: u64,
+    len: u64,
+    scanned: &scan::ScanResult,
+    report: &mut RecoveryReport,
+) -> Result<(), StoreError> {
+    if scanned.valid_end < len {
+        report.truncated_bytes += len - scanned.valid_end;
+        tracing::warn!(segment = id, from = scanned.valid_end, bytes = len - scanned.valid_end, "cutting uncommitted tail");
+        file.set_len(scanned.valid_end)?;
+    }
+    let ids: HashMap<&str, u32> = scanned.strings.iter().map(|(i, s)| (&**s, *i)).collect();
+    let strings: Vec<Arc<str>> = scanned.strings.iter().map(|(_, s)| Arc::clone(s)).collect();
+    if scanned.strings.iter().enumerate().any(|(i, (id, _))| *id as usize != i) {
+        return Ok(()); // not a dense table: leave the segment to be scanned next time
+    }
+    let refs = |e: &IndexEntry| {
+        (ids.get(e.coord.entity()).copied().unwrap_or(0), ids.get(e.coord.scope()).copied().unwrap_or(0))
+    };
+    let bytes = footer::encode(scanned.valid_end, &strings, &scanned.gate_sets, &scanned.entries, refs);
+    file.write_all_at(&bytes, scanned.valid_end)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// Feeds entries to the index in sequence order, rebuilding prev hashes.
+struct Loader<'a> {
+    index: &'a StoreIndex,
+    heads: HashMap<Arc<str>, [u8; 32]>,
+}
+
+impl<'a> Loader<'a> {
+    fn new(index: &'a StoreIndex) -> Self {
+        Self { index, heads: HashMap::new() }
+    }
+
+    fn load(&mut self, mut entries: Vec<IndexEntry>) -> Result<(), StoreError> {
+        for e in &mut entries {
+            let entity = e.coord.entity_arc();
+            let head = self.heads.entry(Arc::clone(entity)).or_insert([0u8; 32]);
+            e.hash_chain.prev_hash = *head;
+            *head = e.hash_chain.event_hash;
+        }
+        let segment = entries.first().map_or(0, |e| e.disk_pos.segment_id);
+        self.index.insert(entries).map_err(|why| StoreError::corrupt(segment, why))
+    }
+}

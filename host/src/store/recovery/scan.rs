@@ -1,0 +1,153 @@
+//! The slow path: read a segment frame by frame, keeping only committed
+//! units (single events, and batches whose commit record is present with
+//! the announced count).
+
+use crate::coordinate::Coordinate;
+use crate::event::{EventKind, HashChain};
+use crate::store::index::{DiskPos, IndexEntry};
+use crate::store::segment::file::{SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::store::segment::frame::{self, EventRecord, FrameError, Record};
+use crate::store::StoreError;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What a frame scan found in one segment.
+#[derive(Default)]
+pub(crate) struct ScanResult {
+    /// Committed events, in file order, prev hashes zero.
+    pub entries: Vec<IndexEntry>,
+    /// Gate-set records (id, body).
+    pub gate_sets: Vec<(u32, Vec<u8>)>,
+    /// End of the last committed unit: everything after it is discardable.
+    pub valid_end: u64,
+    /// Batches found without their commit (discarded).
+    pub discarded_batches: u32,
+    /// The segment's string table, by id.
+    pub strings: Vec<(u32, Arc<str>)>,
+}
+
+struct PendingBatch {
+    batch_id: u64,
+    count: u32,
+    entries: Vec<IndexEntry>,
+}
+
+/// Scans the frames of `bytes` (a whole segment; `frames_end` excludes any
+/// footer). A frame that fails to decode in a `tail` segment, with nothing
+/// decodable after it, ends the scan there (a torn write); anywhere else it
+/// is an error naming the segment and offset.
+pub(crate) fn scan_segment(
+    bytes: &[u8],
+    segment_id: u64,
+    frames_end: usize,
+    tail: bool,
+    intern: &dyn Fn(&str) -> Arc<str>,
+) -> Result<ScanResult, StoreError> {
+    SegmentHeader::decode(bytes, segment_id)?;
+    let frames = bytes.get(..frames_end).unwrap_or(bytes);
+    let mut out = ScanResult { valid_end: SEGMENT_HEADER_LEN as u64, ..ScanResult::default() };
+    let mut strings: HashMap<u32, Arc<str>> = HashMap::new();
+    let mut pending: Option<PendingBatch> = None;
+    let mut pos = SEGMENT_HEADER_LEN;
+    while pos < frames.len() {
+        let (record, len) = match frame::decode(&frames[pos..]) {
+            Ok(ok) => ok,
+            Err(e) if tail && is_torn_tail(frames, pos, &e) => {
+                tracing::warn!(segment_id, offset = pos, error = %e, "torn tail after crash; cutting");
+                break;
+            }
+            Err(FrameError::Crc { .. }) => {
+                return Err(StoreError::CrcMismatch { segment_id, offset: pos as u64 })
+            }
+            Err(e) => return Err(StoreError::corrupt(segment_id, format!("offset {pos}: {e}"))),
+        };
+        let end = (pos + len) as u64;
+        let disk = DiskPos { segment_id, offset: pos as u64, length: len as u32 };
+        match record {
+            Record::Event(ev) => {
+                let entry = entry_from_record(&ev, &strings, disk)
+                    .ok_or_else(|| StoreError::corrupt(segment_id, format!("offset {pos}: unknown string ref")))?;
+                match pending.as_mut() {
+                    Some(b) if (b.entries.len() as u32) < b.count => b.entries.push(entry),
+                    _ => {
+                        if pending.take().is_some() {
+                            out.discarded_batches += 1;
+                        }
+                        out.entries.push(entry);
+                        out.valid_end = end;
+                    }
+                }
+            }
+            Record::BatchBegin { batch_id, count } => {
+                if pending.replace(PendingBatch { batch_id, count, entries: Vec::new() }).is_some() {
+                    out.discarded_batches += 1;
+                }
+            }
+            Record::BatchCommit { batch_id, count } => match pending.take() {
+                Some(b) if b.batch_id == batch_id && b.count == count && b.entries.len() as u32 == count => {
+                    out.entries.extend(b.entries);
+                    out.valid_end = end;
+                }
+                _ => out.discarded_batches += 1,
+            },
+            Record::Str { id, value } => {
+                strings.insert(id, intern(value));
+                if pending.is_none() {
+                    out.valid_end = end;
+                }
+            }
+            Record::GateSet { id, body } => {
+                out.gate_sets.push((id, body.to_vec()));
+                if pending.is_none() {
+                    out.valid_end = end;
+                }
+            }
+        }
+        pos += len;
+    }
+    if pending.is_some() {
+        out.discarded_batches += 1;
+    }
+    out.strings = strings.into_iter().collect();
+    out.strings.sort_unstable_by_key(|(id, _)| *id);
+    Ok(out)
+}
+
+/// A decode failure at `pos` is a torn tail when no complete frame follows it.
+fn is_torn_tail(frames: &[u8], pos: usize, err: &FrameError) -> bool {
+    let declared = match err {
+        FrameError::Truncated | FrameError::BadLength(_) => return true,
+        _ => frames
+            .get(pos..pos + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .unwrap_or(0),
+    };
+    let next = pos + frame::FRAME_HEADER_LEN + declared;
+    match frames.get(next..) {
+        Some(rest) if !rest.is_empty() => frame::decode(rest).is_err(),
+        _ => true,
+    }
+}
+
+fn entry_from_record(
+    ev: &EventRecord<'_>,
+    strings: &HashMap<u32, Arc<str>>,
+    disk_pos: DiskPos,
+) -> Option<IndexEntry> {
+    let entity = Arc::clone(strings.get(&ev.entity_ref)?);
+    let scope = Arc::clone(strings.get(&ev.scope_ref)?);
+    Some(IndexEntry {
+        event_id: ev.event_id,
+        correlation_id: ev.correlation_id,
+        causation_id: ev.causation_id,
+        coord: Coordinate::from_shared(entity, scope),
+        kind: EventKind::from_raw(ev.kind),
+        wall_ms: ev.wall_ms,
+        clock: ev.clock,
+        hash_chain: HashChain { prev_hash: [0u8; 32], event_hash: ev.event_hash },
+        disk_pos,
+        global_sequence: ev.global_sequence,
+        flags: ev.flags,
+        gate_set: ev.gate_set,
+    })
+}

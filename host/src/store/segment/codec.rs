@@ -1,0 +1,140 @@
+//! Little-endian and LEB128 primitives shared by frames, footers and the checkpoint.
+
+/// Appends fixed-width and variable-width integers to a byte buffer.
+pub(crate) trait PutBytes {
+    fn put_u8(&mut self, v: u8);
+    fn put_u16(&mut self, v: u16);
+    fn put_u32(&mut self, v: u32);
+    fn put_u64(&mut self, v: u64);
+    fn put_u128(&mut self, v: u128);
+    fn put_varint(&mut self, v: u64);
+    fn put_str(&mut self, s: &str);
+}
+
+impl PutBytes for Vec<u8> {
+    fn put_u8(&mut self, v: u8) {
+        self.push(v);
+    }
+    fn put_u16(&mut self, v: u16) {
+        self.extend_from_slice(&v.to_le_bytes());
+    }
+    fn put_u32(&mut self, v: u32) {
+        self.extend_from_slice(&v.to_le_bytes());
+    }
+    fn put_u64(&mut self, v: u64) {
+        self.extend_from_slice(&v.to_le_bytes());
+    }
+    fn put_u128(&mut self, v: u128) {
+        self.extend_from_slice(&v.to_le_bytes());
+    }
+    fn put_varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.push(v as u8);
+    }
+    fn put_str(&mut self, s: &str) {
+        self.put_varint(s.len() as u64);
+        self.extend_from_slice(s.as_bytes());
+    }
+}
+
+/// Why a byte cursor could not read a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ShortRead(pub &'static str);
+
+/// Reads values from a byte slice, failing (never panicking) on short input.
+pub(crate) struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, pos: 0 }
+    }
+
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.bytes.get(self.pos..).unwrap_or(&[])
+    }
+
+    pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], ShortRead> {
+        let end = self.pos.checked_add(n).ok_or(ShortRead(what))?;
+        let slice = self.bytes.get(self.pos..end).ok_or(ShortRead(what))?;
+        self.pos = end;
+        Ok(slice)
+    }
+
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], ShortRead> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N, what)?);
+        Ok(out)
+    }
+
+    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, ShortRead> {
+        Ok(self.array::<1>(what)?[0])
+    }
+    pub(crate) fn u16(&mut self, what: &'static str) -> Result<u16, ShortRead> {
+        Ok(u16::from_le_bytes(self.array(what)?))
+    }
+    pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, ShortRead> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+    pub(crate) fn u64(&mut self, what: &'static str) -> Result<u64, ShortRead> {
+        Ok(u64::from_le_bytes(self.array(what)?))
+    }
+    pub(crate) fn u128(&mut self, what: &'static str) -> Result<u128, ShortRead> {
+        Ok(u128::from_le_bytes(self.array(what)?))
+    }
+    pub(crate) fn hash(&mut self, what: &'static str) -> Result<[u8; 32], ShortRead> {
+        self.array(what)
+    }
+
+    pub(crate) fn varint(&mut self, what: &'static str) -> Result<u64, ShortRead> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.u8(what)?;
+            value |= u64::from(byte & 0x7F) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(ShortRead(what))
+    }
+
+    pub(crate) fn varint_u32(&mut self, what: &'static str) -> Result<u32, ShortRead> {
+        u32::try_from(self.varint(what)?).map_err(|_| ShortRead(what))
+    }
+
+    pub(crate) fn str(&mut self, what: &'static str) -> Result<&'a str, ShortRead> {
+        let len = usize::try_from(self.varint(what)?).map_err(|_| ShortRead(what))?;
+        std::str::from_utf8(self.take(len, what)?).map_err(|_| ShortRead(what))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varint_round_trips_edges() {
+        for v in [0u64, 1, 127, 128, 300, u32::MAX as u64, u64::MAX] {
+            let mut buf = Vec::new();
+            buf.put_varint(v);
+            assert_eq!(Cursor::new(&buf).varint("v"), Ok(v));
+        }
+    }
+
+    #[test]
+    fn short_input_is_an_error_not_a_panic() {
+        let mut c = Cursor::new(&[0x80, 0x80]);
+        assert!(c.varint("v").is_err());
+        assert!(Cursor::new(&[1, 2]).u32("u").is_err());
+        assert!(Cursor::new(&[5, b'a']).str("s").is_err());
+    }
+}

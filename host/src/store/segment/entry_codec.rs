@@ -1,0 +1,99 @@
+//! The compact encoding of an index entry, shared by segment footers and the
+//! checkpoint. `prev_hash` is not stored: loading in sequence order rebuilds
+//! it from the entity's previous entry.
+
+use super::codec::{Cursor, PutBytes, ShortRead};
+use crate::coordinate::Coordinate;
+use crate::event::{EventKind, HashChain};
+use crate::store::index::{DiskPos, IndexEntry};
+use std::sync::Arc;
+
+const HAS_CAUSATION: u8 = 0x01;
+const HAS_CORRELATION: u8 = 0x02;
+const HAS_GATE_SET: u8 = 0x04;
+
+/// Appends `e` with its strings given as table references. With
+/// `with_segment`, the segment id is stored too (the checkpoint needs it).
+pub(crate) fn put_entry(out: &mut Vec<u8>, e: &IndexEntry, refs: (u32, u32), with_segment: bool) {
+    let mut present = 0u8;
+    if e.causation_id.is_some() {
+        present |= HAS_CAUSATION;
+    }
+    if e.correlation_id != e.event_id {
+        present |= HAS_CORRELATION;
+    }
+    if e.gate_set.is_some() {
+        present |= HAS_GATE_SET;
+    }
+    out.put_u128(e.event_id);
+    out.put_u8(present);
+    if present & HAS_CORRELATION != 0 {
+        out.put_u128(e.correlation_id);
+    }
+    if let Some(c) = e.causation_id {
+        out.put_u128(c);
+    }
+    if let Some(g) = e.gate_set {
+        out.put_varint(u64::from(g));
+    }
+    out.put_u16(e.kind.as_raw());
+    out.put_u8(e.flags);
+    out.put_varint(u64::from(refs.0));
+    out.put_varint(u64::from(refs.1));
+    out.put_varint(e.global_sequence);
+    out.put_varint(u64::from(e.clock));
+    out.put_varint(e.wall_ms);
+    out.extend_from_slice(&e.hash_chain.event_hash);
+    if with_segment {
+        out.put_varint(e.disk_pos.segment_id);
+    }
+    out.put_varint(e.disk_pos.offset);
+    out.put_varint(u64::from(e.disk_pos.length));
+}
+
+/// Reads one entry written by [`put_entry`]. `segment_id` is `None` when the
+/// segment id is stored in the entry.
+pub(crate) fn get_entry(
+    c: &mut Cursor<'_>,
+    strings: &[Arc<str>],
+    segment_id: Option<u64>,
+) -> Result<IndexEntry, ShortRead> {
+    let event_id = c.u128("event id")?;
+    let present = c.u8("presence")?;
+    let correlation_id = if present & HAS_CORRELATION != 0 { c.u128("correlation")? } else { event_id };
+    let causation_id = if present & HAS_CAUSATION != 0 { Some(c.u128("causation")?) } else { None };
+    let gate_set = if present & HAS_GATE_SET != 0 { Some(c.varint_u32("gate set")?) } else { None };
+    let kind = EventKind::from_raw(c.u16("kind")?);
+    let flags = c.u8("flags")?;
+    let entity = lookup(strings, c.varint("entity ref")?)?;
+    let scope = lookup(strings, c.varint("scope ref")?)?;
+    let global_sequence = c.varint("sequence")?;
+    let clock = c.varint_u32("clock")?;
+    let wall_ms = c.varint("wall ms")?;
+    let event_hash = c.hash("event hash")?;
+    let segment_id = match segment_id {
+        Some(id) => id,
+        None => c.varint("segment id")?,
+    };
+    let offset = c.varint("offset")?;
+    let length = c.varint_u32("length")?;
+    Ok(IndexEntry {
+        event_id,
+        correlation_id,
+        causation_id,
+        coord: Coordinate::from_shared(entity, scope),
+        kind,
+        wall_ms,
+        clock,
+        hash_chain: HashChain { prev_hash: [0u8; 32], event_hash },
+        disk_pos: DiskPos { segment_id, offset, length },
+        global_sequence,
+        flags,
+        gate_set,
+    })
+}
+
+fn lookup(strings: &[Arc<str>], id: u64) -> Result<Arc<str>, ShortRead> {
+    let i = usize::try_from(id).map_err(|_| ShortRead("string ref"))?;
+    strings.get(i).cloned().ok_or(ShortRead("string ref out of range"))
+}

@@ -1,0 +1,111 @@
+//! The segment footer ("SIDX"): a copy of the segment's index entries, written
+//! when a segment is sealed (rotation or clean close) so the next open can
+//! load the segment without reading its frames.
+//!
+//! Layout (little-endian):
+//! `[body][u32 CRC32 of body][u64 footer start][u32 entry count]["SIDX"]`,
+//! with body = `u8 version, varint string count, strings, varint gate-set
+//! count, (varint id, varint length, bytes)*, varint entry count, entries`. The last 16 bytes are the trailer.
+
+use super::codec::{Cursor, PutBytes};
+use super::entry_codec::{get_entry, put_entry};
+use crate::store::index::IndexEntry;
+use crate::store::StoreError;
+use std::sync::Arc;
+
+/// Magic closing every footer.
+pub const FOOTER_MAGIC: &[u8; 4] = b"SIDX";
+/// Bytes of the fixed trailer at the very end of the file.
+pub const FOOTER_TRAILER_LEN: usize = 16;
+const FOOTER_VERSION: u8 = 1;
+
+/// Encodes the footer for a segment that ends at `footer_start`.
+pub(crate) fn encode(
+    footer_start: u64,
+    strings: &[Arc<str>],
+    gate_sets: &[(u32, Vec<u8>)],
+    entries: &[IndexEntry],
+    refs: impl Fn(&IndexEntry) -> (u32, u32),
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + entries.len() * 80);
+    out.put_u8(FOOTER_VERSION);
+    out.put_varint(strings.len() as u64);
+    for s in strings {
+        out.put_str(s);
+    }
+    out.put_varint(gate_sets.len() as u64);
+    for (id, body) in gate_sets {
+        out.put_varint(u64::from(*id));
+        out.put_varint(body.len() as u64);
+        out.extend_from_slice(body);
+    }
+    out.put_varint(entries.len() as u64);
+    for e in entries {
+        put_entry(&mut out, e, refs(e), false);
+    }
+    let crc = crc32fast::hash(&out);
+    out.put_u32(crc);
+    out.put_u64(footer_start);
+    out.put_u32(u32::try_from(entries.len()).unwrap_or(u32::MAX));
+    out.extend_from_slice(FOOTER_MAGIC);
+    out
+}
+
+/// Where the footer of a segment's bytes starts, if it has a trailer.
+pub(crate) fn footer_start(bytes: &[u8]) -> Option<u64> {
+    let trailer = bytes.len().checked_sub(FOOTER_TRAILER_LEN).and_then(|at| bytes.get(at..))?;
+    if &trailer[12..16] != FOOTER_MAGIC {
+        return None;
+    }
+    let mut start = [0u8; 8];
+    start.copy_from_slice(&trailer[0..8]);
+    Some(u64::from_le_bytes(start))
+}
+
+/// Decodes a footer. `region` holds the file's bytes from `start` (the
+/// footer start named by the trailer) to its end. Returns entries with zero
+/// prev hashes.
+pub(crate) fn decode(
+    region: &[u8],
+    start: u64,
+    segment_id: u64,
+    intern: &dyn Fn(&str) -> Arc<str>,
+) -> Result<(Vec<IndexEntry>, Vec<(u32, Vec<u8>)>), StoreError> {
+    let corrupt = |d: &str| StoreError::corrupt(segment_id, format!("footer at {start}: {d}"));
+    let body_len = region
+        .len()
+        .checked_sub(FOOTER_TRAILER_LEN + 4)
+        .ok_or_else(|| corrupt("shorter than its trailer"))?;
+    let body = &region[..body_len];
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(&region[body_len..body_len + 4]);
+    if crc32fast::hash(body) != u32::from_le_bytes(crc) {
+        return Err(corrupt("CRC mismatch"));
+    }
+    let mut c = Cursor::new(body);
+    let short = |e: super::codec::ShortRead| corrupt(e.0);
+    if c.u8("version").map_err(short)? != FOOTER_VERSION {
+        return Err(corrupt("unsupported version"));
+    }
+    let n_strings = c.varint("string count").map_err(short)?;
+    let mut strings = Vec::new();
+    for _ in 0..n_strings {
+        strings.push(intern(c.str("string").map_err(short)?));
+    }
+    let n_sets = c.varint("gate set count").map_err(short)?;
+    let mut gate_sets = Vec::new();
+    for _ in 0..n_sets {
+        let id = c.varint_u32("gate set id").map_err(short)?;
+        let len = c.varint("gate set length").map_err(short)? as usize;
+        gate_sets.push((id, c.take(len, "gate set").map_err(short)?.to_vec()));
+    }
+    let n_entries = c.varint("entry count").map_err(short)?;
+    let mut entries = Vec::new();
+    for _ in 0..n_entries {
+        entries.push(get_entry(&mut c, &strings, Some(segment_id)).map_err(short)?);
+    }
+    if c.position() != body.len() {
+        return Err(corrupt("trailing bytes"));
+    }
+    Ok((entries, gate_sets))
+}

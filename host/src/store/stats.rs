@@ -1,0 +1,43 @@
+//! [`StoreStats`] and [`StoreDiagnostics`].
+
+use crate::store::config::RestartPolicy;
+use crate::store::recovery::RecoveryReport;
+use std::path::PathBuf;
+
+/// Counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Visible events.
+    pub event_count: usize,
+    /// The next global sequence.
+    pub global_sequence: u64,
+}
+
+/// Everything useful when something looks wrong.
+#[derive(Clone, Debug)]
+pub struct StoreDiagnostics {
+    /// Visible events.
+    pub event_count: usize,
+    /// The next global sequence.
+    pub global_sequence: u64,
+    /// Exclusive bound of visible sequences.
+    pub visible_sequence: u64,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Segment size limit.
+    pub segment_max_bytes: u64,
+    /// Open-file budget for reads.
+    pub fd_budget: usize,
+    /// Writer restart policy.
+    pub restart_policy: RestartPolicy,
+    /// Configured index layout name.
+    pub index_layout: &'static str,
+    /// Index chunk count (always 0: the index has a single layout).
+    pub tile_count: usize,
+    /// Distinct entities.
+    pub entity_count: usize,
+    /// How the last open rebuilt the index.
+    pub recovery: RecoveryReport,
+    /// Installed gates, in order.
+    pub gates: Vec<String>,
+}

@@ -1,0 +1,117 @@
+//! The active segment: the one file the writer appends to. It owns the
+//! segment's string table, knows its committed length, creates and seals
+//! segments, and cuts back anything written by a unit that failed.
+
+use crate::store::config::SyncMode;
+use crate::store::data_dir::DataDir;
+use crate::store::index::{IndexEntry, StoreIndex};
+use crate::store::segment::file::{SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::store::segment::footer;
+use crate::store::segment::frame::{self, Record};
+use crate::store::StoreError;
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+/// The segment being appended to.
+pub(crate) struct ActiveSegment {
+    pub id: u64,
+    file: File,
+    /// End of the last committed unit; bytes past it belong to no one.
+    pub len: u64,
+    /// Sequence of the first event in this segment.
+    pub first_seq: u64,
+    strings: HashMap<Arc<str>, u32>,
+    string_list: Vec<Arc<str>>,
+    /// Gate-set records written to this segment (copied into its footer).
+    pub gate_sets: Vec<(u32, Vec<u8>)>,
+}
+
+impl ActiveSegment {
+    /// Creates segment `id` with its header, durably (file and directory).
+    pub(crate) fn create(dir: &DataDir, id: u64, first_seq: u64, now_us: i64) -> Result<Self, StoreError> {
+        let file = dir.create_segment(id)?;
+        let header = SegmentHeader::new(id, now_us).encode();
+        file.write_all_at(&header, 0)?;
+        file.sync_all()?;
+        dir.sync_dir()?;
+        Ok(Self {
+            id,
+            file,
+            len: SEGMENT_HEADER_LEN as u64,
+            first_seq,
+            strings: HashMap::new(),
+            string_list: Vec::new(),
+            gate_sets: Vec::new(),
+        })
+    }
+
+    /// The segment-local id of `s`, appending a string record to `buf` (and
+    /// noting it in `added`) the first time `s` is used in this segment.
+    pub(crate) fn string_ref(&mut self, s: &Arc<str>, buf: &mut Vec<u8>, added: &mut Vec<Arc<str>>) -> u32 {
+        if let Some(id) = self.strings.get(s) {
+            return *id;
+        }
+        let id = self.string_list.len() as u32;
+        frame::encode(buf, &Record::Str { id, value: s });
+        self.strings.insert(Arc::clone(s), id);
+        self.string_list.push(Arc::clone(s));
+        added.push(Arc::clone(s));
+        id
+    }
+
+    /// Forgets strings whose records were cut back with a failed unit.
+    pub(crate) fn forget_strings(&mut self, added: &[Arc<str>]) {
+        for s in added.iter().rev() {
+            if self.string_list.last() == Some(s) {
+                self.string_list.pop();
+                self.strings.remove(s);
+            }
+        }
+    }
+
+    /// Writes `bytes` at the committed end. Does not move `len`: the caller
+    /// commits with [`ActiveSegment::commit`] or undoes with [`ActiveSegment::cut_back`].
+    pub(crate) fn write_at_end(&self, at: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.file.write_all_at(bytes, at)?;
+        Ok(())
+    }
+
+    /// Marks everything up to `new_len` as committed.
+    pub(crate) fn commit(&mut self, new_len: u64) {
+        debug_assert!(new_len >= self.len, "commits only move forward");
+        self.len = new_len;
+    }
+
+    /// Removes every byte past the committed end.
+    pub(crate) fn cut_back(&self) -> Result<(), StoreError> {
+        self.file.set_len(self.len)?;
+        Ok(())
+    }
+
+    /// Flushes written bytes to stable storage.
+    pub(crate) fn sync(&self, mode: SyncMode) -> Result<(), StoreError> {
+        match mode {
+            SyncMode::SyncAll => self.file.sync_all()?,
+            SyncMode::SyncData => self.file.sync_data()?,
+        }
+        Ok(())
+    }
+
+    /// Writes the footer (entries `first_seq..end_seq` of `index`) and fsyncs.
+    /// Returns where the frames end (the footer start).
+    pub(crate) fn seal(&self, index: &StoreIndex, end_seq: u64) -> Result<u64, StoreError> {
+        self.cut_back()?;
+        let entries: Vec<IndexEntry> =
+            (self.first_seq..end_seq).filter_map(|s| index.get_any(s)).cloned().collect();
+        let refs = |e: &IndexEntry| {
+            let id = |s: &Arc<str>| self.strings.get(s).copied().unwrap_or(0);
+            (id(e.coord.entity_arc()), id(e.coord.scope_arc()))
+        };
+        let bytes = footer::encode(self.len, &self.string_list, &self.gate_sets, &entries, refs);
+        self.file.write_all_at(&bytes, self.len)?;
+        self.file.sync_all()?;
+        Ok(self.len)
+    }
+}

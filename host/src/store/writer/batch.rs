@@ -1,0 +1,252 @@
+//! One atomic batch inside the writer: `BEGIN, items…, COMMIT` framed
+//! contiguously in one segment, fsynced before it is indexed. Any failure
+//! cuts the file back to where the batch started.
+
+use super::single::{check_cas, notification, receipt, Head, Planned};
+use super::{inject, BatchRequest, Staged, Writer};
+use crate::plugin::GateInput;
+use crate::store::contracts::{BatchAppendItem, CausationRef};
+use crate::store::error::BatchStage;
+use crate::store::fault_point as fp;
+use crate::store::index::{DiskPos, IndexEntry};
+use crate::store::segment::frame::{self, Record};
+use crate::store::StoreError;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Per-item values fixed before anything is written.
+struct ItemPlan {
+    event_id: u128,
+    correlation_id: u128,
+    causation_id: Option<u128>,
+    clock: u32,
+    wall_ms: u64,
+    prev_hash: [u8; 32],
+}
+
+impl Writer {
+    pub(super) fn stage_batch(&mut self, req: BatchRequest) -> Result<Staged, StoreError> {
+        self.check_poisoned()?;
+        if req.items.is_empty() {
+            return Ok(Staged { receipts: Vec::new(), notes: Vec::new(), wrote: false });
+        }
+        if let Some(replayed) = self.replay_batch(&req.items)? {
+            return Ok(replayed);
+        }
+        let plans = self.plan_batch(&req)?;
+        let base = self.index.inserted();
+        let count = req.items.len();
+        inject(&self.cfg, fp::batch_start(base, count)).map_err(|e| e.in_batch(0, BatchStage::Writing))?;
+        self.ensure_active().map_err(|e| e.in_batch(0, BatchStage::Writing))?;
+        let gate_set = self.ensure_gate_set_recorded().map_err(|e| e.in_batch(0, BatchStage::Writing))?;
+        let planned: Vec<Planned<'_>> = req
+            .items
+            .iter()
+            .zip(&plans)
+            .enumerate()
+            .map(|(i, (item, p))| Planned {
+                coord: &item.coord,
+                kind: item.kind,
+                payload: &item.payload_bytes,
+                event_id: p.event_id,
+                correlation_id: p.correlation_id,
+                causation_id: p.causation_id,
+                flags: item.options.flags,
+                timestamp_us: req.timestamp_us,
+                seq: base + i as u64,
+                clock: p.clock,
+                wall_ms: p.wall_ms,
+                prev_hash: p.prev_hash,
+                gate_set,
+            })
+            .collect();
+        let entries = self.write_batch(base, &planned)?;
+        let notes = entries.iter().map(notification).collect();
+        let receipts = entries.iter().map(receipt).collect();
+        self.index.insert(entries).map_err(|why| {
+            self.poison(&why);
+            StoreError::Poisoned(why)
+        })?;
+        self.unsynced = 0;
+        Ok(Staged { receipts, notes, wrote: true })
+    }
+
+    /// A batch whose items all carry idempotency keys already stored is a
+    /// retry: return the original receipts. Some keys stored but not all,
+    /// or any content differing, is a conflict.
+    fn replay_batch(&self, items: &[BatchAppendItem]) -> Result<Option<Staged>, StoreError> {
+        let mut found = Vec::new();
+        let mut first_missing = None;
+        for (i, item) in items.iter().enumerate() {
+            match item.options.idempotency_key.and_then(|k| self.index.by_id_any(k)) {
+                Some(original) => {
+                    let original = original.clone();
+                    self.check_same_event(&original, &item.coord, item.kind, &item.payload_bytes)
+                        .map_err(|e| e.in_batch(i, BatchStage::Validation))?;
+                    found.push(original);
+                }
+                None => {
+                    first_missing.get_or_insert(i);
+                }
+            }
+        }
+        match (found.is_empty(), first_missing) {
+            (true, _) => Ok(None),
+            (false, None) => Ok(Some(Staged {
+                receipts: found.iter().map(receipt).collect(),
+                notes: Vec::new(),
+                wrote: false,
+            })),
+            (false, Some(i)) => Err(StoreError::IdempotencyConflict {
+                key: items[i].options.idempotency_key.unwrap_or_default(),
+                detail: format!("{} of {} batch items are already stored; a retry must repeat the whole batch", found.len(), items.len()),
+            }
+            .in_batch(i, BatchStage::Validation)),
+        }
+    }
+
+    /// Fixes ids, clocks, wall times and chain links; runs CAS and gates per item.
+    fn plan_batch(&mut self, req: &BatchRequest) -> Result<Vec<ItemPlan>, StoreError> {
+        let mut heads: HashMap<Arc<str>, Head> = HashMap::new();
+        let mut plans: Vec<ItemPlan> = Vec::with_capacity(req.items.len());
+        for (i, item) in req.items.iter().enumerate() {
+            let entity = item.coord.entity_arc();
+            let head = match heads.get(entity) {
+                Some(h) => *h,
+                None => Head::of(&self.index, entity),
+            };
+            check_cas(&item.options, entity, &head).map_err(|e| e.in_batch(i, BatchStage::Validation))?;
+            let event_id = item.options.idempotency_key.unwrap_or(req.fresh_ids[i]);
+            let causation_id = match item.causation {
+                CausationRef::None => item.options.causation_id,
+                CausationRef::Absolute(id) => Some(id),
+                CausationRef::PriorItem(j) => Some(plans.get(j).map(|p| p.event_id).ok_or_else(|| {
+                    StoreError::Configuration(format!("PriorItem({j}) must name an earlier item"))
+                        .in_batch(i, BatchStage::Validation)
+                })?),
+            };
+            let correlation_id = item.options.correlation_id.unwrap_or(event_id);
+            let input = GateInput {
+                coord: &item.coord,
+                kind: item.kind,
+                payload: &item.payload_bytes,
+                correlation_id,
+                causation_id,
+                clock: head.clock,
+            };
+            self.gates
+                .evaluate(&input)
+                .map_err(|d| StoreError::Denied(d).in_batch(i, BatchStage::Gating))?;
+            let (clock, wall_ms) = head.next(req.timestamp_us);
+            let plan = ItemPlan { event_id, correlation_id, causation_id, clock, wall_ms, prev_hash: head.hash };
+            let hash = chain_hash(item, &plan, req.timestamp_us, self.index.inserted() + i as u64);
+            heads.insert(Arc::clone(entity), Head { clock: Some(clock), hash, wall_ms });
+            plans.push(plan);
+        }
+        Ok(plans)
+    }
+
+    /// Frames the batch, writes it, fsyncs it. On failure nothing of it remains.
+    fn write_batch(&mut self, base: u64, planned: &[Planned<'_>]) -> Result<Vec<IndexEntry>, StoreError> {
+        let count = planned.len();
+        let last = count - 1;
+        let mut added = Vec::new();
+        let seg = self.active.as_mut().ok_or(StoreError::WriterCrashed)?;
+        let (at, seg_id) = (seg.len, seg.id);
+        self.buf.clear();
+        let refs: Vec<(u32, u32)> = planned
+            .iter()
+            .map(|p| {
+                (
+                    seg.string_ref(p.coord.entity_arc(), &mut self.buf, &mut added),
+                    seg.string_ref(p.coord.scope_arc(), &mut self.buf, &mut added),
+                )
+            })
+            .collect();
+        frame::encode(&mut self.buf, &Record::BatchBegin { batch_id: base, count: count as u32 });
+        let mut cuts = vec![self.buf.len()];
+        let mut entries = Vec::with_capacity(count);
+        for (p, r) in planned.iter().zip(refs) {
+            let hash = p.hash();
+            let offset = at + self.buf.len() as u64;
+            let length = frame::encode(&mut self.buf, &Record::Event(p.record(r, hash))) as u32;
+            cuts.push(self.buf.len());
+            entries.push(p.entry(hash, DiskPos { segment_id: seg_id, offset, length }));
+        }
+        frame::encode(&mut self.buf, &Record::BatchCommit { batch_id: base, count: count as u32 });
+        cuts.push(self.buf.len());
+        if let Err((item, e)) = self.write_batch_frames(at, base, &cuts) {
+            self.undo_unit(&added);
+            return Err(e.in_batch(item, BatchStage::Writing));
+        }
+        let durable = inject(&self.cfg, fp::batch_fsync(base)).and_then(|()| {
+            let seg = self.active.as_ref().ok_or(StoreError::WriterCrashed)?;
+            seg.sync(self.cfg.sync.mode).inspect_err(|e| self.poison(&format!("batch fsync failed: {e}")))
+        });
+        if let Err(e) = durable {
+            self.abort_durable_unit(&added);
+            return Err(e.in_batch(last, BatchStage::Syncing));
+        }
+        if let Err(e) = inject(&self.cfg, fp::batch_pre_publish(base, count)) {
+            self.abort_durable_unit(&added);
+            return Err(e.in_batch(last, BatchStage::Indexing));
+        }
+        if let Some(seg) = self.active.as_mut() {
+            seg.commit(at + self.buf.len() as u64);
+        }
+        Ok(entries)
+    }
+
+    /// Writes the framed batch: in one call, or frame by frame with the
+    /// injection points when a fault injector is installed.
+    fn write_batch_frames(&self, at: u64, base: u64, cuts: &[usize]) -> Result<(), (usize, StoreError)> {
+        let seg = self.active.as_ref().ok_or((0, StoreError::WriterCrashed))?;
+        let count = cuts.len() - 2;
+        if !fp::enabled(&self.cfg) {
+            return seg.write_at_end(at, &self.buf).map_err(|e| (0, e));
+        }
+        let mut done = 0usize;
+        for (step, &cut) in cuts.iter().enumerate() {
+            seg.write_at_end(at + done as u64, &self.buf[done..cut]).map_err(|e| (step.saturating_sub(1).min(count - 1), e))?;
+            done = cut;
+            let point = match step {
+                0 => fp::batch_begin_written(base, count),
+                s if s <= count => fp::batch_item_written(base, s - 1, count),
+                _ => fp::batch_commit_written(base),
+            };
+            inject(&self.cfg, point).map_err(|e| (step.saturating_sub(1).min(count - 1), e))?;
+            if step == count {
+                inject(&self.cfg, fp::batch_items_complete(base, count)).map_err(|e| (count - 1, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cuts back a unit that may already be durable, and makes the cut durable.
+    fn abort_durable_unit(&mut self, added: &[Arc<str>]) {
+        self.undo_unit(added);
+        if let Err(e) = self.sync_active() {
+            let why = format!("could not make a cut-back durable: {e}");
+            self.poison(&why);
+        }
+    }
+}
+
+fn chain_hash(item: &BatchAppendItem, plan: &ItemPlan, timestamp_us: i64, seq: u64) -> [u8; 32] {
+    Planned {
+        coord: &item.coord,
+        kind: item.kind,
+        payload: &item.payload_bytes,
+        event_id: plan.event_id,
+        correlation_id: plan.correlation_id,
+        causation_id: plan.causation_id,
+        flags: item.options.flags,
+        timestamp_us,
+        seq,
+        clock: plan.clock,
+        wall_ms: plan.wall_ms,
+        prev_hash: plan.prev_hash,
+        gate_set: None,
+    }
+    .hash()
+}

@@ -1,0 +1,379 @@
+//! The writer thread: the only code that writes segments or mutates the index.
+//!
+//! Callers send a [`Command`] over a bounded channel and block on a one-shot
+//! reply. The writer takes one command, then whatever else is queued (up to
+//! the group-commit limit), and runs each unit along one straight line:
+//!
+//! `validate → gates → frame → write → (batch: fsync) → index insert`
+//!
+//! then, once for the whole group: `fsync policy → publish → notify → reply`.
+//! A unit that fails after writing is cut back from the file before the next
+//! unit starts, so the log never holds bytes of a failed unit.
+
+mod active;
+mod batch;
+mod shutdown;
+mod single;
+
+use crate::plugin::GateChain;
+use crate::store::config::StoreConfig;
+use crate::store::contracts::{AppendOptions, AppendReceipt, BatchAppendItem, Notification};
+use crate::store::data_dir::DataDir;
+use crate::store::index::StoreIndex;
+use crate::store::provenance::Provenance;
+use crate::store::subscription::Subscribers;
+use crate::store::StoreError;
+use crate::Coordinate;
+use crate::EventKind;
+use active::ActiveSegment;
+use std::sync::Arc;
+
+/// Most commands served in one group when the configuration says "unbounded".
+const GROUP_LIMIT_MAX: usize = 4096;
+
+/// A reply channel (one-shot).
+pub(crate) type Reply<T> = flume::Sender<Result<T, StoreError>>;
+
+/// One single-event append, prepared on the caller's thread.
+pub(crate) struct SingleRequest {
+    pub coord: Coordinate,
+    pub kind: EventKind,
+    pub payload: Vec<u8>,
+    pub options: AppendOptions,
+    pub event_id: u128,
+    pub timestamp_us: i64,
+}
+
+/// One validated batch, prepared on the caller's thread.
+pub(crate) struct BatchRequest {
+    pub items: Vec<BatchAppendItem>,
+    /// One fresh id per item, used unless the item carries an idempotency key.
+    pub fresh_ids: Vec<u128>,
+    pub timestamp_us: i64,
+}
+
+/// What the writer can be asked to do.
+pub(crate) enum Command {
+    Append(Box<SingleRequest>, Reply<AppendReceipt>),
+    Batch(Box<BatchRequest>, Reply<Vec<AppendReceipt>>),
+    Sync(Reply<()>),
+    Shutdown(Reply<()>),
+    SetGates(GateChain, Reply<()>),
+    #[cfg(feature = "dangerous-test-hooks")]
+    Panic(Reply<()>),
+}
+
+/// A unit that went through the writer, waiting for the group's end.
+struct Staged {
+    receipts: Vec<AppendReceipt>,
+    notes: Vec<Notification>,
+    /// Whether it wrote anything (a replayed idempotent append did not).
+    wrote: bool,
+}
+
+enum Waiting {
+    One(Result<Staged, StoreError>, Reply<AppendReceipt>),
+    Many(Result<Staged, StoreError>, Reply<Vec<AppendReceipt>>),
+}
+
+/// Everything the writer thread owns.
+pub(crate) struct Writer {
+    cfg: Arc<StoreConfig>,
+    dir: Arc<DataDir>,
+    index: Arc<StoreIndex>,
+    subscribers: Arc<Subscribers>,
+    provenance: Arc<Provenance>,
+    gates: GateChain,
+    active: Option<ActiveSegment>,
+    /// Segments on disk, in order (the last may be the active one).
+    segments: Vec<u64>,
+    /// Single appends written since the last fsync.
+    unsynced: u32,
+    poisoned: Option<String>,
+    /// Whether `index.ckpt` already describes everything on disk.
+    checkpoint_current: bool,
+    buf: Vec<u8>,
+}
+
+/// Whether the loop should keep serving.
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Exit,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        cfg: Arc<StoreConfig>,
+        dir: Arc<DataDir>,
+        index: Arc<StoreIndex>,
+        subscribers: Arc<Subscribers>,
+        provenance: Arc<Provenance>,
+        gates: GateChain,
+        segments: Vec<u64>,
+        checkpoint_current: bool,
+    ) -> Self {
+        Self {
+            cfg,
+            dir,
+            index,
+            subscribers,
+            provenance,
+            gates,
+            active: None,
+            segments,
+            unsynced: 0,
+            poisoned: None,
+            checkpoint_current,
+            buf: Vec::with_capacity(64 * 1024),
+        }
+    }
+
+    /// Serves commands until shutdown or until every sender is gone.
+    pub(crate) fn run(&mut self, rx: &flume::Receiver<Command>) {
+        while let Ok(first) = rx.recv() {
+            if self.serve_group(first, rx) == Flow::Exit {
+                return;
+            }
+        }
+        // Every handle dropped without a shutdown: seal what we can.
+        let _ = self.shutdown();
+    }
+
+    fn group_limit(&self) -> usize {
+        match self.cfg.batch.group_commit_max_batch {
+            0 => GROUP_LIMIT_MAX,
+            n => (n as usize).min(GROUP_LIMIT_MAX),
+        }
+    }
+
+    fn serve_group(&mut self, first: Command, rx: &flume::Receiver<Command>) -> Flow {
+        let limit = self.group_limit();
+        let mut waiting: Vec<Waiting> = Vec::new();
+        let mut next = Some(first);
+        let mut control = None;
+        while let Some(cmd) = next.take() {
+            match cmd {
+                Command::Append(req, reply) => waiting.push(Waiting::One(self.stage_single(*req), reply)),
+                Command::Batch(req, reply) => waiting.push(Waiting::Many(self.stage_batch(*req), reply)),
+                other => {
+                    control = Some(other);
+                    break;
+                }
+            }
+            if waiting.len() < limit {
+                next = rx.try_recv().ok();
+            }
+        }
+        self.finish_group(waiting);
+        match control {
+            Some(cmd) => self.control(cmd, rx),
+            None => Flow::Continue,
+        }
+    }
+
+    /// fsync policy → publish → notify → reply, once for the group.
+    fn finish_group(&mut self, mut waiting: Vec<Waiting>) {
+        let threshold = self.cfg.sync.every_n_events.max(1);
+        if self.unsynced >= threshold {
+            if let Err(e) = self.sync_active() {
+                let why = format!("fsync failed: {e}");
+                self.poison(&why);
+                for w in &mut waiting {
+                    let result = match w {
+                        Waiting::One(r, _) | Waiting::Many(r, _) => r,
+                    };
+                    if result.as_ref().is_ok_and(|s| s.wrote) {
+                        *result = Err(StoreError::Poisoned(why.clone()));
+                    }
+                }
+            }
+        }
+        if self.poisoned.is_none() {
+            self.index.publish();
+        }
+        for w in waiting {
+            match w {
+                Waiting::One(result, reply) => {
+                    let result = result.and_then(|s| {
+                        self.subscribers.broadcast(&s.notes);
+                        s.receipts.into_iter().next().ok_or(StoreError::WriterCrashed)
+                    });
+                    let _ = reply.send(result);
+                }
+                Waiting::Many(result, reply) => {
+                    let result = result.map(|s| {
+                        self.subscribers.broadcast(&s.notes);
+                        s.receipts
+                    });
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+
+    fn control(&mut self, cmd: Command, rx: &flume::Receiver<Command>) -> Flow {
+        match cmd {
+            Command::Sync(reply) => {
+                let _ = reply.send(self.sync_active());
+                Flow::Continue
+            }
+            Command::Shutdown(reply) => {
+                self.drain_for_shutdown(rx);
+                let _ = reply.send(self.shutdown());
+                Flow::Exit
+            }
+            Command::SetGates(chain, reply) => {
+                self.gates = chain;
+                let _ = reply.send(Ok(()));
+                Flow::Continue
+            }
+            #[cfg(feature = "dangerous-test-hooks")]
+            Command::Panic(reply) => {
+                drop(reply);
+                std::panic::panic_any("writer panic requested by panic_writer_for_test");
+            }
+            Command::Append(..) | Command::Batch(..) => Flow::Continue,
+        }
+    }
+
+    /// Serves what was queued before the shutdown, up to the drain limit.
+    fn drain_for_shutdown(&mut self, rx: &flume::Receiver<Command>) {
+        let mut waiting = Vec::new();
+        for _ in 0..self.cfg.writer.shutdown_drain_limit {
+            match rx.try_recv() {
+                Ok(Command::Append(req, reply)) => waiting.push(Waiting::One(self.stage_single(*req), reply)),
+                Ok(Command::Batch(req, reply)) => waiting.push(Waiting::Many(self.stage_batch(*req), reply)),
+                Ok(Command::Sync(reply)) | Ok(Command::Shutdown(reply)) => {
+                    let _ = reply.send(Ok(()));
+                }
+                Ok(Command::SetGates(_, reply)) => {
+                    let _ = reply.send(Err(StoreError::WriterCrashed));
+                }
+                #[cfg(feature = "dangerous-test-hooks")]
+                Ok(Command::Panic(reply)) => {
+                    let _ = reply.send(Ok(()));
+                }
+                Err(_) => break,
+            }
+        }
+        self.finish_group(waiting);
+    }
+
+    fn check_poisoned(&self) -> Result<(), StoreError> {
+        match &self.poisoned {
+            Some(why) => Err(StoreError::Poisoned(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn poison(&mut self, why: &str) {
+        tracing::error!(reason = why, "writer poisoned; reopen the store to recover");
+        if self.poisoned.is_none() {
+            self.poisoned = Some(why.to_string());
+        }
+    }
+
+    fn sync_active(&mut self) -> Result<(), StoreError> {
+        if let Some(seg) = &self.active {
+            seg.sync(self.cfg.sync.mode)?;
+        }
+        self.unsynced = 0;
+        Ok(())
+    }
+
+    /// Undoes a failed unit: forget its strings, cut its bytes.
+    fn undo_unit(&mut self, added: &[Arc<str>]) {
+        if let Some(seg) = self.active.as_mut() {
+            seg.forget_strings(added);
+            if let Err(e) = seg.cut_back() {
+                let why = format!("could not cut back a failed write: {e}");
+                self.poison(&why);
+            }
+        }
+    }
+
+    /// The active segment, created or rotated as needed before a unit.
+    fn ensure_active(&mut self) -> Result<(), StoreError> {
+        let full = self.active.as_ref().is_some_and(|s| s.len >= self.cfg.segment_max_bytes);
+        if self.active.is_some() && !full {
+            return Ok(());
+        }
+        let next_id = self.segments.last().map_or(1, |id| id + 1);
+        if let Some(old) = &self.active {
+            inject(&self.cfg, crate::store::fault_point::rotation(old.id, next_id))?;
+            old.seal(&self.index, self.index.inserted())?;
+            self.active = None;
+        }
+        let seg = ActiveSegment::create(&self.dir, next_id, self.index.inserted(), self.cfg.now_us())?;
+        self.segments.push(next_id);
+        self.checkpoint_current = false;
+        self.active = Some(seg);
+        Ok(())
+    }
+
+    /// Records the installed gate set in the log the first time it admits
+    /// an event (its own small committed unit), and returns its id.
+    fn ensure_gate_set_recorded(&mut self) -> Result<Option<u32>, StoreError> {
+        let Some((id, body)) = self.gates.record() else { return Ok(None) };
+        if self.provenance.is_recorded(id) {
+            return Ok(Some(id));
+        }
+        let Some(seg) = self.active.as_mut() else { return Ok(None) };
+        let mut bytes = Vec::with_capacity(body.len() + 16);
+        let record = crate::store::segment::frame::Record::GateSet { id, body: &body };
+        crate::store::segment::frame::encode(&mut bytes, &record);
+        let at = seg.len;
+        if let Err(e) = seg.write_at_end(at, &bytes) {
+            self.undo_unit(&[]);
+            return Err(e);
+        }
+        seg.commit(at + bytes.len() as u64);
+        seg.gate_sets.push((id, body.clone()));
+        self.provenance.record(id, &body);
+        Ok(Some(id))
+    }
+}
+
+/// Runs the configured fault injector at `point` (nothing without the feature).
+#[cfg(feature = "dangerous-test-hooks")]
+fn inject(cfg: &StoreConfig, point: Option<crate::store::fault::InjectionPoint>) -> Result<(), StoreError> {
+    match point {
+        Some(p) => crate::store::fault::maybe_inject(p, &cfg.fault_injector),
+        None => Ok(()),
+    }
+}
+
+/// Runs the configured fault injector at `point` (nothing without the feature).
+#[cfg(not(feature = "dangerous-test-hooks"))]
+#[inline(always)]
+fn inject(_cfg: &StoreConfig, _point: Option<std::convert::Infallible>) -> Result<(), StoreError> {
+    Ok(())
+}
+
+/// Spawns the writer thread with its restart policy.
+pub(crate) fn spawn(
+    mut writer: Writer,
+    rx: flume::Receiver<Command>,
+    name: String,
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    let mut builder = std::thread::Builder::new().name(name);
+    if let Some(size) = writer.cfg.writer.stack_size {
+        builder = builder.stack_size(size);
+    }
+    let handle = builder.spawn(move || {
+        let mut restarts = shutdown::RestartBudget::new(writer.cfg.writer.restart_policy);
+        loop {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run(&rx)));
+            if outcome.is_ok() || !restarts.allow() {
+                if outcome.is_err() {
+                    tracing::error!("writer panicked past its restart budget; store is read-only");
+                }
+                return;
+            }
+            tracing::error!("writer panicked; restarting");
+            writer.recover_after_panic();
+        }
+    })?;
+    Ok(handle)
+}

@@ -1,0 +1,79 @@
+//! Sealing on shutdown, the checkpoint, and recovery after a writer panic.
+
+use super::Writer;
+use crate::store::checkpoint::{self, CHECKPOINT_FILE};
+use crate::store::config::RestartPolicy;
+use crate::store::index::IndexEntry;
+use crate::store::StoreError;
+use std::time::Instant;
+
+/// Counts writer restarts against the configured policy.
+pub(super) struct RestartBudget {
+    policy: RestartPolicy,
+    used: u32,
+    window_start: Instant,
+}
+
+impl RestartBudget {
+    pub(super) fn new(policy: RestartPolicy) -> Self {
+        Self { policy, used: 0, window_start: Instant::now() }
+    }
+
+    /// Whether one more restart is allowed (and counts it).
+    pub(super) fn allow(&mut self) -> bool {
+        let max = match self.policy {
+            RestartPolicy::Once => 1,
+            RestartPolicy::Bounded { max_restarts, within_ms } => {
+                if self.window_start.elapsed().as_millis() > u128::from(within_ms) {
+                    self.window_start = Instant::now();
+                    self.used = 0;
+                }
+                max_restarts
+            }
+        };
+        if self.used >= max {
+            return false;
+        }
+        self.used += 1;
+        true
+    }
+}
+
+impl Writer {
+    /// Seals the active segment and writes the checkpoint.
+    pub(super) fn shutdown(&mut self) -> Result<(), StoreError> {
+        self.check_poisoned()?;
+        let end_seq = self.index.inserted();
+        let frames_end = match self.active.take() {
+            Some(seg) => Some(seg.seal(&self.index, end_seq)?),
+            None => None,
+        };
+        if !self.cfg.index.enable_checkpoint {
+            return Ok(());
+        }
+        if frames_end.is_none() && self.checkpoint_current {
+            return Ok(());
+        }
+        let Some(&last) = self.segments.last() else { return Ok(()) };
+        let frames_end = match frames_end {
+            Some(end) => end,
+            None => crate::store::recovery::frames_end(&self.dir, last)?,
+        };
+        let entries: Vec<IndexEntry> = (0..end_seq).filter_map(|s| self.index.get_any(s)).cloned().collect();
+        let bytes = checkpoint::encode(&self.segments, frames_end, &self.provenance.records(), &entries);
+        self.dir.write_atomic(CHECKPOINT_FILE, &bytes)?;
+        self.checkpoint_current = true;
+        Ok(())
+    }
+
+    /// After a panic: cut back whatever the interrupted unit wrote and seal
+    /// the segment, so the restarted loop starts on a clean new one.
+    pub(super) fn recover_after_panic(&mut self) {
+        if let Some(seg) = self.active.take() {
+            if let Err(e) = seg.seal(&self.index, self.index.inserted()) {
+                self.poison(&format!("could not seal the segment after a panic: {e}"));
+            }
+        }
+        self.index.publish();
+    }
+}

@@ -1,0 +1,82 @@
+//! Typestate helpers: transitions between compile-time states that are
+//! also events, and macros that declare sealed state sets.
+
+use crate::event::EventKind;
+use std::marker::PhantomData;
+
+/// A transition from state `From` to state `To`, carried as an event.
+#[derive(Debug, Clone)]
+pub struct Transition<From, To, P> {
+    kind: EventKind,
+    payload: P,
+    _states: PhantomData<fn(From) -> To>,
+}
+
+impl<From, To, P> Transition<From, To, P> {
+    /// A transition appended as `kind` with `payload`.
+    pub fn new(kind: EventKind, payload: P) -> Self {
+        Self { kind, payload, _states: PhantomData }
+    }
+    /// The event kind.
+    pub fn kind(&self) -> EventKind {
+        self.kind
+    }
+    /// The payload.
+    pub fn payload(&self) -> &P {
+        &self.payload
+    }
+    /// The payload, by value.
+    pub fn into_payload(self) -> P {
+        self.payload
+    }
+}
+
+/// Declares a sealed state trait and one unit struct per state:
+/// `define_state_machine!(DoorState { Open, Closed, Locked });`
+#[macro_export]
+macro_rules! define_state_machine {
+    ($trait_name:ident { $($state:ident),+ $(,)? }) => {
+        #[allow(non_snake_case)]
+        mod $trait_name {
+            pub trait Sealed {}
+        }
+        #[doc = concat!("The states of `", stringify!($trait_name), "`.")]
+        pub trait $trait_name: $trait_name::Sealed {}
+        $(
+            #[doc = concat!("State `", stringify!($state), "`.")]
+            #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+            pub struct $state;
+            impl $trait_name::Sealed for $state {}
+            impl $trait_name for $state {}
+        )+
+    };
+}
+
+/// Declares a struct tagged with a typestate parameter:
+/// `define_typestate!(Door<S: DoorState> { id: u32 });`
+#[macro_export]
+macro_rules! define_typestate {
+    ($name:ident<$s:ident: $bound:ident> { $($field:ident: $ty:ty),* $(,)? }) => {
+        #[doc = concat!("`", stringify!($name), "` in state `", stringify!($s), "`.")]
+        #[derive(Debug, Clone)]
+        pub struct $name<$s: $bound> {
+            $(#[doc = stringify!($field)] pub $field: $ty,)*
+            _state: ::std::marker::PhantomData<$s>,
+        }
+
+        impl<$s: $bound> $name<$s> {
+            /// Builds the value in state `S`.
+            pub fn new($($field: $ty),*) -> Self {
+                Self { $($field,)* _state: ::std::marker::PhantomData }
+            }
+            /// Borrows the fields.
+            pub fn data(&self) -> ($(&$ty,)*) {
+                ($(&self.$field,)*)
+            }
+            /// Takes the fields.
+            pub fn into_data(self) -> ($($ty,)*) {
+                ($(self.$field,)*)
+            }
+        }
+    };
+}

@@ -46,7 +46,9 @@ impl DataDir {
 
     /// Makes created, renamed and removed names durable.
     pub(crate) fn sync_dir(&self) -> Result<(), StoreError> {
-        self.dir.try_clone()?.into_std_file().sync_all()?;
+        // The capability itself may be an O_PATH descriptor, which cannot be
+        // fsynced; open the directory for reading through it instead.
+        self.dir.open(".")?.into_std().sync_all()?;
         Ok(())
     }
 

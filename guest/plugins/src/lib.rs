@@ -1,0 +1,2 @@
+//! Example gates live in `examples/`, one component each.
+

@@ -10,7 +10,7 @@ impl Gate for Hog {
     fn evaluate(p: &Proposal) -> Result<(), Denial> {
         let mut keep: Vec<Vec<u8>> = Vec::new();
         loop {
-            keep.push(core::hint::black_box(alloc::vec![p.kind as u8; 1 << 20]));
+            keep.push(core::hint::black_box(alloc::vec![0u8; (8 << 20) + p.kind as usize]));
             if keep.len() == usize::MAX {
                 return Ok(());
             }

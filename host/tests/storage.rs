@@ -1,0 +1,377 @@
+//! The storage core: recovery paths, crash safety, locking, validation,
+//! concurrency, cursors and subscriptions.
+
+use batpak::prelude::*;
+use serde_json::json;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn coord(entity: &str) -> Coordinate {
+    Coordinate::new(entity, "scope").expect("valid coordinate")
+}
+
+fn fill(dir: &Path, segment_max: u64, n: usize) -> Vec<AppendReceipt> {
+    let store = Store::open(StoreConfig::new(dir).with_segment_max_bytes(segment_max)).expect("open");
+    let mut receipts = Vec::new();
+    for i in 0..n {
+        if i % 7 == 3 {
+            let items = (0..3)
+                .map(|j| {
+                    BatchAppendItem::new(coord(&format!("e{}", (i + j) % 5)), EventKind::DATA, &json!({"i": i, "j": j}), AppendOptions::new(), CausationRef::None)
+                        .expect("item")
+                })
+                .collect();
+            receipts.extend(store.append_batch(items).expect("batch"));
+        } else {
+            receipts.push(store.append(&coord(&format!("e{}", i % 5)), EventKind::DATA, &json!({"i": i})).expect("append"));
+        }
+    }
+    store.close().expect("close");
+    receipts
+}
+
+fn snapshot(store: &Store) -> Vec<(u128, u64, u32, [u8; 32], [u8; 32])> {
+    store
+        .query(&Region::all())
+        .into_iter()
+        .map(|e| (e.event_id, e.global_sequence, e.clock, e.hash_chain.prev_hash, e.hash_chain.event_hash))
+        .collect()
+}
+
+#[test]
+fn checkpoint_footer_and_scan_paths_yield_the_same_index() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let receipts = fill(tmp.path(), 4096, 300);
+    let by_checkpoint = {
+        let store = Store::open(StoreConfig::new(tmp.path())).expect("open");
+        assert!(store.diagnostics().recovery.from_checkpoint > 1, "{:?}", store.diagnostics().recovery);
+        let s = snapshot(&store);
+        drop(store);
+        s
+    };
+    std::fs::remove_file(tmp.path().join("index.ckpt")).expect("remove checkpoint");
+    let by_footers = {
+        let store = Store::open(StoreConfig::new(tmp.path()).with_enable_checkpoint(false)).expect("open");
+        assert_eq!(store.diagnostics().recovery.scanned, 0);
+        snapshot(&store)
+    };
+    // Strip every footer: the frame scan must agree too.
+    for entry in std::fs::read_dir(tmp.path()).expect("ls") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|x| x == "fbat") {
+            let bytes = std::fs::read(&path).expect("read");
+            if bytes.len() >= 16 && &bytes[bytes.len() - 4..] == b"SIDX" {
+                let start = u64::from_le_bytes(bytes[bytes.len() - 16..bytes.len() - 8].try_into().expect("8 bytes"));
+                std::fs::write(&path, &bytes[..start as usize]).expect("truncate");
+            }
+        }
+    }
+    let by_scan = {
+        let store = Store::open(StoreConfig::new(tmp.path()).with_enable_checkpoint(false)).expect("open");
+        assert!(store.diagnostics().recovery.scanned > 1);
+        assert!(store.verify().is_ok());
+        snapshot(&store)
+    };
+    assert_eq!(by_checkpoint.len(), receipts.len());
+    assert_eq!(by_checkpoint, by_footers);
+    assert_eq!(by_checkpoint, by_scan);
+    let seqs: Vec<u64> = by_scan.iter().map(|e| e.1).collect();
+    assert_eq!(seqs, (0..receipts.len() as u64).collect::<Vec<_>>(), "dense sequences on every path");
+}
+
+#[test]
+fn a_second_open_of_the_same_dir_is_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = Store::open(StoreConfig::new(tmp.path())).expect("open");
+    match Store::open(StoreConfig::new(tmp.path())) {
+        Err(StoreError::Locked(msg)) => assert!(msg.contains("another")),
+        Err(other) => panic!("expected Locked, got {other:?}"),
+        Ok(_) => panic!("second open must fail"),
+    }
+    drop(store);
+    Store::open(StoreConfig::new(tmp.path())).expect("lock released on drop");
+}
+
+#[test]
+fn a_torn_tail_is_cut_and_every_whole_event_kept() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let receipts = fill(tmp.path(), 1 << 30, 20);
+    std::fs::remove_file(tmp.path().join("index.ckpt")).expect("remove checkpoint");
+    let seg = tmp.path().join("000001.fbat");
+    let bytes = std::fs::read(&seg).expect("read");
+    let start = u64::from_le_bytes(bytes[bytes.len() - 16..bytes.len() - 8].try_into().expect("8")) as usize;
+    // Drop the footer and half of the last frame's bytes: a crash mid-write.
+    let last = receipts.last().expect("some");
+    let cut = last.disk_pos.offset as usize + last.disk_pos.length as usize / 2;
+    assert!(cut < start);
+    std::fs::write(&seg, &bytes[..cut]).expect("tear");
+    let store = Store::open(StoreConfig::new(tmp.path())).expect("open after tear");
+    let report = store.diagnostics().recovery;
+    assert!(report.truncated_bytes > 0, "{report:?}");
+    assert_eq!(store.stats().event_count, receipts.len() - 1, "only the torn event is lost");
+    let next = store.append(&coord("e0"), EventKind::DATA, &json!({"after": "tear"})).expect("append");
+    assert_eq!(next.sequence, receipts.len() as u64 - 1, "the torn event's sequence is reused");
+    assert!(store.verify().is_ok());
+}
+
+#[test]
+fn a_corrupt_frame_in_a_sealed_segment_is_an_error_naming_segment_and_offset() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let receipts = fill(tmp.path(), 2048, 60);
+    std::fs::remove_file(tmp.path().join("index.ckpt")).expect("remove checkpoint");
+    let victim = receipts[2].disk_pos;
+    let path = tmp.path().join(format!("{:06}.fbat", victim.segment_id));
+    let mut bytes = std::fs::read(&path).expect("read");
+    let start = u64::from_le_bytes(bytes[bytes.len() - 16..bytes.len() - 8].try_into().expect("8")) as usize;
+    bytes.truncate(start); // force the frame scan
+    bytes[victim.offset as usize + 20] ^= 0xFF;
+    std::fs::write(&path, &bytes).expect("corrupt");
+    match Store::open(StoreConfig::new(tmp.path())) {
+        Err(StoreError::CrcMismatch { segment_id, offset }) => {
+            assert_eq!((segment_id, offset), (victim.segment_id, victim.offset));
+        }
+        Err(other) => panic!("expected CrcMismatch, got {other}"),
+        Ok(_) => panic!("a corrupt sealed segment must not open silently"),
+    }
+}
+
+#[test]
+fn bad_input_gets_typed_errors_and_changes_nothing() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = Store::open(StoreConfig::new(tmp.path()).with_single_append_max_bytes(1024)).expect("open");
+    let c = coord("e");
+    for kind in [EventKind::SYSTEM_BATCH_BEGIN, EventKind::SYSTEM_BATCH_COMMIT, EventKind::SYSTEM_INIT] {
+        assert!(matches!(store.append(&c, kind, &json!({})), Err(StoreError::ReservedKind(k)) if k == kind));
+    }
+    assert!(matches!(
+        store.append(&c, EventKind::DATA, &json!({"big": "x".repeat(2000)})),
+        Err(StoreError::PayloadTooLarge { max: 1024, .. })
+    ));
+    assert_eq!(Coordinate::new("", "s"), Err(CoordinateError::EmptyEntity));
+    assert!(matches!(Coordinate::new("x".repeat(1025), "s"), Err(CoordinateError::EntityTooLong { .. })));
+    assert!(matches!(store.get(42), Err(StoreError::NotFound(42))));
+    // CAS: the empty entity case is its own error; then exact clocks.
+    let cas = |o: AppendOptions| store.append_with_options(&c, EventKind::DATA, &json!({}), o);
+    assert!(matches!(cas(AppendOptions::new().with_cas(0)), Err(StoreError::EntityHasNoEvents { expected: 0, .. })));
+    cas(AppendOptions::new().with_cas_empty()).expect("creates the entity");
+    assert!(matches!(cas(AppendOptions::new().with_cas_empty()), Err(StoreError::EntityNotEmpty { actual: 0, .. })));
+    assert!(matches!(cas(AppendOptions::new().with_cas(5)), Err(StoreError::SequenceMismatch { expected: 5, actual: 0, .. })));
+    cas(AppendOptions::new().with_cas(0)).expect("latest clock is 0");
+    assert_eq!(store.stats().event_count, 2);
+    assert_eq!(store.stats().global_sequence, 2, "refused appends burn no sequence");
+}
+
+#[test]
+fn idempotent_retries_return_the_original_and_conflicts_are_typed() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = Store::open(StoreConfig::new(tmp.path())).expect("open");
+    let c = coord("e");
+    let opts = AppendOptions::new().with_idempotency(7);
+    let first = store.append_with_options(&c, EventKind::DATA, &json!({"v": 1}), opts).expect("first");
+    let again = store.append_with_options(&c, EventKind::DATA, &json!({"v": 1}), opts).expect("retry");
+    assert_eq!(first, again);
+    assert!(matches!(
+        store.append_with_options(&c, EventKind::DATA, &json!({"v": 2}), opts),
+        Err(StoreError::IdempotencyConflict { key: 7, .. })
+    ));
+    let item = |k: u128, v: i32| {
+        BatchAppendItem::new(c.clone(), EventKind::DATA, &json!({"v": v}), AppendOptions::new().with_idempotency(k), CausationRef::None)
+            .expect("item")
+    };
+    let batch = store.append_batch(vec![item(100, 1), item(101, 2)]).expect("batch");
+    assert_eq!(batch[0].event_id, 100);
+    let retried = store.append_batch(vec![item(100, 1), item(101, 2)]).expect("retry batch");
+    assert_eq!(batch, retried);
+    assert!(matches!(
+        store.append_batch(vec![item(100, 1), item(101, 3)]),
+        Err(StoreError::BatchFailed { item_index: 1, stage: BatchStage::Validation, .. })
+    ));
+    assert!(matches!(
+        store.append_batch(vec![item(100, 1), item(102, 3)]),
+        Err(StoreError::BatchFailed { item_index: 1, .. })
+    ));
+    assert_eq!(store.stats().event_count, 3);
+}
+
+#[test]
+fn cursors_resume_and_subscribers_hear_only_committed_events() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = Store::open(StoreConfig::new(tmp.path())).expect("open");
+    let sub = store.subscribe_lossy(&Region::entity("a"));
+    for i in 0..10 {
+        store.append(&coord(if i % 2 == 0 { "a" } else { "b" }), EventKind::DATA, &json!({"i": i})).expect("append");
+    }
+    let mut cursor = store.cursor_guaranteed(&Region::entity("a"));
+    let first = cursor.poll_batch(3);
+    assert_eq!(first.len(), 3);
+    let mut resumed = store.cursor_from(&Region::entity("a"), cursor.position());
+    let rest = resumed.poll_batch(100);
+    assert_eq!(rest.len(), 2);
+    assert!(resumed.poll().is_none());
+    assert!(first.iter().chain(&rest).all(|e| e.coord.entity() == "a"));
+    let heard: Vec<u64> = std::iter::from_fn(|| sub.receiver().try_recv().ok()).map(|n| n.sequence).collect();
+    assert_eq!(heard, vec![0, 2, 4, 6, 8]);
+    assert_eq!(store.by_scope("scope").len(), 10);
+    assert_eq!(store.by_fact(EventKind::DATA).len(), 10);
+}
+
+#[test]
+fn concurrent_appenders_and_readers_see_whole_batches_in_order() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = std::sync::Arc::new(
+        Store::open(StoreConfig::new(tmp.path()).with_sync_every_n_events(1).with_group_commit_max_batch(64)).expect("open"),
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (store, stop) = (std::sync::Arc::clone(&store), std::sync::Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut checks = 0;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) || checks == 0 {
+                let all = store.query(&Region::entity("batch"));
+                assert_eq!(all.len() % 4, 0, "partial batch visible");
+                let seqs: Vec<u64> = store.query(&Region::all()).iter().map(|e| e.global_sequence).collect();
+                assert!(seqs.iter().enumerate().all(|(i, s)| *s == i as u64), "gap or disorder");
+                checks += 1;
+            }
+        })
+    };
+    let writers: Vec<_> = (0..4)
+        .map(|t| {
+            let store = std::sync::Arc::clone(&store);
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    store.append(&coord(&format!("w{t}")), EventKind::DATA, &json!({"i": i})).expect("append");
+                    if i % 10 == 0 {
+                        let items = (0..4)
+                            .map(|_| BatchAppendItem::new(coord("batch"), EventKind::DATA, &json!({"t": t}), AppendOptions::new(), CausationRef::None).expect("item"))
+                            .collect();
+                        store.append_batch(items).expect("batch");
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("writer");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    reader.join().expect("reader");
+    assert_eq!(store.stats().event_count, 4 * 50 + 4 * 5 * 4);
+    for t in 0..4 {
+        let clocks: Vec<u32> = store.stream(&format!("w{t}")).iter().map(|e| e.clock).collect();
+        assert_eq!(clocks, (0..50).collect::<Vec<_>>());
+    }
+    assert!(store.verify().is_ok());
+}
+
+#[test]
+fn verify_detects_a_changed_payload_byte_even_with_a_fixed_crc() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let receipts = fill(tmp.path(), 1 << 30, 5);
+    let victim = receipts[1].disk_pos;
+    let path = tmp.path().join("000001.fbat");
+    let mut bytes = std::fs::read(&path).expect("read");
+    let end = (victim.offset + u64::from(victim.length)) as usize;
+    let at = end - 3; // inside the JSON payload
+    bytes[at] = if bytes[at] == b'1' { b'2' } else { b'1' };
+    let body = &bytes[victim.offset as usize + 8..end];
+    let crc = crc32fast_hash(body);
+    bytes[victim.offset as usize + 4..victim.offset as usize + 8].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, &bytes).expect("tamper");
+    let store = Store::open(StoreConfig::new(tmp.path())).expect("open");
+    let report = store.verify();
+    assert_eq!(report.issues.len(), 1, "{report:?}");
+    assert_eq!(report.issues[0].offset, victim.offset);
+    assert!(report.issues[0].detail.contains("hash"));
+}
+
+fn crc32fast_hash(bytes: &[u8]) -> u32 {
+    // Bitwise CRC-32 (IEEE), enough for a test that forges a valid frame.
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+const CHILD_ENV: &str = "BATPAK_CRASH_CHILD_DIR";
+
+/// Runs only as the child of `sigkill_mid_append_loses_no_acknowledged_event`:
+/// appends singles and batches forever, printing each acknowledgement.
+#[test]
+fn crash_child() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let store = Store::open(StoreConfig::new(&dir).with_segment_max_bytes(8192)).expect("child open");
+    let start: u64 = std::env::var("BATPAK_CRASH_START").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut out = std::io::stdout().lock();
+    for i in start.. {
+        if i % 3 == 0 {
+            let items: Vec<_> = (0..3)
+                .map(|j| BatchAppendItem::new(coord(&format!("k{}", (i + j) % 4)), EventKind::DATA, &json!({"i": i}), AppendOptions::new(), CausationRef::None).expect("item"))
+                .collect();
+            for r in store.append_batch(items).expect("batch") {
+                std::io::Write::write_fmt(&mut out, format_args!("{} {}\n", r.event_id, i)).expect("print");
+            }
+        } else {
+            let r = store.append(&coord(&format!("k{}", i % 4)), EventKind::DATA, &json!({"i": i})).expect("append");
+            std::io::Write::write_fmt(&mut out, format_args!("{} {}\n", r.event_id, i)).expect("print");
+        }
+        std::io::Write::flush(&mut out).expect("flush");
+    }
+}
+
+#[test]
+fn sigkill_mid_append_loses_no_acknowledged_event() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let exe = std::env::current_exe().expect("test binary");
+    let mut acked: HashMap<u128, u64> = HashMap::new();
+    for round in 0..4u64 {
+        let mut child = Command::new(&exe)
+            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, tmp.path())
+            .env("BATPAK_CRASH_START", (round * 3_000_000).to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn child");
+        let stdout = child.stdout.take().expect("piped");
+        let want = 200 + round * 137;
+        let mut seen = 0;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.expect("line");
+            let mut parts = line.split(' ');
+            let (Some(id), Some(i)) = (parts.next(), parts.next()) else { continue };
+            let (Ok(id), Ok(i)) = (id.parse::<u128>(), i.parse::<u64>()) else { continue };
+            acked.insert(id, i);
+            seen += 1;
+            if seen >= want {
+                break;
+            }
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        let store = Store::open(StoreConfig::new(tmp.path()).with_segment_max_bytes(8192)).expect("reopen after kill");
+        for id in acked.keys() {
+            store.get(*id).unwrap_or_else(|e| panic!("round {round}: acknowledged {id} lost: {e}"));
+        }
+        // Batches whole: every batch's three items share an `i` and are all present.
+        let mut per_i: HashMap<i64, usize> = HashMap::new();
+        for e in store.query(&Region::all()) {
+            let i = store.get(e.event_id).expect("get").event.payload["i"].as_i64().expect("i");
+            *per_i.entry(i).or_default() += 1;
+        }
+        for (i, n) in per_i {
+            assert_eq!(n, if i % 3 == 0 { 3 } else { 1 }, "round {round}: batch {i} partially visible");
+        }
+        for k in 0..4 {
+            let clocks: Vec<u32> = store.stream(&format!("k{k}")).iter().map(|e| e.clock).collect();
+            assert!(clocks.iter().enumerate().all(|(i, c)| *c == i as u32), "clocks contiguous");
+        }
+        assert!(store.verify().is_ok(), "round {round}");
+    }
+}

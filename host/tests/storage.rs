@@ -19,20 +19,33 @@ fn fill(dir: &Path, segment_max: u64, n: usize) -> Vec<AppendReceipt> {
         if i % 7 == 3 {
             let items = (0..3)
                 .map(|j| {
-                    BatchAppendItem::new(coord(&format!("e{}", (i + j) % 5)), EventKind::DATA, &json!({"i": i, "j": j}), AppendOptions::new(), CausationRef::None)
-                        .expect("item")
+                    BatchAppendItem::new(
+                        coord(&format!("e{}", (i + j) % 5)),
+                        EventKind::DATA,
+                        &json!({"i": i, "j": j}),
+                        AppendOptions::new(),
+                        CausationRef::None,
+                    )
+                    .expect("item")
                 })
                 .collect();
             receipts.extend(store.append_batch(items).expect("batch"));
         } else {
-            receipts.push(store.append(&coord(&format!("e{}", i % 5)), EventKind::DATA, &json!({"i": i})).expect("append"));
+            receipts.push(
+                store
+                    .append(&coord(&format!("e{}", i % 5)), EventKind::DATA, &json!({"i": i}))
+                    .expect("append"),
+            );
         }
     }
     store.close().expect("close");
     receipts
 }
 
-fn snapshot(store: &Store) -> Vec<(u128, u64, u32, [u8; 32], [u8; 32])> {
+/// (id, sequence, clock, prev hash, event hash) of every visible event.
+type Snapshot = Vec<(u128, u64, u32, [u8; 32], [u8; 32])>;
+
+fn snapshot(store: &Store) -> Snapshot {
     store
         .query(&Region::all())
         .into_iter()
@@ -63,7 +76,8 @@ fn checkpoint_footer_and_scan_paths_yield_the_same_index() {
         if path.extension().is_some_and(|x| x == "fbat") {
             let bytes = std::fs::read(&path).expect("read");
             if bytes.len() >= 16 && &bytes[bytes.len() - 4..] == b"SIDX" {
-                let start = u64::from_le_bytes(bytes[bytes.len() - 16..bytes.len() - 8].try_into().expect("8 bytes"));
+                let start =
+                    u64::from_le_bytes(bytes[bytes.len() - 16..bytes.len() - 8].try_into().expect("8 bytes"));
                 std::fs::write(&path, &bytes[..start as usize]).expect("truncate");
             }
         }
@@ -154,10 +168,19 @@ fn bad_input_gets_typed_errors_and_changes_nothing() {
     assert!(matches!(store.get(42), Err(StoreError::NotFound(42))));
     // CAS: the empty entity case is its own error; then exact clocks.
     let cas = |o: AppendOptions| store.append_with_options(&c, EventKind::DATA, &json!({}), o);
-    assert!(matches!(cas(AppendOptions::new().with_cas(0)), Err(StoreError::EntityHasNoEvents { expected: 0, .. })));
+    assert!(matches!(
+        cas(AppendOptions::new().with_cas(0)),
+        Err(StoreError::EntityHasNoEvents { expected: 0, .. })
+    ));
     cas(AppendOptions::new().with_cas_empty()).expect("creates the entity");
-    assert!(matches!(cas(AppendOptions::new().with_cas_empty()), Err(StoreError::EntityNotEmpty { actual: 0, .. })));
-    assert!(matches!(cas(AppendOptions::new().with_cas(5)), Err(StoreError::SequenceMismatch { expected: 5, actual: 0, .. })));
+    assert!(matches!(
+        cas(AppendOptions::new().with_cas_empty()),
+        Err(StoreError::EntityNotEmpty { actual: 0, .. })
+    ));
+    assert!(matches!(
+        cas(AppendOptions::new().with_cas(5)),
+        Err(StoreError::SequenceMismatch { expected: 5, actual: 0, .. })
+    ));
     cas(AppendOptions::new().with_cas(0)).expect("latest clock is 0");
     assert_eq!(store.stats().event_count, 2);
     assert_eq!(store.stats().global_sequence, 2, "refused appends burn no sequence");
@@ -177,8 +200,14 @@ fn idempotent_retries_return_the_original_and_conflicts_are_typed() {
         Err(StoreError::IdempotencyConflict { key: 7, .. })
     ));
     let item = |k: u128, v: i32| {
-        BatchAppendItem::new(c.clone(), EventKind::DATA, &json!({"v": v}), AppendOptions::new().with_idempotency(k), CausationRef::None)
-            .expect("item")
+        BatchAppendItem::new(
+            c.clone(),
+            EventKind::DATA,
+            &json!({"v": v}),
+            AppendOptions::new().with_idempotency(k),
+            CausationRef::None,
+        )
+        .expect("item")
     };
     let batch = store.append_batch(vec![item(100, 1), item(101, 2)]).expect("batch");
     assert_eq!(batch[0].event_id, 100);
@@ -201,7 +230,9 @@ fn cursors_resume_and_subscribers_hear_only_committed_events() {
     let store = Store::open(StoreConfig::new(tmp.path())).expect("open");
     let sub = store.subscribe_lossy(&Region::entity("a"));
     for i in 0..10 {
-        store.append(&coord(if i % 2 == 0 { "a" } else { "b" }), EventKind::DATA, &json!({"i": i})).expect("append");
+        store
+            .append(&coord(if i % 2 == 0 { "a" } else { "b" }), EventKind::DATA, &json!({"i": i}))
+            .expect("append");
     }
     let mut cursor = store.cursor_guaranteed(&Region::entity("a"));
     let first = cursor.poll_batch(3);
@@ -221,7 +252,8 @@ fn cursors_resume_and_subscribers_hear_only_committed_events() {
 fn concurrent_appenders_and_readers_see_whole_batches_in_order() {
     let tmp = tempfile::tempdir().expect("tmp");
     let store = std::sync::Arc::new(
-        Store::open(StoreConfig::new(tmp.path()).with_sync_every_n_events(1).with_group_commit_max_batch(64)).expect("open"),
+        Store::open(StoreConfig::new(tmp.path()).with_sync_every_n_events(1).with_group_commit_max_batch(64))
+            .expect("open"),
     );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = {
@@ -242,10 +274,21 @@ fn concurrent_appenders_and_readers_see_whole_batches_in_order() {
             let store = std::sync::Arc::clone(&store);
             std::thread::spawn(move || {
                 for i in 0..50 {
-                    store.append(&coord(&format!("w{t}")), EventKind::DATA, &json!({"i": i})).expect("append");
+                    store
+                        .append(&coord(&format!("w{t}")), EventKind::DATA, &json!({"i": i}))
+                        .expect("append");
                     if i % 10 == 0 {
                         let items = (0..4)
-                            .map(|_| BatchAppendItem::new(coord("batch"), EventKind::DATA, &json!({"t": t}), AppendOptions::new(), CausationRef::None).expect("item"))
+                            .map(|_| {
+                                BatchAppendItem::new(
+                                    coord("batch"),
+                                    EventKind::DATA,
+                                    &json!({"t": t}),
+                                    AppendOptions::new(),
+                                    CausationRef::None,
+                                )
+                                .expect("item")
+                            })
                             .collect();
                         store.append_batch(items).expect("batch");
                     }
@@ -312,13 +355,24 @@ fn crash_child() {
     for i in start.. {
         if i % 3 == 0 {
             let items: Vec<_> = (0..3)
-                .map(|j| BatchAppendItem::new(coord(&format!("k{}", (i + j) % 4)), EventKind::DATA, &json!({"i": i}), AppendOptions::new(), CausationRef::None).expect("item"))
+                .map(|j| {
+                    BatchAppendItem::new(
+                        coord(&format!("k{}", (i + j) % 4)),
+                        EventKind::DATA,
+                        &json!({"i": i}),
+                        AppendOptions::new(),
+                        CausationRef::None,
+                    )
+                    .expect("item")
+                })
                 .collect();
             for r in store.append_batch(items).expect("batch") {
                 std::io::Write::write_fmt(&mut out, format_args!("{} {}\n", r.event_id, i)).expect("print");
             }
         } else {
-            let r = store.append(&coord(&format!("k{}", i % 4)), EventKind::DATA, &json!({"i": i})).expect("append");
+            let r = store
+                .append(&coord(&format!("k{}", i % 4)), EventKind::DATA, &json!({"i": i}))
+                .expect("append");
             std::io::Write::write_fmt(&mut out, format_args!("{} {}\n", r.event_id, i)).expect("print");
         }
         std::io::Write::flush(&mut out).expect("flush");
@@ -355,7 +409,8 @@ fn sigkill_mid_append_loses_no_acknowledged_event() {
         }
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
-        let store = Store::open(StoreConfig::new(tmp.path()).with_segment_max_bytes(8192)).expect("reopen after kill");
+        let store = Store::open(StoreConfig::new(tmp.path()).with_segment_max_bytes(8192))
+            .expect("reopen after kill");
         for id in acked.keys() {
             store.get(*id).unwrap_or_else(|e| panic!("round {round}: acknowledged {id} lost: {e}"));
         }

@@ -56,10 +56,22 @@ fn a_denied_batch_item_rejects_the_whole_batch() {
     let tmp = tempfile::tempdir().expect("tmp");
     let store = open_with(tmp.path(), &[art::AMOUNT_LIMIT]);
     let items = vec![
-        BatchAppendItem::new(coord("a"), EventKind::DATA, &json!({"amount": 10}), AppendOptions::new(), CausationRef::None)
-            .expect("item"),
-        BatchAppendItem::new(coord("b"), EventKind::DATA, &json!({"amount": 20_000}), AppendOptions::new(), CausationRef::None)
-            .expect("item"),
+        BatchAppendItem::new(
+            coord("a"),
+            EventKind::DATA,
+            &json!({"amount": 10}),
+            AppendOptions::new(),
+            CausationRef::None,
+        )
+        .expect("item"),
+        BatchAppendItem::new(
+            coord("b"),
+            EventKind::DATA,
+            &json!({"amount": 20_000}),
+            AppendOptions::new(),
+            CausationRef::None,
+        )
+        .expect("item"),
     ];
     let err = store.append_batch(items).expect_err("second item denied");
     match err {
@@ -173,7 +185,8 @@ fn provenance_names_the_admitting_gate_set_and_survives_reopen() {
         store.close().expect("close");
     }
     for use_checkpoint in [true, false] {
-        let store = Store::open(StoreConfig::new(tmp.path()).with_enable_checkpoint(use_checkpoint)).expect("reopen");
+        let store =
+            Store::open(StoreConfig::new(tmp.path()).with_enable_checkpoint(use_checkpoint)).expect("reopen");
         let sets = store.gate_sets();
         assert_eq!(sets.len(), 2, "{sets:?}");
         assert_eq!(sets[0].gates.len(), 1);

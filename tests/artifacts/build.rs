@@ -21,7 +21,8 @@ fn main() {
     let names = build_guests(&root);
     let mut consts = String::new();
     for name in &names {
-        let core = root.join(format!("target/guest-wasm/wasm32-unknown-unknown/release/examples/{name}.wasm"));
+        let core =
+            root.join(format!("target/guest-wasm/wasm32-unknown-unknown/release/examples/{name}.wasm"));
         let bytes = fs::read(&core).unwrap_or_else(|e| panic!("read {}: {e}", core.display()));
         let component = ComponentEncoder::default()
             .module(&bytes)
@@ -33,9 +34,15 @@ fn main() {
         consts.push_str(&write_artifact(&out, name, &bytes));
     }
     let core = root.join("target/guest-wasm/wasm32-unknown-unknown/release/examples/allow_all.wasm");
-    writeln!(consts, "/// A core module (not a component).\npub const CORE_MODULE: &str = {:?};", core.display().to_string())
-        .expect("write to string");
-    let mut all = String::from("/// Every example gate component, by name.\npub const EXAMPLE_GATES: &[(&str, &str)] = &[\n");
+    writeln!(
+        consts,
+        "/// A core module (not a component).\npub const CORE_MODULE: &str = {:?};",
+        core.display().to_string()
+    )
+    .expect("write to string");
+    let mut all = String::from(
+        "/// Every example gate component, by name.\npub const EXAMPLE_GATES: &[(&str, &str)] = &[\n",
+    );
     for name in &names {
         writeln!(all, "    ({name:?}, {}),", name.to_uppercase()).expect("write to string");
     }
@@ -47,7 +54,11 @@ fn main() {
 fn write_artifact(out: &Path, name: &str, bytes: &[u8]) -> String {
     let path = out.join(format!("{name}.component.wasm"));
     fs::write(&path, bytes).expect("write component");
-    format!("/// Component `{name}`.\npub const {}: &str = {:?};\n", name.to_uppercase(), path.display().to_string())
+    format!(
+        "/// Component `{name}`.\npub const {}: &str = {:?};\n",
+        name.to_uppercase(),
+        path.display().to_string()
+    )
 }
 
 /// Runs `cargo build` on the guest workspace; returns the example names.

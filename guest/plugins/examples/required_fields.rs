@@ -8,7 +8,9 @@ impl Gate for RequiredFields {
     fn evaluate(p: &Proposal) -> Result<(), Denial> {
         match p.field("actor") {
             Some(_) => Ok(()),
-            None => Err(Denial::new("MISSING_FIELD", "payload needs an \"actor\" field").with("field", "actor")),
+            None => {
+                Err(Denial::new("MISSING_FIELD", "payload needs an \"actor\" field").with("field", "actor"))
+            }
         }
     }
 }

@@ -8,7 +8,9 @@ impl Gate for SizeLimit {
     fn evaluate(p: &Proposal) -> Result<(), Denial> {
         const MAX: usize = 4096;
         if p.payload.len() > MAX {
-            return Err(Denial::new("PAYLOAD_TOO_LARGE", "payload over 4096 bytes").with("size", p.payload.len()));
+            return Err(
+                Denial::new("PAYLOAD_TOO_LARGE", "payload over 4096 bytes").with("size", p.payload.len())
+            );
         }
         Ok(())
     }

@@ -1,2 +1,1 @@
 //! Example gates live in `examples/`, one component each.
-

@@ -28,9 +28,6 @@
 //! The generated bindings live in the hidden [`wit`] module; gate authors
 //! only see [`Gate`], [`Proposal`], [`Denial`] and [`export_gate!`].
 
-
-
-
 use std::format;
 use std::string::{String, ToString};
 use std::vec::Vec;

@@ -35,19 +35,10 @@ impl LoadedGate {
     ) -> Result<Self, PluginError> {
         let engine = engine()?;
         let linker: Linker<GuestState> = Linker::new(engine);
-        let pre = linker
-            .instantiate_pre(component)
-            .map_err(|e| PluginError::WrongWorld(chain(&e)))?;
+        let pre = linker.instantiate_pre(component).map_err(|e| PluginError::WrongWorld(chain(&e)))?;
         let pre = GatePluginPre::new(pre).map_err(|e| PluginError::WrongWorld(chain(&e)))?;
-        let mut gate = Self {
-            name: String::new(),
-            version: String::new(),
-            digest,
-            limits,
-            pre,
-            live: None,
-            defects: 0,
-        };
+        let mut gate =
+            Self { name: String::new(), version: String::new(), digest, limits, pre, live: None, defects: 0 };
         let (mut store, instance) = gate.instantiate().map_err(|e| PluginError::Instantiation(chain(&e)))?;
         store.set_fuel(limits.fuel_per_call).map_err(|e| PluginError::Engine(chain(&e)))?;
         let desc = instance
@@ -88,7 +79,7 @@ impl LoadedGate {
         let proposal = to_wit(input);
         match instance.batpak_plugin_gate().call_evaluate(&mut *store, &proposal) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(denial)) => Err(self.from_wit(denial)),
+            Ok(Err(denial)) => Err(self.denial_from_guest(denial)),
             Err(e) => {
                 let kind = match e.downcast_ref::<Trap>() {
                     Some(Trap::OutOfFuel) => "out of fuel",
@@ -112,11 +103,13 @@ impl LoadedGate {
             .with_context("detail", truncate_utf8(detail, self.limits.max_message_bytes))
     }
 
-    fn from_wit(&self, d: wit_gate::Denial) -> Denial {
-        let mut denial = Denial::new(self.name.clone(), truncate_utf8(d.message, self.limits.max_message_bytes))
-            .with_code(truncate_utf8(d.code, 128));
+    fn denial_from_guest(&self, d: wit_gate::Denial) -> Denial {
+        let mut denial =
+            Denial::new(self.name.clone(), truncate_utf8(d.message, self.limits.max_message_bytes))
+                .with_code(truncate_utf8(d.code, 128));
         for (k, v) in d.context.into_iter().take(self.limits.max_context_pairs) {
-            denial = denial.with_context(truncate_utf8(k, 256), truncate_utf8(v, self.limits.max_message_bytes));
+            denial =
+                denial.with_context(truncate_utf8(k, 256), truncate_utf8(v, self.limits.max_message_bytes));
         }
         if !d.gate.is_empty() && d.gate != self.name {
             denial = denial.with_context("guest_gate_name", truncate_utf8(d.gate, 256));

@@ -25,9 +25,7 @@ impl DataDir {
     pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(path)?;
         let dir = Dir::open_ambient_dir(path, cap_std::ambient_authority())?;
-        let lock = dir
-            .open_with(LOCK_FILE, OpenOptions::new().create(true).write(true))?
-            .into_std();
+        let lock = dir.open_with(LOCK_FILE, OpenOptions::new().create(true).write(true))?.into_std();
         // SAFETY-free FFI: flock on a descriptor we own; no memory is shared.
         let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {

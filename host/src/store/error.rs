@@ -133,14 +133,12 @@ impl fmt::Display for StoreError {
                 write!(f, "corrupt segment {segment_id}: {detail}")
             }
             Self::NotFound(id) => write!(f, "no event with id {id:032x}"),
-            Self::SequenceMismatch { entity, expected, actual } => write!(
-                f,
-                "entity {entity:?}: expected latest clock {expected}, found {actual}"
-            ),
-            Self::EntityHasNoEvents { entity, expected } => write!(
-                f,
-                "entity {entity:?} has no events (expected latest clock {expected})"
-            ),
+            Self::SequenceMismatch { entity, expected, actual } => {
+                write!(f, "entity {entity:?}: expected latest clock {expected}, found {actual}")
+            }
+            Self::EntityHasNoEvents { entity, expected } => {
+                write!(f, "entity {entity:?} has no events (expected latest clock {expected})")
+            }
             Self::EntityNotEmpty { entity, actual } => {
                 write!(f, "entity {entity:?} was expected empty but has latest clock {actual}")
             }

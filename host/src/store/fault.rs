@@ -123,9 +123,9 @@ impl CountdownInjector {
 
     /// Fails once `n` items of a batch are written.
     pub fn after_batch_items(n: usize) -> Self {
-        Self::new(1, CountdownAction::Fail("injected after batch items")).with_filter(move |p| {
-            matches!(p, InjectionPoint::BatchItemWritten { item_index, .. } if item_index + 1 == n)
-        })
+        Self::new(1, CountdownAction::Fail("injected after batch items")).with_filter(
+            move |p| matches!(p, InjectionPoint::BatchItemWritten { item_index, .. } if item_index + 1 == n),
+        )
     }
 
     /// Fails right after a batch's begin record is written.

@@ -266,9 +266,7 @@ impl StoreIndex {
     pub(crate) fn query(&self, region: &Region) -> Vec<IndexEntry> {
         let visible = self.visible();
         let candidates = self.candidates(region, visible);
-        let keep = |e: &&IndexEntry| {
-            region.matches_full(e.coord.entity(), e.coord.scope(), e.kind, e.clock)
-        };
+        let keep = |e: &&IndexEntry| region.matches_full(e.coord.entity(), e.coord.scope(), e.kind, e.clock);
         match candidates {
             Some(seqs) => seqs.iter().filter_map(|s| self.log.get(*s)).filter(keep).cloned().collect(),
             None => (0..visible).filter_map(|s| self.log.get(s)).filter(keep).cloned().collect(),

@@ -134,7 +134,12 @@ impl Store<Open> {
     }
 
     /// Appends one event with a fresh id; its correlation id is its own id.
-    pub fn append(&self, coord: &Coordinate, kind: EventKind, payload: &impl Serialize) -> Result<AppendReceipt, StoreError> {
+    pub fn append(
+        &self,
+        coord: &Coordinate,
+        kind: EventKind,
+        payload: &impl Serialize,
+    ) -> Result<AppendReceipt, StoreError> {
         self.append_with_options(coord, kind, payload, AppendOptions::default())
     }
 

@@ -41,7 +41,10 @@ impl SegmentReader {
     }
 
     /// Reads and decodes the event behind `entry`.
-    pub(crate) fn read_event(&self, entry: &IndexEntry) -> Result<StoredEvent<serde_json::Value>, StoreError> {
+    pub(crate) fn read_event(
+        &self,
+        entry: &IndexEntry,
+    ) -> Result<StoredEvent<serde_json::Value>, StoreError> {
         let bytes = read_frame(&*self.file(entry.disk_pos.segment_id)?, entry.disk_pos)?;
         let ev = decode_event(&bytes, entry.disk_pos)?;
         if ev.event_id != entry.event_id || ev.global_sequence != entry.global_sequence {
@@ -93,8 +96,12 @@ fn read_frame(file: &File, pos: DiskPos) -> Result<Vec<u8>, StoreError> {
 fn decode_event(bytes: &[u8], pos: DiskPos) -> Result<EventRecord<'_>, StoreError> {
     match frame::decode(bytes) {
         Ok((Record::Event(ev), _)) => Ok(ev),
-        Ok(_) => Err(StoreError::corrupt(pos.segment_id, format!("offset {}: not an event frame", pos.offset))),
-        Err(FrameError::Crc { .. }) => Err(StoreError::CrcMismatch { segment_id: pos.segment_id, offset: pos.offset }),
+        Ok(_) => {
+            Err(StoreError::corrupt(pos.segment_id, format!("offset {}: not an event frame", pos.offset)))
+        }
+        Err(FrameError::Crc { .. }) => {
+            Err(StoreError::CrcMismatch { segment_id: pos.segment_id, offset: pos.offset })
+        }
         Err(e) => Err(StoreError::corrupt(pos.segment_id, format!("offset {}: {e}", pos.offset))),
     }
 }

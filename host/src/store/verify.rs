@@ -72,7 +72,11 @@ impl Store {
         self.verify_with_progress(|_, _| {})
     }
 
-    fn verify_one(&self, e: &IndexEntry, heads: &mut HashMap<Arc<str>, (u32, [u8; 32])>) -> Result<(), String> {
+    fn verify_one(
+        &self,
+        e: &IndexEntry,
+        heads: &mut HashMap<Arc<str>, (u32, [u8; 32])>,
+    ) -> Result<(), String> {
         let bytes = self.reader.read_frame_bytes(e.disk_pos).map_err(|err| err.to_string())?;
         let ev = match frame::decode(&bytes) {
             Ok((Record::Event(ev), _)) => ev,

@@ -167,7 +167,12 @@ fn seal_crashed_tail(
 ) -> Result<(), StoreError> {
     if scanned.valid_end < len {
         report.truncated_bytes += len - scanned.valid_end;
-        tracing::warn!(segment = id, from = scanned.valid_end, bytes = len - scanned.valid_end, "cutting uncommitted tail");
+        tracing::warn!(
+            segment = id,
+            from = scanned.valid_end,
+            bytes = len - scanned.valid_end,
+            "cutting uncommitted tail"
+        );
         file.set_len(scanned.valid_end)?;
     }
     let ids: HashMap<&str, u32> = scanned.strings.iter().map(|(i, s)| (&**s, *i)).collect();

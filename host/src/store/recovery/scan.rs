@@ -65,8 +65,9 @@ pub(crate) fn scan_segment(
         let disk = DiskPos { segment_id, offset: pos as u64, length: len as u32 };
         match record {
             Record::Event(ev) => {
-                let entry = entry_from_record(&ev, &strings, disk)
-                    .ok_or_else(|| StoreError::corrupt(segment_id, format!("offset {pos}: unknown string ref")))?;
+                let entry = entry_from_record(&ev, &strings, disk).ok_or_else(|| {
+                    StoreError::corrupt(segment_id, format!("offset {pos}: unknown string ref"))
+                })?;
                 match pending.as_mut() {
                     Some(b) if (b.entries.len() as u32) < b.count => b.entries.push(entry),
                     _ => {

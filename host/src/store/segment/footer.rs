@@ -13,6 +13,9 @@ use crate::store::index::IndexEntry;
 use crate::store::StoreError;
 use std::sync::Arc;
 
+/// Gate-set records: (id, body).
+pub(crate) type GateSetRecords = Vec<(u32, Vec<u8>)>;
+
 /// Magic closing every footer.
 pub const FOOTER_MAGIC: &[u8; 4] = b"SIDX";
 /// Bytes of the fixed trailer at the very end of the file.
@@ -70,7 +73,7 @@ pub(crate) fn decode(
     start: u64,
     segment_id: u64,
     intern: &dyn Fn(&str) -> Arc<str>,
-) -> Result<(Vec<IndexEntry>, Vec<(u32, Vec<u8>)>), StoreError> {
+) -> Result<(Vec<IndexEntry>, GateSetRecords), StoreError> {
     let corrupt = |d: &str| StoreError::corrupt(segment_id, format!("footer at {start}: {d}"));
     let body_len = region
         .len()

@@ -46,13 +46,25 @@ pub(crate) struct EventRecord<'a> {
 pub(crate) enum Record<'a> {
     Event(EventRecord<'a>),
     /// Opens a batch of `count` event records, all of which precede the commit.
-    BatchBegin { batch_id: u64, count: u32 },
+    BatchBegin {
+        batch_id: u64,
+        count: u32,
+    },
     /// Closes the batch opened with the same id; only then are its events committed.
-    BatchCommit { batch_id: u64, count: u32 },
+    BatchCommit {
+        batch_id: u64,
+        count: u32,
+    },
     /// Defines segment-local string `id` (entity and scope names).
-    Str { id: u32, value: &'a str },
+    Str {
+        id: u32,
+        value: &'a str,
+    },
     /// Defines store-wide gate set `id`; the body is owned by the plugin module.
-    GateSet { id: u32, body: &'a [u8] },
+    GateSet {
+        id: u32,
+        body: &'a [u8],
+    },
 }
 
 /// Why bytes at an offset are not a valid frame.
@@ -176,9 +188,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(Record<'_>, usize), FrameError> {
     if body_len == 0 || body_len > MAX_FRAME_BODY {
         return Err(FrameError::BadLength(len));
     }
-    let body = bytes
-        .get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + body_len)
-        .ok_or(FrameError::Truncated)?;
+    let body = bytes.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + body_len).ok_or(FrameError::Truncated)?;
     let actual = crc32fast::hash(body);
     if actual != expected {
         return Err(FrameError::Crc { expected, actual });
@@ -191,9 +201,7 @@ fn decode_body(body: &[u8]) -> Result<Record<'_>, FrameError> {
     let record = match c.u8("tag")? {
         TAG_EVENT => Record::Event(decode_event(&mut c)?),
         TAG_BATCH_BEGIN => Record::BatchBegin { batch_id: c.u64("batch id")?, count: c.u32("count")? },
-        TAG_BATCH_COMMIT => {
-            Record::BatchCommit { batch_id: c.u64("batch id")?, count: c.u32("count")? }
-        }
+        TAG_BATCH_COMMIT => Record::BatchCommit { batch_id: c.u64("batch id")?, count: c.u32("count")? },
         TAG_STRING => Record::Str { id: c.varint_u32("string id")?, value: c.str("string")? },
         TAG_GATE_SET => Record::GateSet { id: c.varint_u32("gate set id")?, body: c.rest() },
         _ => return Err(FrameError::Malformed("unknown record tag")),
@@ -212,8 +220,7 @@ fn decode_event<'a>(c: &mut Cursor<'a>) -> Result<EventRecord<'a>, FrameError> {
     let timestamp_us = c.u64("timestamp")? as i64;
     let wall_ms = wall_base(timestamp_us).saturating_add(c.varint("wall delta")?);
     let event_id = c.u128("event id")?;
-    let correlation_id =
-        if present & HAS_CORRELATION != 0 { c.u128("correlation")? } else { event_id };
+    let correlation_id = if present & HAS_CORRELATION != 0 { c.u128("correlation")? } else { event_id };
     let causation_id = if present & HAS_CAUSATION != 0 { Some(c.u128("causation")?) } else { None };
     let gate_set = if present & HAS_GATE_SET != 0 { Some(c.varint_u32("gate set")?) } else { None };
     let event_hash = c.hash("event hash")?;

@@ -8,7 +8,7 @@ pub mod footer;
 pub(crate) mod frame;
 
 pub use file::{
-    parse_segment_filename, segment_filename, SegmentHeader, SEGMENT_EXTENSION,
-    SEGMENT_FORMAT_VERSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
+    parse_segment_filename, segment_filename, SegmentHeader, SEGMENT_EXTENSION, SEGMENT_FORMAT_VERSION,
+    SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
 };
 pub use footer::{FOOTER_MAGIC, FOOTER_TRAILER_LEN};

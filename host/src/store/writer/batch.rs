@@ -99,7 +99,11 @@ impl Writer {
             })),
             (false, Some(i)) => Err(StoreError::IdempotencyConflict {
                 key: items[i].options.idempotency_key.unwrap_or_default(),
-                detail: format!("{} of {} batch items are already stored; a retry must repeat the whole batch", found.len(), items.len()),
+                detail: format!(
+                    "{} of {} batch items are already stored; a retry must repeat the whole batch",
+                    found.len(),
+                    items.len()
+                ),
             }
             .in_batch(i, BatchStage::Validation)),
         }
@@ -134,11 +138,10 @@ impl Writer {
                 causation_id,
                 clock: head.clock,
             };
-            self.gates
-                .evaluate(&input)
-                .map_err(|d| StoreError::Denied(d).in_batch(i, BatchStage::Gating))?;
+            self.gates.evaluate(&input).map_err(|d| StoreError::Denied(d).in_batch(i, BatchStage::Gating))?;
             let (clock, wall_ms) = head.next(req.timestamp_us);
-            let plan = ItemPlan { event_id, correlation_id, causation_id, clock, wall_ms, prev_hash: head.hash };
+            let plan =
+                ItemPlan { event_id, correlation_id, causation_id, clock, wall_ms, prev_hash: head.hash };
             let hash = chain_hash(item, &plan, req.timestamp_us, self.index.inserted() + i as u64);
             heads.insert(Arc::clone(entity), Head { clock: Some(clock), hash, wall_ms });
             plans.push(plan);
@@ -207,7 +210,8 @@ impl Writer {
         }
         let mut done = 0usize;
         for (step, &cut) in cuts.iter().enumerate() {
-            seg.write_at_end(at + done as u64, &self.buf[done..cut]).map_err(|e| (step.saturating_sub(1).min(count - 1), e))?;
+            seg.write_at_end(at + done as u64, &self.buf[done..cut])
+                .map_err(|e| (step.saturating_sub(1).min(count - 1), e))?;
             done = cut;
             let point = match step {
                 0 => fp::batch_begin_written(base, count),

@@ -184,7 +184,8 @@ impl Writer {
             gate_set,
         };
         let entry = self.write_single(&plan)?;
-        let staged = Staged { receipts: vec![receipt(&entry)], notes: vec![notification(&entry)], wrote: true };
+        let staged =
+            Staged { receipts: vec![receipt(&entry)], notes: vec![notification(&entry)], wrote: true };
         self.index.insert(vec![entry]).map_err(|why| {
             self.poison(&why);
             StoreError::Poisoned(why)

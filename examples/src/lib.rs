@@ -1,0 +1,1 @@
+//! Examples live in `src/bin/demo.rs` and the `[[example]]` files.

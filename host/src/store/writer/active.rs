@@ -110,8 +110,12 @@ impl ActiveSegment {
             (id(e.coord.entity_arc()), id(e.coord.scope_arc()))
         };
         let bytes = footer::encode(self.len, &self.string_list, &self.gate_sets, &entries, refs);
-        self.file.write_all_at(&bytes, self.len)?;
-        self.file.sync_all()?;
+        let written = self.file.write_all_at(&bytes, self.len).and_then(|()| self.file.sync_all());
+        if let Err(e) = written {
+            // Leave no half footer behind: the segment stays active and unsealed.
+            let _ = self.cut_back();
+            return Err(e.into());
+        }
         Ok(self.len)
     }
 }

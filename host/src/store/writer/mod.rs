@@ -353,6 +353,26 @@ fn inject(_cfg: &StoreConfig, _point: Option<std::convert::Infallible>) -> Resul
     Ok(())
 }
 
+/// After the writer is gone for good: answer every command with
+/// `WriterCrashed` (so no caller waits forever on a queued command) until
+/// the store shuts down or drops its sender.
+fn refuse_until_shutdown(rx: &flume::Receiver<Command>) {
+    for cmd in rx.iter() {
+        let shutting_down = matches!(cmd, Command::Shutdown(_));
+        match cmd {
+            Command::Append(_, r) => drop(r.send(Err(StoreError::WriterCrashed))),
+            Command::Batch(_, r) => drop(r.send(Err(StoreError::WriterCrashed))),
+            Command::Sync(r) | Command::Shutdown(r) => drop(r.send(Err(StoreError::WriterCrashed))),
+            Command::SetGates(_, r) => drop(r.send(Err(StoreError::WriterCrashed))),
+            #[cfg(feature = "dangerous-test-hooks")]
+            Command::Panic(r) => drop(r.send(Err(StoreError::WriterCrashed))),
+        }
+        if shutting_down {
+            return;
+        }
+    }
+}
+
 /// Spawns the writer thread with its restart policy.
 pub(crate) fn spawn(
     mut writer: Writer,
@@ -367,15 +387,18 @@ pub(crate) fn spawn(
         let mut restarts = shutdown::RestartBudget::new(writer.cfg.writer.restart_policy);
         loop {
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run(&rx)));
-            if outcome.is_ok() || !restarts.allow() {
-                if outcome.is_err() {
-                    tracing::error!("writer panicked past its restart budget; store is read-only");
-                }
+            if outcome.is_ok() {
                 return;
+            }
+            if !restarts.allow() {
+                tracing::error!("writer panicked past its restart budget; appends now fail");
+                break;
             }
             tracing::error!("writer panicked; restarting");
             writer.recover_after_panic();
         }
+        drop(writer);
+        refuse_until_shutdown(&rx);
     })?;
     Ok(handle)
 }

@@ -230,7 +230,9 @@ impl Writer {
                 let _ = reply.send(Ok(()));
                 Flow::Continue
             }
+            // The test hook exists to panic the writer; the restart policy catches it.
             #[cfg(feature = "dangerous-test-hooks")]
+            #[allow(clippy::panic)]
             Command::Panic(reply) => {
                 drop(reply);
                 std::panic::panic_any("writer panic requested by panic_writer_for_test");

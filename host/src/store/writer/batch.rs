@@ -22,6 +22,8 @@ struct ItemPlan {
     clock: u32,
     wall_ms: u64,
     prev_hash: [u8; 32],
+    /// The item's chained hash, computed once here.
+    hash: [u8; 32],
 }
 
 impl Writer {
@@ -60,7 +62,8 @@ impl Writer {
                 gate_set,
             })
             .collect();
-        let entries = self.write_batch(base, &planned)?;
+        let hashes: Vec<[u8; 32]> = plans.iter().map(|p| p.hash).collect();
+        let entries = self.write_batch(base, &planned, &hashes)?;
         let notes = entries.iter().map(notification).collect();
         let receipts = entries.iter().map(receipt).collect();
         self.index.insert(entries).map_err(|why| {
@@ -140,17 +143,29 @@ impl Writer {
             };
             self.gates.evaluate(&input).map_err(|d| StoreError::Denied(d).in_batch(i, BatchStage::Gating))?;
             let (clock, wall_ms) = head.next(req.timestamp_us);
-            let plan =
-                ItemPlan { event_id, correlation_id, causation_id, clock, wall_ms, prev_hash: head.hash };
-            let hash = chain_hash(item, &plan, req.timestamp_us, self.index.inserted() + i as u64);
-            heads.insert(Arc::clone(entity), Head { clock: Some(clock), hash, wall_ms });
+            let mut plan = ItemPlan {
+                event_id,
+                correlation_id,
+                causation_id,
+                clock,
+                wall_ms,
+                prev_hash: head.hash,
+                hash: [0; 32],
+            };
+            plan.hash = chain_hash(item, &plan, req.timestamp_us, self.index.inserted() + i as u64);
+            heads.insert(Arc::clone(entity), Head { clock: Some(clock), hash: plan.hash, wall_ms });
             plans.push(plan);
         }
         Ok(plans)
     }
 
     /// Frames the batch, writes it, fsyncs it. On failure nothing of it remains.
-    fn write_batch(&mut self, base: u64, planned: &[Planned<'_>]) -> Result<Vec<IndexEntry>, StoreError> {
+    fn write_batch(
+        &mut self,
+        base: u64,
+        planned: &[Planned<'_>],
+        hashes: &[[u8; 32]],
+    ) -> Result<Vec<IndexEntry>, StoreError> {
         let count = planned.len();
         let last = count - 1;
         let mut added = Vec::new();
@@ -169,8 +184,7 @@ impl Writer {
         frame::encode(&mut self.buf, &Record::BatchBegin { batch_id: base, count: count as u32 });
         let mut cuts = vec![self.buf.len()];
         let mut entries = Vec::with_capacity(count);
-        for (p, r) in planned.iter().zip(refs) {
-            let hash = p.hash();
+        for ((p, r), &hash) in planned.iter().zip(refs).zip(hashes) {
             let offset = at + self.buf.len() as u64;
             let length = frame::encode(&mut self.buf, &Record::Event(p.record(r, hash))) as u32;
             cuts.push(self.buf.len());

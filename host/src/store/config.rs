@@ -73,14 +73,15 @@ pub struct BatchConfig {
     /// Most payload bytes in one batch (1..=16 MiB, default 1 MiB).
     pub max_bytes: u32,
     /// Most commands the writer takes from its queue per group commit
-    /// (default 1; 0 = as many as are queued, capped at 4096). Unlike batpak
-    /// 0.3.0, grouping never requires idempotency keys.
+    /// (default 256; 0 = as many as are queued, capped at 4096). Grouping
+    /// never requires idempotency keys, and only shares work (one fsync, one
+    /// publish) between appends that were already queued together.
     pub group_commit_max_batch: u32,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        Self { max_size: 256, max_bytes: 1024 * 1024, group_commit_max_batch: 1 }
+        Self { max_size: 256, max_bytes: 1024 * 1024, group_commit_max_batch: 256 }
     }
 }
 

@@ -1,0 +1,114 @@
+//! Side-by-side benchmarks of this batpak and batpak 0.3.0, in one run.
+//!
+//! `cargo run --release -p batpak-bench -- [--quick] [--only PREFIX]`
+//!
+//! Prints one line per workload:
+//! `<workload>: ours <x> <unit>, batpak-0.3.0 <y> <unit>, ratio <x/y>`
+//! (for times and sizes, lower is better and the ratio is still ours/theirs).
+//! Each figure is the median of several runs on fresh stores.
+
+mod ours;
+mod reference;
+mod util;
+
+use util::{median, Line};
+
+struct Plan {
+    quick: bool,
+    only: Option<String>,
+}
+
+impl Plan {
+    fn runs(&self) -> usize {
+        if self.quick {
+            3
+        } else {
+            5
+        }
+    }
+    fn wants(&self, name: &str) -> bool {
+        self.only.as_deref().is_none_or(|p| name.starts_with(p))
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--rss-child") {
+        return util::rss_child(&args[2..]);
+    }
+    let plan = Plan {
+        quick: args.iter().any(|a| a == "--quick"),
+        only: args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1).cloned()),
+    };
+    let n_single = if plan.quick { 5_000 } else { 20_000 };
+    let n_open = if plan.quick { 100_000 } else { 1_000_000 };
+    let n_drain = 100_000;
+
+    if plan.wants("single_append") {
+        let o = median(plan.runs(), || ours::single_append(n_single));
+        let r = median(plan.runs(), || reference::single_append(n_single));
+        Line::higher("single_append_100B", o, r, "ev/s").print();
+    }
+    for callers in [1usize, 16] {
+        let name = format!("durable_append_{callers}_callers");
+        if plan.wants(&name) {
+            let per = if plan.quick { 200 } else { 500 };
+            let o = median(plan.runs(), || ours::durable_append(callers, per));
+            let r = median(plan.runs(), || reference::durable_append(callers, per));
+            Line::higher(&name, o, r, "ev/s").print();
+        }
+    }
+    for size in [10usize, 100, 1000] {
+        let name = format!("append_batch_{size}");
+        if plan.wants(&name) {
+            let total = if plan.quick { 20_000 } else { 50_000 };
+            let o = median(plan.runs(), || ours::batch_append(size, total / size));
+            let r = median(plan.runs(), || reference::batch_append(size, total / size));
+            Line::higher(&name, o, r, "ev/s").print();
+        }
+    }
+    if plan.wants("cold_open") || plan.wants("rss") || plan.wants("bytes_per_event") {
+        let ours_dir = ours::populate(n_open)?;
+        let ref_dir = reference::populate(n_open)?;
+        let label = if plan.quick { "100k" } else { "1M" };
+        if plan.wants("bytes_per_event") {
+            let o = util::dir_bytes(ours_dir.path()) as f64 / n_open as f64;
+            let r = util::dir_bytes(ref_dir.path()) as f64 / n_open as f64;
+            Line::lower("bytes_per_event_100B", o, r, "B").print();
+        }
+        if plan.wants("cold_open") {
+            let o = median(plan.runs(), || ours::cold_open(ours_dir.path(), true));
+            let r = median(plan.runs(), || reference::cold_open(ref_dir.path(), true));
+            Line::lower(&format!("cold_open_{label}_checkpoint"), o, r, "ms").print();
+            let o = median(plan.runs(), || ours::cold_open(ours_dir.path(), false));
+            let r = median(plan.runs(), || reference::cold_open(ref_dir.path(), false));
+            Line::lower(&format!("cold_open_{label}_scan"), o, r, "ms").print();
+        }
+        if plan.wants("rss") {
+            let per_million = 1_000_000.0 / n_open as f64;
+            let o = util::rss_of_open("ours", ours_dir.path())? * per_million;
+            let r = util::rss_of_open("ref", ref_dir.path())? * per_million;
+            Line::lower("rss_per_1M_events", o, r, "MiB").print();
+        }
+    }
+    if plan.wants("get") || plan.wants("cursor") {
+        let ours_dir = ours::populate(n_drain)?;
+        let ref_dir = reference::populate(n_drain)?;
+        if plan.wants("get") {
+            let o = median(plan.runs(), || ours::get_latency(ours_dir.path(), 10_000));
+            let r = median(plan.runs(), || reference::get_latency(ref_dir.path(), 10_000));
+            Line::lower("get_latency", o, r, "us").print();
+        }
+        if plan.wants("cursor") {
+            // batpak 0.3.0's cursor re-runs its query on every poll (O(N²) to
+            // drain), so one run each keeps the bench bounded.
+            let o = ours::cursor_drain(ours_dir.path());
+            let r = reference::cursor_drain(ref_dir.path());
+            Line::higher("cursor_drain_100k_poll_batch_100", o, r, "ev/s").print();
+        }
+    }
+    if plan.wants("gates") {
+        ours::gate_workloads(&plan)?;
+    }
+    Ok(())
+}

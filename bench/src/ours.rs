@@ -1,0 +1,218 @@
+//! Workloads against this batpak.
+
+use crate::util::{median, payload, Line};
+use crate::Plan;
+use batpak::prelude::*;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+use tempfile::TempDir;
+
+fn coord(i: usize) -> Coordinate {
+    Coordinate::new(format!("entity:{}", i % 64), "bench").unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn tmp() -> TempDir {
+    tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"))
+}
+
+pub fn single_append(n: usize) -> f64 {
+    let dir = tmp();
+    let store = Store::open(StoreConfig::new(dir.path())).expect("open");
+    let payloads: Vec<_> = (0..n).map(payload).collect();
+    let start = Instant::now();
+    for (i, p) in payloads.iter().enumerate() {
+        store.append(&coord(i), EventKind::DATA, p).expect("append");
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    store.close().expect("close");
+    rate
+}
+
+pub fn durable_append(callers: usize, per_caller: usize) -> f64 {
+    let dir = tmp();
+    let cfg = StoreConfig::new(dir.path()).with_sync_every_n_events(1);
+    let store = Arc::new(Store::open(cfg).expect("open"));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..callers)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                for i in 0..per_caller {
+                    store.append(&coord(t), EventKind::DATA, &payload(i)).expect("append");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("join");
+    }
+    (callers * per_caller) as f64 / start.elapsed().as_secs_f64()
+}
+
+pub fn batch_append(size: usize, batches: usize) -> f64 {
+    let dir = tmp();
+    let cfg = StoreConfig::new(dir.path()).with_batch_max_size(size as u32).with_batch_max_bytes(16 << 20);
+    let store = Store::open(cfg).expect("open");
+    let all: Vec<Vec<BatchAppendItem>> = (0..batches)
+        .map(|b| {
+            (0..size)
+                .map(|i| {
+                    BatchAppendItem::new(
+                        coord(b * size + i),
+                        EventKind::DATA,
+                        &payload(i),
+                        AppendOptions::new(),
+                        CausationRef::None,
+                    )
+                    .expect("item")
+                })
+                .collect()
+        })
+        .collect();
+    let start = Instant::now();
+    for items in all {
+        store.append_batch(items).expect("batch");
+    }
+    (size * batches) as f64 / start.elapsed().as_secs_f64()
+}
+
+pub fn populate(n: usize) -> anyhow::Result<TempDir> {
+    let dir = tmp();
+    let store = Store::open(StoreConfig::new(dir.path()))?;
+    let chunk = 1000;
+    for start in (0..n).step_by(chunk) {
+        let items = (start..(start + chunk).min(n))
+            .map(|i| {
+                BatchAppendItem::new(
+                    coord(i),
+                    EventKind::DATA,
+                    &payload(i),
+                    AppendOptions::new(),
+                    CausationRef::None,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        store.append_batch(items)?;
+    }
+    store.close()?;
+    Ok(dir)
+}
+
+/// Opens a copy of `dir` (checkpoint, or no checkpoint and no footers) and
+/// returns the open time in ms.
+pub fn cold_open(dir: &Path, checkpoint: bool) -> f64 {
+    let copy = crate::reference::copy_store(dir, !checkpoint);
+    let start = Instant::now();
+    let store = Store::open(StoreConfig::new(copy.path()).with_enable_checkpoint(checkpoint)).expect("open");
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    drop(store);
+    ms
+}
+
+pub fn get_latency(dir: &Path, gets: usize) -> f64 {
+    let store = Store::open(StoreConfig::new(dir)).expect("open");
+    let ids: Vec<u128> = store.query(&Region::all()).iter().map(|e| e.event_id).collect();
+    let mut x = 12345usize;
+    let start = Instant::now();
+    for _ in 0..gets {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        std::hint::black_box(store.get(ids[(x >> 17) % ids.len()]).expect("get"));
+    }
+    start.elapsed().as_secs_f64() * 1e6 / gets as f64
+}
+
+pub fn cursor_drain(dir: &Path) -> f64 {
+    let store = Store::open(StoreConfig::new(dir)).expect("open");
+    let start = Instant::now();
+    let mut cursor = store.cursor_guaranteed(&Region::all());
+    let mut n = 0usize;
+    loop {
+        let got = cursor.poll_batch(100);
+        if got.is_empty() {
+            break;
+        }
+        n += got.len();
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Gate overhead: throughput with 0, 1 and 4 gates; per-gate latency;
+/// re-instantiation after a trap. Ours only (batpak 0.3.0 has no WASM gates).
+pub fn gate_workloads(plan: &Plan) -> anyhow::Result<()> {
+    let n = if plan.quick { 5_000 } else { 20_000 };
+    let allow = batpak_test_artifacts::ALLOW_ALL;
+    let mut rates = Vec::new();
+    for gates in [0usize, 1, 4] {
+        let rate = median(plan.runs(), || {
+            let dir = tmp();
+            let mut cfg = StoreConfig::new(dir.path());
+            for g in 0..gates {
+                cfg = cfg
+                    .with_gate(GatePlugin::from_file(allow).expect("read").with_name(format!("allow-{g}")));
+            }
+            let store = Store::open(cfg).expect("open");
+            let payloads: Vec<_> = (0..n).map(payload).collect();
+            let start = Instant::now();
+            for (i, p) in payloads.iter().enumerate() {
+                store.append(&coord(i), EventKind::DATA, p).expect("append");
+            }
+            n as f64 / start.elapsed().as_secs_f64()
+        });
+        rates.push(rate);
+        println!("gates_{gates}_append_100B: ours {rate:.0} ev/s");
+    }
+    println!("gates_1_vs_0_throughput: ratio {:.3}", rates[1] / rates[0]);
+    println!(
+        "gate_added_cost_per_append: 1 gate {:.2} us, 4 gates {:.2} us/gate",
+        (1.0 / rates[1] - 1.0 / rates[0]) * 1e6,
+        (1.0 / rates[2] - 1.0 / rates[0]) * 1e6 / 4.0
+    );
+    for (label, size) in [("100B", 100usize), ("4KiB", 4096)] {
+        let (med, p99) = gate_call_latency(allow, size, if plan.quick { 20_000 } else { 100_000 })?;
+        println!("gate_call_latency_{label}: median {med:.2} us, p99 {p99:.2} us");
+    }
+    let flaky = batpak_test_artifacts::FLAKY_PANIC;
+    let dir = tmp();
+    let store = Store::open(StoreConfig::new(dir.path()).with_gate(GatePlugin::from_file(flaky)?))?;
+    let c = coord(0);
+    let rounds = if plan.quick { 200 } else { 1000 };
+    let mut costs = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let _ = store.append(&c, EventKind::DATA, &serde_json::json!({"explode": true}));
+        let start = Instant::now();
+        store.append(&c, EventKind::DATA, &serde_json::json!({"explode": false}))?;
+        costs.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    costs.sort_by(f64::total_cmp);
+    println!("append_after_trap (re-instantiation included): median {:.1} us", costs[costs.len() / 2]);
+    let _ = Line::higher;
+    Ok(())
+}
+
+/// Latency of one gate evaluation (append with the gate minus without is
+/// noisy; this times the whole append with a gate at each payload size).
+fn gate_call_latency(component: &str, size: usize, n: usize) -> anyhow::Result<(f64, f64)> {
+    let body = serde_json::json!({"pad": "x".repeat(size.saturating_sub(10))});
+    let measure = |gated: bool| -> anyhow::Result<Vec<f64>> {
+        let dir = tmp();
+        let mut cfg = StoreConfig::new(dir.path());
+        if gated {
+            cfg = cfg.with_gate(GatePlugin::from_file(component)?);
+        }
+        let store = Store::open(cfg)?;
+        let c = coord(1);
+        let mut xs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let start = Instant::now();
+            store.append(&c, EventKind::DATA, &body)?;
+            xs.push(start.elapsed().as_secs_f64() * 1e6);
+        }
+        xs.sort_by(f64::total_cmp);
+        Ok(xs)
+    };
+    let without = measure(false)?;
+    let with = measure(true)?;
+    let q = |xs: &[f64], p: f64| xs[((xs.len() as f64 - 1.0) * p) as usize];
+    Ok((q(&with, 0.5) - q(&without, 0.5), q(&with, 0.99) - q(&without, 0.99)))
+}

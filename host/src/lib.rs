@@ -43,6 +43,7 @@ pub mod pipeline;
 pub mod plugin;
 pub mod prelude;
 pub mod store;
+pub mod testing;
 pub mod typestate;
 
 pub use coordinate::{Coordinate, CoordinateError, DagPosition, KindFilter, Region};

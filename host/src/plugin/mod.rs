@@ -22,7 +22,7 @@ pub use limits::PluginLimits;
 use crate::coordinate::Coordinate;
 use crate::event::EventKind;
 use crate::guard::Denial;
-use gate_instance::LoadedGate;
+pub(crate) use gate_instance::LoadedGate;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -141,6 +141,35 @@ fn compile(bytes: &[u8]) -> Result<Component, PluginError> {
         ));
     }
     Component::new(engine()?, bytes).map_err(|e| PluginError::NotAComponent(error::chain(&e)))
+}
+
+/// What a component file is, as `batpak guest info` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ComponentInfo {
+    /// Size in bytes.
+    pub size: usize,
+    /// blake3 of the bytes, hex.
+    pub digest: String,
+    /// Names the component imports (a gate must import nothing).
+    pub imports: Vec<String>,
+    /// Names the component exports.
+    pub exports: Vec<String>,
+    /// `Ok` with the gate's name and version if it installs as a gate, else why not.
+    pub gate: Result<(String, String), String>,
+}
+
+/// Describes a component: size, hash, imports, exports, and whether it
+/// installs as a gate (it is loaded with production limits to find out).
+pub fn inspect_component(bytes: &[u8]) -> Result<ComponentInfo, PluginError> {
+    let component = compile(bytes)?;
+    let engine = engine()?;
+    let ty = component.component_type();
+    let imports = ty.imports(engine).map(|(name, _)| name.to_string()).collect();
+    let exports = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+    let gate = LoadedGate::load(&component, digest(bytes), None, PluginLimits::default())
+        .map(|g| (g.name, g.version))
+        .map_err(|e| e.to_string());
+    Ok(ComponentInfo { size: bytes.len(), digest: hex(&digest(bytes)), imports, exports, gate })
 }
 
 /// What a gate sees of a proposed event.

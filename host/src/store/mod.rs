@@ -16,6 +16,7 @@ pub mod error;
 pub mod fault;
 mod fault_point;
 pub mod index;
+pub mod log_reader;
 mod provenance;
 mod reader;
 pub mod recovery;
@@ -36,6 +37,7 @@ pub use error::{BatchStage, StoreError};
 #[cfg(feature = "dangerous-test-hooks")]
 pub use fault::{CountdownAction, CountdownInjector, FaultInjector, InjectionPoint, ProbabilisticInjector};
 pub use index::{ClockKey, DiskPos, IndexEntry};
+pub use log_reader::{LogReader, LoggedEvent, SegmentSummary};
 pub use recovery::RecoveryReport;
 pub use stats::{StoreDiagnostics, StoreStats};
 pub use subscription::{Subscription, SubscriptionOps};

@@ -1,0 +1,73 @@
+//! `batpak`: look at data directories and test guest components.
+//!
+//! Errors print as one line with their cause and exit with status 1;
+//! a failed verification or guest test exits with status 2.
+
+mod guest;
+mod store_cmds;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "batpak", version, about = "Inspect batpak stores and test WASM guests")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Segments, counts, entities and gate-set history of a data directory.
+    Inspect { dir: PathBuf },
+    /// Print events (optionally filtered), and with --follow keep printing new ones.
+    Tail {
+        dir: PathBuf,
+        /// Entity-name prefix.
+        #[arg(long)]
+        entity: Option<String>,
+        /// Exact kind, e.g. 0x1001 or 4097.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Keep watching for new events.
+        #[arg(long)]
+        follow: bool,
+        /// Stop after printing this many events.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+    /// Check every frame's CRC and every entity's hash chain.
+    Verify { dir: PathBuf },
+    /// Guest components.
+    Guest {
+        #[command(subcommand)]
+        command: GuestCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum GuestCmd {
+    /// World, imports, exports, size and hash of a component.
+    Info { wasm: PathBuf },
+    /// Run a gate over the proposals of a JSON-lines file and compare verdicts.
+    Test { wasm: PathBuf, cases: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Inspect { dir } => store_cmds::inspect(&dir),
+        Cmd::Tail { dir, entity, kind, follow, count } => store_cmds::tail(&dir, entity, kind, follow, count),
+        Cmd::Verify { dir } => store_cmds::verify(&dir),
+        Cmd::Guest { command: GuestCmd::Info { wasm } } => guest::info(&wasm),
+        Cmd::Guest { command: GuestCmd::Test { wasm, cases } } => guest::test(&wasm, &cases),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! A test harness for gate authors: load a component with production
+//! limits and assert its verdicts in `cargo test`, no store needed.
+//!
+//! ```no_run
+//! use batpak::testing::{GuestHarness, TestProposal};
+//! use serde_json::json;
+//!
+//! let mut gate = GuestHarness::load("amount_limit.component.wasm").unwrap();
+//! gate.assert_allows(&TestProposal::json("acct:1", json!({"amount": 5})));
+//! let denial = gate.assert_denies(&TestProposal::json("acct:1", json!({"amount": 50_000})), "AMOUNT_LIMIT");
+//! assert_eq!(denial.context_value("limit"), Some("10000"));
+//! ```
+
+use crate::coordinate::Coordinate;
+use crate::event::EventKind;
+use crate::guard::Denial;
+use crate::plugin::{GateInput, GatePlugin, PluginError};
+use std::path::Path;
+
+/// A proposal built for a test.
+#[derive(Clone, Debug)]
+pub struct TestProposal {
+    /// Entity and scope.
+    pub coord: Coordinate,
+    /// Kind.
+    pub kind: EventKind,
+    /// Payload bytes (normally canonical JSON).
+    pub payload: Vec<u8>,
+    /// Correlation id.
+    pub correlation_id: u128,
+    /// Causation id.
+    pub causation_id: Option<u128>,
+    /// The entity's latest clock before this event.
+    pub entity_clock: Option<u32>,
+}
+
+impl TestProposal {
+    /// A `DATA` proposal for `entity` in scope `test` with a JSON payload.
+    pub fn json(entity: &str, payload: serde_json::Value) -> Self {
+        let coord = Coordinate::new(entity, "test")
+            .unwrap_or_else(|_| Coordinate::from_shared("?".into(), "test".into()));
+        Self {
+            coord,
+            kind: EventKind::DATA,
+            payload: serde_json::to_vec(&payload).unwrap_or_default(),
+            correlation_id: 1,
+            causation_id: None,
+            entity_clock: None,
+        }
+    }
+
+    /// This proposal at another coordinate.
+    pub fn at(mut self, coord: Coordinate) -> Self {
+        self.coord = coord;
+        self
+    }
+
+    /// This proposal with another kind.
+    pub fn kind(mut self, kind: EventKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// This proposal with the entity's latest clock set.
+    pub fn clock(mut self, clock: Option<u32>) -> Self {
+        self.entity_clock = clock;
+        self
+    }
+}
+
+/// One gate component under test.
+pub struct GuestHarness {
+    gate: crate::plugin::LoadedGate,
+}
+
+impl GuestHarness {
+    /// Loads a component file with the production limits.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, PluginError> {
+        Self::from_plugin(GatePlugin::from_file(path)?)
+    }
+
+    /// Loads a plugin with its own limits.
+    pub fn from_plugin(plugin: GatePlugin) -> Result<Self, PluginError> {
+        Ok(Self { gate: plugin.load()? })
+    }
+
+    /// The name the gate describes itself with.
+    pub fn name(&self) -> &str {
+        &self.gate.name
+    }
+
+    /// The version the gate reports.
+    pub fn version(&self) -> &str {
+        &self.gate.version
+    }
+
+    /// Runs the gate exactly as the store would.
+    pub fn evaluate(&mut self, p: &TestProposal) -> Result<(), Denial> {
+        let input = GateInput {
+            coord: &p.coord,
+            kind: p.kind,
+            payload: &p.payload,
+            correlation_id: p.correlation_id,
+            causation_id: p.causation_id,
+            clock: p.entity_clock,
+        };
+        self.gate.evaluate(&input)
+    }
+
+    /// Asserts the gate allows `p`.
+    ///
+    /// # Panics
+    /// If the gate denies (this is a test assertion).
+    #[allow(clippy::panic)] // an assertion helper for tests: panicking is its job
+    pub fn assert_allows(&mut self, p: &TestProposal) {
+        if let Err(d) = self.evaluate(p) {
+            panic!("gate {} denied {}: {d}", self.name(), p.coord);
+        }
+    }
+
+    /// Asserts the gate denies `p` with `code`; returns the denial.
+    ///
+    /// # Panics
+    /// If the gate allows, or denies with another code.
+    #[allow(clippy::panic)] // an assertion helper for tests: panicking is its job
+    pub fn assert_denies(&mut self, p: &TestProposal, code: &str) -> Denial {
+        match self.evaluate(p) {
+            Ok(()) => panic!("gate {} allowed {} but {code} was expected", self.name(), p.coord),
+            Err(d) if d.code == code => d,
+            Err(d) => panic!("gate {} denied with {} ({}), expected {code}", self.name(), d.code, d.message),
+        }
+    }
+}

@@ -113,7 +113,7 @@ impl LogReader {
         bytes: &[u8],
         id: u64,
         tail: bool,
-    ) -> Result<(Vec<IndexEntry>, Vec<(u32, Vec<u8>)>), StoreError> {
+    ) -> Result<(Vec<IndexEntry>, crate::store::segment::footer::GateSetRecords), StoreError> {
         let frames_end = match footer::footer_start(bytes) {
             Some(start) if (start as usize) <= bytes.len().saturating_sub(FOOTER_TRAILER_LEN) => {
                 start as usize

@@ -39,6 +39,7 @@ pub mod coordinate;
 pub mod event;
 pub mod guard;
 pub mod id;
+pub mod outcome;
 pub mod pipeline;
 pub mod plugin;
 pub mod prelude;

@@ -4,6 +4,7 @@ pub use crate::coordinate::{Coordinate, CoordinateError, DagPosition, KindFilter
 pub use crate::event::{Event, EventHeader, EventKind, EventSourced, HashChain, Reactive, StoredEvent};
 pub use crate::guard::{Denial, Gate, GateSet, Receipt};
 pub use crate::id::EventId;
+pub use crate::outcome::{ErrorKind, Outcome, OutcomeError};
 pub use crate::pipeline::{Committed, Pipeline, Proposal};
 pub use crate::plugin::{GatePlugin, PluginError, PluginLimits};
 pub use crate::store::{

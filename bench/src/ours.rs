@@ -79,7 +79,8 @@ pub fn batch_append(size: usize, batches: usize) -> f64 {
 
 pub fn populate(n: usize) -> anyhow::Result<TempDir> {
     let dir = tmp();
-    let store = Store::open(StoreConfig::new(dir.path()).with_batch_max_size(1000).with_batch_max_bytes(16 << 20))?;
+    let store =
+        Store::open(StoreConfig::new(dir.path()).with_batch_max_size(1000).with_batch_max_bytes(16 << 20))?;
     let chunk = 1000;
     for start in (0..n).step_by(chunk) {
         let items = (start..(start + chunk).min(n))

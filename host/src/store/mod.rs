@@ -80,6 +80,8 @@ pub struct Store<State = Open> {
     gate_names: Mutex<Vec<String>>,
     report: RecoveryReport,
     closed: AtomicBool,
+    /// Callers currently spinning for a reply (at most one spins).
+    spinners: std::sync::atomic::AtomicUsize,
     _state: PhantomData<State>,
 }
 
@@ -131,6 +133,7 @@ impl Store<Open> {
             gate_names: Mutex::new(gate_names),
             report: recovered.report,
             closed: AtomicBool::new(false),
+            spinners: std::sync::atomic::AtomicUsize::new(0),
             _state: PhantomData,
         })
     }
@@ -406,7 +409,7 @@ impl<State> Store<State> {
     fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
         let (tx, rx) = flume::bounded(1);
         self.tx.send(make(tx)).map_err(|_| StoreError::WriterCrashed)?;
-        rx.recv().map_err(|_| StoreError::WriterCrashed)?
+        writer::caller_recv(&rx, &self.spinners).map_err(|_| StoreError::WriterCrashed)?
     }
 
     fn shutdown(&self) -> Result<(), StoreError> {

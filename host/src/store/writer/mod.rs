@@ -31,6 +31,46 @@ use std::sync::Arc;
 /// Most commands served in one group when the configuration says "unbounded".
 const GROUP_LIMIT_MAX: usize = 4096;
 
+/// How long a thread spins for a message before it sleeps. A round trip
+/// to the writer usually takes a few microseconds; sleeping and waking
+/// costs more than that on each side.
+const SPIN_BEFORE_PARK: std::time::Duration = std::time::Duration::from_micros(40);
+
+/// Receives from `rx`, spinning first only if no other caller is already
+/// spinning (`spinners` counts them): on a small machine, many spinning
+/// callers would steal the cores the writer needs.
+pub(crate) fn caller_recv<T>(
+    rx: &flume::Receiver<T>,
+    spinners: &std::sync::atomic::AtomicUsize,
+) -> Result<T, flume::RecvError> {
+    use std::sync::atomic::Ordering;
+    if spinners.fetch_add(1, Ordering::AcqRel) > 0 {
+        spinners.fetch_sub(1, Ordering::AcqRel);
+        return rx.recv();
+    }
+    let result = spin_recv(rx);
+    spinners.fetch_sub(1, Ordering::AcqRel);
+    result
+}
+
+/// Receives from `rx`, spinning briefly before parking the thread.
+pub(crate) fn spin_recv<T>(rx: &flume::Receiver<T>) -> Result<T, flume::RecvError> {
+    let start = std::time::Instant::now();
+    loop {
+        match rx.try_recv() {
+            Ok(v) => return Ok(v),
+            Err(flume::TryRecvError::Disconnected) => return Err(flume::RecvError::Disconnected),
+            Err(flume::TryRecvError::Empty) => {}
+        }
+        if start.elapsed() >= SPIN_BEFORE_PARK {
+            return rx.recv();
+        }
+        for _ in 0..32 {
+            std::hint::spin_loop();
+        }
+    }
+}
+
 /// A reply channel (one-shot).
 pub(crate) type Reply<T> = flume::Sender<Result<T, StoreError>>;
 
@@ -133,7 +173,7 @@ impl Writer {
 
     /// Serves commands until shutdown or until every sender is gone.
     pub(crate) fn run(&mut self, rx: &flume::Receiver<Command>) {
-        while let Ok(first) = rx.recv() {
+        while let Ok(first) = spin_recv(rx) {
             if self.serve_group(first, rx) == Flow::Exit {
                 return;
             }

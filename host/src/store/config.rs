@@ -179,6 +179,9 @@ pub struct StoreConfig {
 }
 
 const MIB: u32 = 1024 * 1024;
+/// Frame offsets are kept as u32 in memory: a segment may reach this size
+/// plus one batch and stay under 4 GiB.
+const MAX_SEGMENT_BYTES: u64 = 3 * 1024 * 1024 * 1024;
 
 impl StoreConfig {
     /// The default configuration for `data_dir`.
@@ -302,8 +305,8 @@ impl StoreConfig {
     /// Checks every limit; the first violation is a `Configuration` error.
     pub(crate) fn validate(&self) -> Result<(), StoreError> {
         let bad = |msg: String| Err(StoreError::Configuration(msg));
-        if self.segment_max_bytes == 0 {
-            return bad("segment_max_bytes must be > 0".into());
+        if self.segment_max_bytes == 0 || self.segment_max_bytes > MAX_SEGMENT_BYTES {
+            return bad(format!("segment_max_bytes {} must be in 1..=3 GiB", self.segment_max_bytes));
         }
         if self.fd_budget == 0 {
             return bad("fd_budget must be > 0".into());

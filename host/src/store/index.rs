@@ -7,10 +7,11 @@
 //! past it with one `Release` store; every read filters `seq < visible`
 //! (`Acquire`), so a batch is seen whole or not at all.
 
-use crate::coordinate::{Coordinate, Region};
+use crate::coordinate::{Coordinate, KindFilter, Region};
 use crate::event::{EventKind, HashChain};
 use parking_lot::RwLock;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use hashbrown::HashTable;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -94,108 +95,192 @@ pub struct ClockKey {
 
 const FIRST_CHUNK: u64 = 1024;
 const CHUNKS: usize = 40;
+/// `prev` of an entity's first event.
+const NO_SEQ: u32 = u32::MAX;
+const HAS_CAUSATION: u8 = 0x01;
+const HAS_GATE_SET: u8 = 0x02;
 
-/// Append-only storage addressed by sequence: chunk `k` holds
-/// `FIRST_CHUNK << k` slots, so chunks never move once allocated.
-struct EntryLog {
-    chunks: Vec<OnceLock<Box<[OnceLock<IndexEntry>]>>>,
+type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Append-only storage addressed by position: chunk `k` holds
+/// `FIRST_CHUNK << k` slots, so a chunk never moves once allocated and a
+/// reader needs no lock to read a filled slot.
+struct AppendLog<T> {
+    chunks: Vec<OnceLock<Box<[OnceLock<T>]>>>,
 }
 
-impl EntryLog {
+impl<T> AppendLog<T> {
     fn new() -> Self {
         Self { chunks: (0..CHUNKS).map(|_| OnceLock::new()).collect() }
     }
 
-    fn locate(seq: u64) -> (usize, usize) {
-        let j = seq / FIRST_CHUNK + 1;
-        let k = 63 - j.leading_zeros() as u64;
+    fn locate(i: u64) -> (usize, usize) {
+        let j = i / FIRST_CHUNK + 1;
+        let k = 63 - u64::from(j.leading_zeros());
         let start = FIRST_CHUNK * ((1u64 << k) - 1);
-        (k as usize, (seq - start) as usize)
+        (k as usize, (i - start) as usize)
     }
 
-    fn get(&self, seq: u64) -> Option<&IndexEntry> {
-        let (k, i) = Self::locate(seq);
-        self.chunks.get(k)?.get()?.get(i)?.get()
+    fn get(&self, i: u64) -> Option<&T> {
+        let (k, at) = Self::locate(i);
+        self.chunks.get(k)?.get()?.get(at)?.get()
     }
 
-    /// Stores `entry` at its sequence; false if the slot is taken or out of range.
-    fn set(&self, entry: IndexEntry) -> bool {
-        let (k, i) = Self::locate(entry.global_sequence);
+    /// Fills slot `i`; false if it is taken or out of range.
+    fn set(&self, i: u64, value: T) -> bool {
+        let (k, at) = Self::locate(i);
         let Some(chunk) = self.chunks.get(k) else { return false };
         let slots = chunk.get_or_init(|| {
             let len = (FIRST_CHUNK << k) as usize;
             (0..len).map(|_| OnceLock::new()).collect()
         });
-        slots.get(i).is_some_and(|slot| slot.set(entry).is_ok())
+        slots.get(at).is_some_and(|slot| slot.set(value).is_ok())
     }
 }
 
-#[derive(Default)]
+/// One event as the index keeps it in memory: 128 bytes, strings as ids,
+/// the chain link as the position of the entity's previous event.
+#[derive(Clone, Copy)]
+struct Slot {
+    event_id: u128,
+    correlation_id: u128,
+    causation_id: u128,
+    event_hash: [u8; 32],
+    wall_ms: u64,
+    prev: u32,
+    entity: u32,
+    scope: u32,
+    clock: u32,
+    segment_id: u32,
+    offset: u32,
+    length: u32,
+    gate_set: u32,
+    kind: u16,
+    flags: u8,
+    bits: u8,
+}
+
+#[derive(Clone, Copy)]
+struct EntityInfo {
+    head: u32,
+}
+
+/// The maps behind the index's one lock (held only to insert or to copy out ids).
 struct Maps {
-    by_id: HashMap<u128, u64>,
-    entities: BTreeMap<Arc<str>, Vec<u64>>,
-    by_scope: HashMap<Arc<str>, Vec<u64>>,
-    by_kind: HashMap<EventKind, Vec<u64>>,
-    strings: HashSet<Arc<str>>,
+    by_id: HashTable<u32>,
+    string_ids: FastMap<Arc<str>, u32>,
+    entity_names: BTreeMap<Arc<str>, u32>,
+    entities: FastMap<u32, EntityInfo>,
+    by_scope: FastMap<u32, Vec<u32>>,
+    by_kind: FastMap<u16, Vec<u32>>,
 }
 
 /// The store's index. Shared by the writer (the only mutator) and readers.
 pub(crate) struct StoreIndex {
-    log: EntryLog,
+    log: AppendLog<Slot>,
+    strings: AppendLog<Arc<str>>,
     maps: RwLock<Maps>,
+    ids: foldhash::fast::RandomState,
     /// Entries inserted (published or not); writer-owned.
     inserted: AtomicU64,
     /// Exclusive upper bound of visible sequences.
     visible: AtomicU64,
 }
 
+/// The tip of an entity's chain.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EntityHead {
+    pub clock: u32,
+    pub hash: [u8; 32],
+    pub wall_ms: u64,
+}
+
 impl StoreIndex {
     pub(crate) fn new() -> Self {
         Self {
-            log: EntryLog::new(),
-            maps: RwLock::new(Maps::default()),
+            log: AppendLog::new(),
+            strings: AppendLog::new(),
+            maps: RwLock::new(Maps {
+                by_id: HashTable::new(),
+                string_ids: FastMap::default(),
+                entity_names: BTreeMap::new(),
+                entities: FastMap::default(),
+                by_scope: FastMap::default(),
+                by_kind: FastMap::default(),
+            }),
+            ids: foldhash::fast::RandomState::default(),
             inserted: AtomicU64::new(0),
             visible: AtomicU64::new(0),
         }
     }
 
+    fn hash_id(&self, id: u128) -> u64 {
+        use std::hash::BuildHasher;
+        self.ids.hash_one(id)
+    }
+
     /// Returns the shared copy of `s`, allocating it once per store.
     pub(crate) fn intern(&self, s: &str) -> Arc<str> {
-        if let Some(found) = self.maps.read().strings.get(s) {
-            return Arc::clone(found);
+        if let Some(id) = self.maps.read().string_ids.get(s) {
+            if let Some(found) = self.strings.get(u64::from(*id)) {
+                return Arc::clone(found);
+            }
         }
         let mut maps = self.maps.write();
-        if let Some(found) = maps.strings.get(s) {
-            return Arc::clone(found);
+        let id = self.intern_locked(&mut maps, s);
+        self.strings.get(u64::from(id)).cloned().unwrap_or_else(|| Arc::from(s))
+    }
+
+    fn intern_locked(&self, maps: &mut Maps, s: &str) -> u32 {
+        if let Some(id) = maps.string_ids.get(s) {
+            return *id;
         }
+        let id = maps.string_ids.len() as u32;
         let shared: Arc<str> = Arc::from(s);
-        maps.strings.insert(Arc::clone(&shared));
-        shared
+        if self.strings.set(u64::from(id), Arc::clone(&shared)) {
+            maps.string_ids.insert(shared, id);
+        }
+        id
+    }
+
+    fn string(&self, id: u32) -> &str {
+        self.strings.get(u64::from(id)).map_or("", |s| s)
     }
 
     /// Inserts entries whose sequences continue the log exactly. They stay
     /// invisible until [`StoreIndex::publish`]. Fails (inserting nothing
-    /// further) on a sequence gap or a duplicate id.
+    /// further) on a sequence gap, a duplicate id or an out-of-range position.
     pub(crate) fn insert(&self, entries: Vec<IndexEntry>) -> Result<(), String> {
         let mut maps = self.maps.write();
-        for entry in entries {
-            let seq = entry.global_sequence;
+        for e in entries {
+            let seq = e.global_sequence;
             let expected = self.inserted.load(Ordering::Relaxed);
             if seq != expected {
                 return Err(format!("sequence {seq} inserted where {expected} was expected"));
             }
-            if maps.by_id.contains_key(&entry.event_id) {
-                return Err(format!("event id {:032x} appears twice", entry.event_id));
+            let slot_no = u32::try_from(seq).ok().filter(|s| *s != NO_SEQ).ok_or("index full (2^32 - 1 events)")?;
+            let hash = self.hash_id(e.event_id);
+            let log = &self.log;
+            let duplicate = maps.by_id.find(hash, |s| log.get(u64::from(*s)).is_some_and(|x| x.event_id == e.event_id));
+            if duplicate.is_some() {
+                return Err(format!("event id {:032x} appears twice", e.event_id));
             }
-            maps.by_id.insert(entry.event_id, seq);
-            let entity = Arc::clone(entry.coord.entity_arc());
-            maps.entities.entry(entity).or_default().push(seq);
-            let scope = Arc::clone(entry.coord.scope_arc());
-            maps.by_scope.entry(scope).or_default().push(seq);
-            maps.by_kind.entry(entry.kind).or_default().push(seq);
-            if !self.log.set(entry) {
+            let entity = self.intern_locked(&mut maps, e.coord.entity());
+            let scope = self.intern_locked(&mut maps, e.coord.scope());
+            let prev = maps.entities.get(&entity).map_or(NO_SEQ, |i| i.head);
+            let slot = slot_of(&e, prev, entity, scope)?;
+            if !self.log.set(seq, slot) {
                 return Err(format!("log slot {seq} unavailable"));
             }
+            maps.by_id.insert_unique(hash, slot_no, |s| {
+                log.get(u64::from(*s)).map_or(0, |x| self.hash_id(x.event_id))
+            });
+            if prev == NO_SEQ {
+                maps.entity_names.insert(Arc::clone(e.coord.entity_arc()), entity);
+            }
+            maps.entities.insert(entity, EntityInfo { head: slot_no });
+            maps.by_scope.entry(scope).or_default().push(slot_no);
+            maps.by_kind.entry(e.kind.as_raw()).or_default().push(slot_no);
             self.inserted.store(seq + 1, Ordering::Release);
         }
         Ok(())
@@ -218,80 +303,137 @@ impl StoreIndex {
         self.inserted.load(Ordering::Acquire)
     }
 
+    /// The entry at `seq`, visible or not.
+    pub(crate) fn get_any(&self, seq: u64) -> Option<IndexEntry> {
+        let s = self.log.get(seq)?;
+        let prev_hash = match s.prev {
+            NO_SEQ => [0u8; 32],
+            p => self.log.get(u64::from(p))?.event_hash,
+        };
+        let entity = Arc::clone(self.strings.get(u64::from(s.entity))?);
+        let scope = Arc::clone(self.strings.get(u64::from(s.scope))?);
+        Some(IndexEntry {
+            event_id: s.event_id,
+            correlation_id: s.correlation_id,
+            causation_id: (s.bits & HAS_CAUSATION != 0).then_some(s.causation_id),
+            coord: Coordinate::from_shared(entity, scope),
+            kind: EventKind::from_raw(s.kind),
+            wall_ms: s.wall_ms,
+            clock: s.clock,
+            hash_chain: HashChain { prev_hash, event_hash: s.event_hash },
+            disk_pos: DiskPos {
+                segment_id: u64::from(s.segment_id),
+                offset: u64::from(s.offset),
+                length: s.length,
+            },
+            global_sequence: seq,
+            flags: s.flags,
+            gate_set: (s.bits & HAS_GATE_SET != 0).then_some(s.gate_set),
+        })
+    }
+
     /// The entry at `seq` if it is visible.
-    pub(crate) fn get_visible(&self, seq: u64) -> Option<&IndexEntry> {
+    pub(crate) fn get_visible(&self, seq: u64) -> Option<IndexEntry> {
         if seq < self.visible() {
-            self.log.get(seq)
+            self.get_any(seq)
         } else {
             None
         }
     }
 
-    /// The entry at `seq`, visible or not (writer only).
-    pub(crate) fn get_any(&self, seq: u64) -> Option<&IndexEntry> {
-        self.log.get(seq)
+    fn seq_of(&self, id: u128) -> Option<u64> {
+        let maps = self.maps.read();
+        let found = maps.by_id.find(self.hash_id(id), |s| {
+            self.log.get(u64::from(*s)).is_some_and(|x| x.event_id == id)
+        });
+        found.map(|s| u64::from(*s))
     }
 
     /// The visible entry with this id.
-    pub(crate) fn by_id(&self, id: u128) -> Option<&IndexEntry> {
-        let seq = *self.maps.read().by_id.get(&id)?;
-        self.get_visible(seq)
+    pub(crate) fn by_id(&self, id: u128) -> Option<IndexEntry> {
+        self.get_visible(self.seq_of(id)?)
     }
 
     /// The entry with this id, visible or not (writer only).
-    pub(crate) fn by_id_any(&self, id: u128) -> Option<&IndexEntry> {
-        let seq = *self.maps.read().by_id.get(&id)?;
-        self.log.get(seq)
+    pub(crate) fn by_id_any(&self, id: u128) -> Option<IndexEntry> {
+        self.get_any(self.seq_of(id)?)
     }
 
-    /// The entity's newest entry, visible or not (writer only).
-    pub(crate) fn latest_any(&self, entity: &str) -> Option<&IndexEntry> {
-        let seq = *self.maps.read().entities.get(entity)?.last()?;
-        self.log.get(seq)
+    fn head_seq(&self, entity: &str) -> Option<u32> {
+        let maps = self.maps.read();
+        let id = maps.string_ids.get(entity)?;
+        Some(maps.entities.get(id)?.head)
+    }
+
+    /// The tip of the entity's chain, visible or not (writer only).
+    pub(crate) fn head(&self, entity: &str) -> Option<EntityHead> {
+        let s = self.log.get(u64::from(self.head_seq(entity)?))?;
+        Some(EntityHead { clock: s.clock, hash: s.event_hash, wall_ms: s.wall_ms })
+    }
+
+    /// Visible sequences of the chain ending at `head`, oldest first.
+    fn chain(&self, head: u32, visible: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut at = head;
+        while at != NO_SEQ {
+            let Some(s) = self.log.get(u64::from(at)) else { break };
+            if u64::from(at) < visible {
+                out.push(u64::from(at));
+            }
+            at = s.prev;
+        }
+        out.reverse();
+        out
     }
 
     /// Visible entries of exactly this entity, in order.
     pub(crate) fn stream(&self, entity: &str) -> Vec<IndexEntry> {
         let visible = self.visible();
-        let seqs: Vec<u64> = {
-            let maps = self.maps.read();
-            let Some(seqs) = maps.entities.get(entity) else { return Vec::new() };
-            let end = seqs.partition_point(|s| *s < visible);
-            seqs[..end].to_vec()
-        };
-        seqs.iter().filter_map(|s| self.log.get(*s)).cloned().collect()
+        let Some(head) = self.head_seq(entity) else { return Vec::new() };
+        self.chain(head, visible).into_iter().filter_map(|s| self.get_any(s)).collect()
     }
 
     /// Visible entries in `region`, in global-sequence order.
     pub(crate) fn query(&self, region: &Region) -> Vec<IndexEntry> {
         let visible = self.visible();
-        let candidates = self.candidates(region, visible);
-        let keep = |e: &&IndexEntry| region.matches_full(e.coord.entity(), e.coord.scope(), e.kind, e.clock);
-        match candidates {
-            Some(seqs) => seqs.iter().filter_map(|s| self.log.get(*s)).filter(keep).cloned().collect(),
-            None => (0..visible).filter_map(|s| self.log.get(s)).filter(keep).cloned().collect(),
+        let keep = |seq: &u64| self.matches(*seq, region);
+        match self.candidates(region, visible) {
+            Some(seqs) => seqs.into_iter().filter(keep).filter_map(|s| self.get_any(s)).collect(),
+            None => (0..visible).filter(keep).filter_map(|s| self.get_any(s)).collect(),
         }
+    }
+
+    fn matches(&self, seq: u64, region: &Region) -> bool {
+        self.log.get(seq).is_some_and(|s| {
+            region.matches_full(self.string(s.entity), self.string(s.scope), EventKind::from_raw(s.kind), s.clock)
+        })
     }
 
     /// Sequences that may match `region`, sorted; `None` means "scan everything".
     fn candidates(&self, region: &Region, visible: u64) -> Option<Vec<u64>> {
-        let maps = self.maps.read();
-        let below = |seqs: &Vec<u64>| seqs[..seqs.partition_point(|s| *s < visible)].to_vec();
+        let below = |seqs: &Vec<u32>| -> Vec<u64> {
+            seqs[..seqs.partition_point(|s| u64::from(*s) < visible)].iter().map(|s| u64::from(*s)).collect()
+        };
         if let Some(prefix) = &region.entity_prefix {
-            let mut out: Vec<u64> = maps
-                .entities
-                .range::<str, _>((std::ops::Bound::Included(&**prefix), std::ops::Bound::Unbounded))
-                .take_while(|(name, _)| name.starts_with(&**prefix))
-                .flat_map(|(_, seqs)| below(seqs))
-                .collect();
+            let heads: Vec<u32> = {
+                let maps = self.maps.read();
+                maps.entity_names
+                    .range::<str, _>((std::ops::Bound::Included(&**prefix), std::ops::Bound::Unbounded))
+                    .take_while(|(name, _)| name.starts_with(&**prefix))
+                    .filter_map(|(_, id)| maps.entities.get(id).map(|i| i.head))
+                    .collect()
+            };
+            let mut out: Vec<u64> = heads.into_iter().flat_map(|h| self.chain(h, visible)).collect();
             out.sort_unstable();
             return Some(out);
         }
+        let maps = self.maps.read();
         if let Some(scope) = &region.scope {
-            return Some(maps.by_scope.get(scope).map(below).unwrap_or_default());
+            let id = maps.string_ids.get(&**scope);
+            return Some(id.and_then(|id| maps.by_scope.get(id)).map(below).unwrap_or_default());
         }
-        if let Some(crate::coordinate::KindFilter::Exact(kind)) = region.fact {
-            return Some(maps.by_kind.get(&kind).map(below).unwrap_or_default());
+        if let Some(KindFilter::Exact(kind)) = region.fact {
+            return Some(maps.by_kind.get(&kind.as_raw()).map(below).unwrap_or_default());
         }
         None
     }
@@ -303,9 +445,9 @@ impl StoreIndex {
         let mut out = Vec::new();
         let mut seq = from;
         while seq < visible && out.len() < max {
-            if let Some(e) = self.log.get(seq) {
-                if region.matches_full(e.coord.entity(), e.coord.scope(), e.kind, e.clock) {
-                    out.push(e.clone());
+            if self.matches(seq, region) {
+                if let Some(e) = self.get_any(seq) {
+                    out.push(e);
                 }
             }
             seq += 1;
@@ -317,6 +459,35 @@ impl StoreIndex {
     pub(crate) fn entity_count(&self) -> usize {
         self.maps.read().entities.len()
     }
+}
+
+fn slot_of(e: &IndexEntry, prev: u32, entity: u32, scope: u32) -> Result<Slot, String> {
+    let narrow = |v: u64, what: &str| u32::try_from(v).map_err(|_| format!("{what} {v} does not fit the index"));
+    let mut bits = 0u8;
+    if e.causation_id.is_some() {
+        bits |= HAS_CAUSATION;
+    }
+    if e.gate_set.is_some() {
+        bits |= HAS_GATE_SET;
+    }
+    Ok(Slot {
+        event_id: e.event_id,
+        correlation_id: e.correlation_id,
+        causation_id: e.causation_id.unwrap_or(0),
+        event_hash: e.hash_chain.event_hash,
+        wall_ms: e.wall_ms,
+        prev,
+        entity,
+        scope,
+        clock: e.clock,
+        segment_id: narrow(e.disk_pos.segment_id, "segment id")?,
+        offset: narrow(e.disk_pos.offset, "frame offset")?,
+        length: e.disk_pos.length,
+        gate_set: e.gate_set.unwrap_or(0),
+        kind: e.kind.as_raw(),
+        flags: e.flags,
+        bits,
+    })
 }
 
 #[cfg(test)]
@@ -344,7 +515,7 @@ mod tests {
     fn chunk_addressing_is_contiguous() {
         let mut expected = (0usize, 0usize);
         for seq in 0..10_000u64 {
-            let got = EntryLog::locate(seq);
+            let got = AppendLog::<Slot>::locate(seq);
             assert_eq!(got, expected, "seq {seq}");
             let len = (FIRST_CHUNK << expected.0) as usize;
             expected = if expected.1 + 1 == len { (expected.0 + 1, 0) } else { (expected.0, expected.1 + 1) };

@@ -226,7 +226,7 @@ impl Store<Open> {
     /// The visible event with this id.
     pub fn get(&self, event_id: u128) -> Result<StoredEvent<serde_json::Value>, StoreError> {
         let entry = self.index.by_id(event_id).ok_or(StoreError::NotFound(event_id))?;
-        self.reader.read_event(entry)
+        self.reader.read_event(&entry)
     }
 
     /// Visible index entries in `region`, in global-sequence order.
@@ -364,7 +364,7 @@ impl Store<Open> {
     /// The stored payload bytes (canonical JSON) of a visible event.
     pub fn payload_bytes(&self, event_id: u128) -> Result<Vec<u8>, StoreError> {
         let entry = self.index.by_id(event_id).ok_or(StoreError::NotFound(event_id))?;
-        self.reader.read_payload_bytes(entry)
+        self.reader.read_payload_bytes(&entry)
     }
 
     /// Stops the writer after it seals the active segment and writes the

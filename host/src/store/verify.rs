@@ -49,7 +49,7 @@ impl Store {
         let mut report = VerifyReport::default();
         for seq in 0..total {
             let Some(entry) = self.index.get_visible(seq) else { continue };
-            if let Err(detail) = self.verify_one(entry, &mut heads) {
+            if let Err(detail) = self.verify_one(&entry, &mut heads) {
                 report.issues.push(VerifyIssue {
                     segment_id: entry.disk_pos.segment_id,
                     offset: entry.disk_pos.offset,

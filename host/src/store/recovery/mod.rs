@@ -189,24 +189,18 @@ fn seal_crashed_tail(
     Ok(())
 }
 
-/// Feeds entries to the index in sequence order, rebuilding prev hashes.
+/// Feeds entries to the index in sequence order (the index rebuilds each
+/// entry's prev hash from its entity's previous entry).
 struct Loader<'a> {
     index: &'a StoreIndex,
-    heads: HashMap<Arc<str>, [u8; 32]>,
 }
 
 impl<'a> Loader<'a> {
     fn new(index: &'a StoreIndex) -> Self {
-        Self { index, heads: HashMap::new() }
+        Self { index }
     }
 
-    fn load(&mut self, mut entries: Vec<IndexEntry>) -> Result<(), StoreError> {
-        for e in &mut entries {
-            let entity = e.coord.entity_arc();
-            let head = self.heads.entry(Arc::clone(entity)).or_insert([0u8; 32]);
-            e.hash_chain.prev_hash = *head;
-            *head = e.hash_chain.event_hash;
-        }
+    fn load(&mut self, entries: Vec<IndexEntry>) -> Result<(), StoreError> {
         let segment = entries.first().map_or(0, |e| e.disk_pos.segment_id);
         self.index.insert(entries).map_err(|why| StoreError::corrupt(segment, why))
     }

@@ -83,7 +83,6 @@ impl Writer {
         for (i, item) in items.iter().enumerate() {
             match item.options.idempotency_key.and_then(|k| self.index.by_id_any(k)) {
                 Some(original) => {
-                    let original = original.clone();
                     self.check_same_event(&original, &item.coord, item.kind, &item.payload_bytes)
                         .map_err(|e| e.in_batch(i, BatchStage::Validation))?;
                     found.push(original);

@@ -59,7 +59,7 @@ impl Writer {
             Some(end) => end,
             None => crate::store::recovery::frames_end(&self.dir, last)?,
         };
-        let entries: Vec<IndexEntry> = (0..end_seq).filter_map(|s| self.index.get_any(s)).cloned().collect();
+        let entries: Vec<IndexEntry> = (0..end_seq).filter_map(|s| self.index.get_any(s)).collect();
         let bytes = checkpoint::encode(&self.segments, frames_end, &self.provenance.records(), &entries);
         self.dir.write_atomic(CHECKPOINT_FILE, &bytes)?;
         self.checkpoint_current = true;

@@ -23,8 +23,8 @@ pub(super) struct Head {
 
 impl Head {
     pub(super) fn of(index: &StoreIndex, entity: &str) -> Self {
-        match index.latest_any(entity) {
-            Some(e) => Self { clock: Some(e.clock), hash: e.hash_chain.event_hash, wall_ms: e.wall_ms },
+        match index.head(entity) {
+            Some(h) => Self { clock: Some(h.clock), hash: h.hash, wall_ms: h.wall_ms },
             None => Self::default(),
         }
     }
@@ -149,7 +149,6 @@ impl Writer {
         let entity = req.coord.entity();
         if let Some(key) = req.options.idempotency_key {
             if let Some(original) = self.index.by_id_any(key) {
-                let original = original.clone();
                 self.check_same_event(&original, &req.coord, req.kind, &req.payload)?;
                 return Ok(Staged { receipts: vec![receipt(&original)], notes: Vec::new(), wrote: false });
             }

@@ -85,9 +85,15 @@ fn main() -> anyhow::Result<()> {
             Line::lower(&format!("cold_open_{label}_scan"), o, r, "ms").print();
         }
         if plan.wants("rss") {
+            // Growth per event over an empty store's, scaled to 1M events.
             let per_million = 1_000_000.0 / n_open as f64;
-            let o = util::rss_of_open("ours", ours_dir.path())? * per_million;
-            let r = util::rss_of_open("ref", ref_dir.path())? * per_million;
+            let ours_empty = ours::populate(0)?;
+            let ref_empty = reference::populate(0)?;
+            let o = (util::rss_of_open("ours", ours_dir.path())?
+                - util::rss_of_open("ours", ours_empty.path())?)
+                * per_million;
+            let r = (util::rss_of_open("ref", ref_dir.path())? - util::rss_of_open("ref", ref_empty.path())?)
+                * per_million;
             Line::lower("rss_per_1M_events", o, r, "MiB").print();
         }
     }

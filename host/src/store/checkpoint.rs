@@ -19,15 +19,44 @@ const MAGIC: &[u8; 6] = b"FBATCK";
 const VERSION: u16 = 1;
 const PREAMBLE: usize = 6 + 2 + 4 + 8;
 
-/// A decoded checkpoint.
-pub(crate) struct Checkpoint {
-    /// Segments whose every committed event is in `entries`.
+/// A checkpoint whose header is decoded; its entries are read in chunks
+/// by [`Checkpoint::load_entries`] so they never all sit in memory twice.
+pub(crate) struct Checkpoint<'a> {
+    /// Segments whose every committed event is in the entries.
     pub segments: Vec<u64>,
     /// Where the frames of the last covered segment end.
     pub frames_end: u64,
     pub gate_sets: Vec<(u32, Vec<u8>)>,
-    /// Entries in sequence order (prev hashes zero).
-    pub entries: Vec<IndexEntry>,
+    strings: Vec<Arc<str>>,
+    entries: Cursor<'a>,
+    count: u64,
+}
+
+impl Checkpoint<'_> {
+    /// Hands the entries (in sequence order, prev hashes zero) to `sink`
+    /// in chunks of at most `chunk`.
+    pub(crate) fn load_entries(
+        &mut self,
+        chunk: usize,
+        mut sink: impl FnMut(Vec<IndexEntry>) -> Result<(), crate::store::StoreError>,
+    ) -> Result<(), crate::store::StoreError> {
+        let corrupt =
+            |e: ShortRead| crate::store::StoreError::corrupt(0, format!("checkpoint entry: {}", e.0));
+        let mut left = self.count;
+        while left > 0 {
+            let n = left.min(chunk as u64);
+            let mut batch = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                batch.push(get_entry(&mut self.entries, &self.strings, None).map_err(corrupt)?);
+            }
+            sink(batch)?;
+            left -= n;
+        }
+        if !self.entries.rest().is_empty() {
+            return Err(crate::store::StoreError::corrupt(0, "checkpoint: trailing bytes"));
+        }
+        Ok(())
+    }
 }
 
 /// Encodes a checkpoint of `entries` (all visible entries, in order).
@@ -78,8 +107,11 @@ pub(crate) fn encode(
     out
 }
 
-/// Decodes a checkpoint; `Err` says why it cannot be trusted.
-pub(crate) fn decode(bytes: &[u8], intern: &dyn Fn(&str) -> Arc<str>) -> Result<Checkpoint, String> {
+/// Decodes a checkpoint's header; `Err` says why it cannot be trusted.
+pub(crate) fn decode<'a>(
+    bytes: &'a [u8],
+    intern: &dyn Fn(&str) -> Arc<str>,
+) -> Result<Checkpoint<'a>, String> {
     let mut c = Cursor::new(bytes);
     let short = |e: ShortRead| format!("truncated at {}", e.0);
     if c.take(6, "magic").map_err(short)? != MAGIC {
@@ -94,10 +126,10 @@ pub(crate) fn decode(bytes: &[u8], intern: &dyn Fn(&str) -> Arc<str>) -> Result<
     if crc32fast::hash(body) != crc {
         return Err("CRC mismatch".into());
     }
-    decode_body(body, intern).map_err(short)
+    decode_head(body, intern).map_err(short)
 }
 
-fn decode_body(body: &[u8], intern: &dyn Fn(&str) -> Arc<str>) -> Result<Checkpoint, ShortRead> {
+fn decode_head<'a>(body: &'a [u8], intern: &dyn Fn(&str) -> Arc<str>) -> Result<Checkpoint<'a>, ShortRead> {
     let mut c = Cursor::new(body);
     let n = c.varint("segment count")?;
     let segments = (0..n).map(|_| c.varint("segment id")).collect::<Result<Vec<_>, _>>()?;
@@ -111,13 +143,7 @@ fn decode_body(body: &[u8], intern: &dyn Fn(&str) -> Arc<str>) -> Result<Checkpo
         let len = usize::try_from(c.varint("gate set length")?).map_err(|_| ShortRead("gate set"))?;
         gate_sets.push((id, c.take(len, "gate set")?.to_vec()));
     }
-    let n = c.varint("entry count")?;
-    let mut entries = Vec::new();
-    for _ in 0..n {
-        entries.push(get_entry(&mut c, &strings, None)?);
-    }
-    if !c.rest().is_empty() {
-        return Err(ShortRead("trailing bytes"));
-    }
-    Ok(Checkpoint { segments, frames_end, gate_sets, entries })
+    let count = c.varint("entry count")?;
+    let entries = Cursor::new(c.rest());
+    Ok(Checkpoint { segments, frames_end, gate_sets, strings, entries, count })
 }

@@ -9,8 +9,8 @@
 
 use crate::coordinate::{Coordinate, KindFilter, Region};
 use crate::event::{EventKind, HashChain};
-use parking_lot::RwLock;
 use hashbrown::HashTable;
+use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -93,32 +93,36 @@ pub struct ClockKey {
     pub uuid: u128,
 }
 
-const FIRST_CHUNK: u64 = 1024;
-const CHUNKS: usize = 40;
 /// `prev` of an entity's first event.
 const NO_SEQ: u32 = u32::MAX;
 const HAS_CAUSATION: u8 = 0x01;
 const HAS_GATE_SET: u8 = 0x02;
+const HAS_CORRELATION: u8 = 0x04;
+/// Events per chunk of the entry log (a chunk is allocated when first needed).
+const LOG_CHUNK: usize = 64 * 1024;
+/// Chunks of the entry log: enough for every `u32` position.
+const LOG_CHUNKS: usize = (1 << 32) / LOG_CHUNK;
+/// Strings per chunk of the string table.
+const STRING_CHUNK: usize = 16 * 1024;
+/// Chunks of the string table: 2^28 distinct entity and scope names.
+const STRING_CHUNKS: usize = (1 << 28) / STRING_CHUNK;
 
 type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
-/// Append-only storage addressed by position: chunk `k` holds
-/// `FIRST_CHUNK << k` slots, so a chunk never moves once allocated and a
-/// reader needs no lock to read a filled slot.
-struct AppendLog<T> {
-    chunks: Vec<OnceLock<Box<[OnceLock<T>]>>>,
+/// Append-only storage addressed by position, in fixed-size chunks that
+/// never move once allocated, so a reader needs no lock to read a filled
+/// slot. Waste is at most one partly filled chunk.
+struct AppendLog<T, const CHUNK: usize> {
+    chunks: Box<[OnceLock<Box<[OnceLock<T>]>>]>,
 }
 
-impl<T> AppendLog<T> {
-    fn new() -> Self {
-        Self { chunks: (0..CHUNKS).map(|_| OnceLock::new()).collect() }
+impl<T, const CHUNK: usize> AppendLog<T, CHUNK> {
+    fn new(chunks: usize) -> Self {
+        Self { chunks: (0..chunks).map(|_| OnceLock::new()).collect() }
     }
 
     fn locate(i: u64) -> (usize, usize) {
-        let j = i / FIRST_CHUNK + 1;
-        let k = 63 - u64::from(j.leading_zeros());
-        let start = FIRST_CHUNK * ((1u64 << k) - 1);
-        (k as usize, (i - start) as usize)
+        ((i / CHUNK as u64) as usize, (i % CHUNK as u64) as usize)
     }
 
     fn get(&self, i: u64) -> Option<&T> {
@@ -130,21 +134,19 @@ impl<T> AppendLog<T> {
     fn set(&self, i: u64, value: T) -> bool {
         let (k, at) = Self::locate(i);
         let Some(chunk) = self.chunks.get(k) else { return false };
-        let slots = chunk.get_or_init(|| {
-            let len = (FIRST_CHUNK << k) as usize;
-            (0..len).map(|_| OnceLock::new()).collect()
-        });
+        let slots = chunk.get_or_init(|| (0..CHUNK).map(|_| OnceLock::new()).collect());
         slots.get(at).is_some_and(|slot| slot.set(value).is_ok())
     }
 }
 
-/// One event as the index keeps it in memory: 128 bytes, strings as ids,
+/// One event as the index keeps it in memory: 96 bytes, strings as ids,
 /// the chain link as the position of the entity's previous event.
 #[derive(Clone, Copy)]
 struct Slot {
-    event_id: u128,
-    correlation_id: u128,
-    causation_id: u128,
+    /// The id as two u64 halves: 8-byte alignment keeps `OnceLock<Slot>` at 104 bytes.
+    /// Correlation (when it differs from the id) and causation ids live in
+    /// side maps: most events have neither.
+    event_id: Id,
     event_hash: [u8; 32],
     wall_ms: u64,
     prev: u32,
@@ -160,6 +162,19 @@ struct Slot {
     bits: u8,
 }
 
+/// A 128-bit id stored with 8-byte alignment.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Id([u64; 2]);
+
+impl Id {
+    fn new(v: u128) -> Self {
+        Self([(v >> 64) as u64, v as u64])
+    }
+    fn get(self) -> u128 {
+        (u128::from(self.0[0]) << 64) | u128::from(self.0[1])
+    }
+}
+
 #[derive(Clone, Copy)]
 struct EntityInfo {
     head: u32,
@@ -173,12 +188,16 @@ struct Maps {
     entities: FastMap<u32, EntityInfo>,
     by_scope: FastMap<u32, Vec<u32>>,
     by_kind: FastMap<u16, Vec<u32>>,
+    /// Correlation ids that differ from the event id, by position.
+    correlations: FastMap<u32, u128>,
+    /// Causation ids, by position.
+    causations: FastMap<u32, u128>,
 }
 
 /// The store's index. Shared by the writer (the only mutator) and readers.
 pub(crate) struct StoreIndex {
-    log: AppendLog<Slot>,
-    strings: AppendLog<Arc<str>>,
+    log: AppendLog<Slot, LOG_CHUNK>,
+    strings: AppendLog<Arc<str>, STRING_CHUNK>,
     maps: RwLock<Maps>,
     ids: foldhash::fast::RandomState,
     /// Entries inserted (published or not); writer-owned.
@@ -198,8 +217,8 @@ pub(crate) struct EntityHead {
 impl StoreIndex {
     pub(crate) fn new() -> Self {
         Self {
-            log: AppendLog::new(),
-            strings: AppendLog::new(),
+            log: AppendLog::new(LOG_CHUNKS),
+            strings: AppendLog::new(STRING_CHUNKS),
             maps: RwLock::new(Maps {
                 by_id: HashTable::new(),
                 string_ids: FastMap::default(),
@@ -207,6 +226,8 @@ impl StoreIndex {
                 entities: FastMap::default(),
                 by_scope: FastMap::default(),
                 by_kind: FastMap::default(),
+                correlations: FastMap::default(),
+                causations: FastMap::default(),
             }),
             ids: foldhash::fast::RandomState::default(),
             inserted: AtomicU64::new(0),
@@ -227,20 +248,23 @@ impl StoreIndex {
             }
         }
         let mut maps = self.maps.write();
-        let id = self.intern_locked(&mut maps, s);
-        self.strings.get(u64::from(id)).cloned().unwrap_or_else(|| Arc::from(s))
+        match self.intern_locked(&mut maps, s) {
+            Ok(id) => self.strings.get(u64::from(id)).cloned().unwrap_or_else(|| Arc::from(s)),
+            Err(_) => Arc::from(s),
+        }
     }
 
-    fn intern_locked(&self, maps: &mut Maps, s: &str) -> u32 {
+    fn intern_locked(&self, maps: &mut Maps, s: &str) -> Result<u32, String> {
         if let Some(id) = maps.string_ids.get(s) {
-            return *id;
+            return Ok(*id);
         }
         let id = maps.string_ids.len() as u32;
         let shared: Arc<str> = Arc::from(s);
-        if self.strings.set(u64::from(id), Arc::clone(&shared)) {
-            maps.string_ids.insert(shared, id);
+        if !self.strings.set(u64::from(id), Arc::clone(&shared)) {
+            return Err(format!("more than {} distinct entity and scope names", 1u64 << 28));
         }
-        id
+        maps.string_ids.insert(shared, id);
+        Ok(id)
     }
 
     fn string(&self, id: u32) -> &str {
@@ -258,22 +282,25 @@ impl StoreIndex {
             if seq != expected {
                 return Err(format!("sequence {seq} inserted where {expected} was expected"));
             }
-            let slot_no = u32::try_from(seq).ok().filter(|s| *s != NO_SEQ).ok_or("index full (2^32 - 1 events)")?;
+            let slot_no =
+                u32::try_from(seq).ok().filter(|s| *s != NO_SEQ).ok_or("index full (2^32 - 1 events)")?;
             let hash = self.hash_id(e.event_id);
             let log = &self.log;
-            let duplicate = maps.by_id.find(hash, |s| log.get(u64::from(*s)).is_some_and(|x| x.event_id == e.event_id));
+            let duplicate = maps
+                .by_id
+                .find(hash, |s| log.get(u64::from(*s)).is_some_and(|x| x.event_id.get() == e.event_id));
             if duplicate.is_some() {
                 return Err(format!("event id {:032x} appears twice", e.event_id));
             }
-            let entity = self.intern_locked(&mut maps, e.coord.entity());
-            let scope = self.intern_locked(&mut maps, e.coord.scope());
+            let entity = self.intern_locked(&mut maps, e.coord.entity())?;
+            let scope = self.intern_locked(&mut maps, e.coord.scope())?;
             let prev = maps.entities.get(&entity).map_or(NO_SEQ, |i| i.head);
             let slot = slot_of(&e, prev, entity, scope)?;
             if !self.log.set(seq, slot) {
                 return Err(format!("log slot {seq} unavailable"));
             }
             maps.by_id.insert_unique(hash, slot_no, |s| {
-                log.get(u64::from(*s)).map_or(0, |x| self.hash_id(x.event_id))
+                log.get(u64::from(*s)).map_or(0, |x| self.hash_id(x.event_id.get()))
             });
             if prev == NO_SEQ {
                 maps.entity_names.insert(Arc::clone(e.coord.entity_arc()), entity);
@@ -281,6 +308,12 @@ impl StoreIndex {
             maps.entities.insert(entity, EntityInfo { head: slot_no });
             maps.by_scope.entry(scope).or_default().push(slot_no);
             maps.by_kind.entry(e.kind.as_raw()).or_default().push(slot_no);
+            if e.correlation_id != e.event_id {
+                maps.correlations.insert(slot_no, e.correlation_id);
+            }
+            if let Some(c) = e.causation_id {
+                maps.causations.insert(slot_no, c);
+            }
             self.inserted.store(seq + 1, Ordering::Release);
         }
         Ok(())
@@ -312,10 +345,18 @@ impl StoreIndex {
         };
         let entity = Arc::clone(self.strings.get(u64::from(s.entity))?);
         let scope = Arc::clone(self.strings.get(u64::from(s.scope))?);
+        let event_id = s.event_id.get();
+        let (mut correlation_id, mut causation_id) = (event_id, None);
+        if s.bits & (HAS_CORRELATION | HAS_CAUSATION) != 0 {
+            let maps = self.maps.read();
+            let at = seq as u32;
+            correlation_id = maps.correlations.get(&at).copied().unwrap_or(event_id);
+            causation_id = maps.causations.get(&at).copied();
+        }
         Some(IndexEntry {
-            event_id: s.event_id,
-            correlation_id: s.correlation_id,
-            causation_id: (s.bits & HAS_CAUSATION != 0).then_some(s.causation_id),
+            event_id,
+            correlation_id,
+            causation_id,
             coord: Coordinate::from_shared(entity, scope),
             kind: EventKind::from_raw(s.kind),
             wall_ms: s.wall_ms,
@@ -343,9 +384,9 @@ impl StoreIndex {
 
     fn seq_of(&self, id: u128) -> Option<u64> {
         let maps = self.maps.read();
-        let found = maps.by_id.find(self.hash_id(id), |s| {
-            self.log.get(u64::from(*s)).is_some_and(|x| x.event_id == id)
-        });
+        let found = maps
+            .by_id
+            .find(self.hash_id(id), |s| self.log.get(u64::from(*s)).is_some_and(|x| x.event_id.get() == id));
         found.map(|s| u64::from(*s))
     }
 
@@ -405,7 +446,12 @@ impl StoreIndex {
 
     fn matches(&self, seq: u64, region: &Region) -> bool {
         self.log.get(seq).is_some_and(|s| {
-            region.matches_full(self.string(s.entity), self.string(s.scope), EventKind::from_raw(s.kind), s.clock)
+            region.matches_full(
+                self.string(s.entity),
+                self.string(s.scope),
+                EventKind::from_raw(s.kind),
+                s.clock,
+            )
         })
     }
 
@@ -462,7 +508,8 @@ impl StoreIndex {
 }
 
 fn slot_of(e: &IndexEntry, prev: u32, entity: u32, scope: u32) -> Result<Slot, String> {
-    let narrow = |v: u64, what: &str| u32::try_from(v).map_err(|_| format!("{what} {v} does not fit the index"));
+    let narrow =
+        |v: u64, what: &str| u32::try_from(v).map_err(|_| format!("{what} {v} does not fit the index"));
     let mut bits = 0u8;
     if e.causation_id.is_some() {
         bits |= HAS_CAUSATION;
@@ -470,10 +517,11 @@ fn slot_of(e: &IndexEntry, prev: u32, entity: u32, scope: u32) -> Result<Slot, S
     if e.gate_set.is_some() {
         bits |= HAS_GATE_SET;
     }
+    if e.correlation_id != e.event_id {
+        bits |= HAS_CORRELATION;
+    }
     Ok(Slot {
-        event_id: e.event_id,
-        correlation_id: e.correlation_id,
-        causation_id: e.causation_id.unwrap_or(0),
+        event_id: Id::new(e.event_id),
         event_hash: e.hash_chain.event_hash,
         wall_ms: e.wall_ms,
         prev,
@@ -494,6 +542,12 @@ fn slot_of(e: &IndexEntry, prev: u32, entity: u32, scope: u32) -> Result<Slot, S
 mod tests {
     use super::*;
 
+    #[test]
+    fn slots_stay_compact() {
+        assert_eq!(std::mem::size_of::<Slot>(), 96);
+        assert_eq!(std::mem::size_of::<OnceLock<Slot>>(), 104);
+    }
+
     fn entry(seq: u64, entity: &str) -> IndexEntry {
         IndexEntry {
             event_id: u128::from(seq) + 1000,
@@ -512,14 +566,14 @@ mod tests {
     }
 
     #[test]
-    fn chunk_addressing_is_contiguous() {
-        let mut expected = (0usize, 0usize);
-        for seq in 0..10_000u64 {
-            let got = AppendLog::<Slot>::locate(seq);
-            assert_eq!(got, expected, "seq {seq}");
-            let len = (FIRST_CHUNK << expected.0) as usize;
-            expected = if expected.1 + 1 == len { (expected.0 + 1, 0) } else { (expected.0, expected.1 + 1) };
-        }
+    fn every_u32_position_has_a_slot() {
+        let log: AppendLog<u8, LOG_CHUNK> = AppendLog::new(LOG_CHUNKS);
+        assert!(log.set(0, 1));
+        assert!(log.set(u64::from(u32::MAX) - 1, 2));
+        assert!(!log.set(0, 3), "a slot is written once");
+        assert!(!log.set(1 << 32, 4), "beyond the last chunk");
+        assert_eq!(log.get(u64::from(u32::MAX) - 1), Some(&2));
+        assert_eq!(log.get(5), None);
     }
 
     #[test]

@@ -98,8 +98,8 @@ impl Store<Open> {
             injector.validate().map_err(StoreError::Configuration)?;
         }
         let dir = Arc::new(DataDir::open(&config.data_dir)?);
-        let index = Arc::new(StoreIndex::new());
-        let recovered = recovery::recover(&dir, &index, config.index.enable_checkpoint)?;
+        let (index, recovered) = recovery::recover(&dir, config.index.enable_checkpoint)?;
+        let index = Arc::new(index);
         let provenance = Arc::new(Provenance::load(recovered.gate_sets));
         let next_set_id = AtomicU32::new(provenance.max_id() + 1);
         let mut chain = GateChain::build(&config.gates).map_err(StoreError::Plugin)?;

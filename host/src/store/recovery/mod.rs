@@ -40,12 +40,25 @@ pub(crate) struct Recovered {
     pub report: RecoveryReport,
 }
 
-/// Fills `index` from the files in `dir` and publishes it.
-pub(crate) fn recover(
-    dir: &DataDir,
-    index: &StoreIndex,
-    use_checkpoint: bool,
-) -> Result<Recovered, StoreError> {
+/// Builds the index from the files in `dir` and publishes it. A checkpoint
+/// that passes its checks but fails while its entries load is dropped and
+/// the index rebuilt from the segments.
+pub(crate) fn recover(dir: &DataDir, use_checkpoint: bool) -> Result<(StoreIndex, Recovered), StoreError> {
+    let index = StoreIndex::new();
+    match recover_into(dir, &index, use_checkpoint) {
+        Ok(r) => Ok((index, r)),
+        Err(e) if use_checkpoint && matches!(&e, StoreError::CorruptSegment { segment_id: 0, .. }) => {
+            tracing::warn!(error = %e, "checkpoint failed while loading; rebuilding from segments");
+            let index = StoreIndex::new();
+            let mut r = recover_into(dir, &index, false)?;
+            r.report.checkpoint_rejected = Some(e.to_string());
+            Ok((index, r))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn recover_into(dir: &DataDir, index: &StoreIndex, use_checkpoint: bool) -> Result<Recovered, StoreError> {
     dir.remove_stale_temporaries()?;
     let segments = list_segments(dir.dir())?;
     let intern = |s: &str| index.intern(s);
@@ -54,12 +67,13 @@ pub(crate) fn recover(
     let mut gate_sets = Vec::new();
     let mut covered = 0usize;
     if use_checkpoint {
-        match try_checkpoint(dir, &segments, &intern) {
-            Ok(Some(ck)) => {
+        let bytes = dir.read_optional(CHECKPOINT_FILE)?;
+        match bytes.as_deref().map(|b| try_checkpoint(dir, b, &segments, &intern)).transpose() {
+            Ok(Some(mut ck)) => {
                 covered = ck.segments.len();
                 report.from_checkpoint = covered as u32;
-                gate_sets.extend(ck.gate_sets);
-                loader.load(ck.entries)?;
+                gate_sets.append(&mut ck.gate_sets);
+                ck.load_entries(16 * 1024, |chunk| loader.load(chunk))?;
             }
             Ok(None) => {}
             Err(why) => {
@@ -79,16 +93,14 @@ pub(crate) fn recover(
     Ok(Recovered { segments, gate_sets, report })
 }
 
-/// Loads a checkpoint if it exists and matches the segments on disk.
-fn try_checkpoint(
+/// Decodes a checkpoint and checks it matches the segments on disk.
+fn try_checkpoint<'a>(
     dir: &DataDir,
+    bytes: &'a [u8],
     segments: &[u64],
     intern: &dyn Fn(&str) -> Arc<str>,
-) -> Result<Option<checkpoint::Checkpoint>, String> {
-    let Some(bytes) = dir.read_optional(CHECKPOINT_FILE).map_err(|e| e.to_string())? else {
-        return Ok(None);
-    };
-    let ck = checkpoint::decode(&bytes, intern)?;
+) -> Result<checkpoint::Checkpoint<'a>, String> {
+    let ck = checkpoint::decode(bytes, intern)?;
     if segments.get(..ck.segments.len()) != Some(&ck.segments[..]) {
         return Err("segments on disk differ from those the checkpoint covers".into());
     }
@@ -99,7 +111,7 @@ fn try_checkpoint(
             return Err(format!("segment {last} changed since the checkpoint"));
         }
     }
-    Ok(Some(ck))
+    Ok(ck)
 }
 
 /// Where the frames of segment `id` end.

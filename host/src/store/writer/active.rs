@@ -103,8 +103,7 @@ impl ActiveSegment {
     /// Returns where the frames end (the footer start).
     pub(crate) fn seal(&self, index: &StoreIndex, end_seq: u64) -> Result<u64, StoreError> {
         self.cut_back()?;
-        let entries: Vec<IndexEntry> =
-            (self.first_seq..end_seq).filter_map(|s| index.get_any(s)).collect();
+        let entries: Vec<IndexEntry> = (self.first_seq..end_seq).filter_map(|s| index.get_any(s)).collect();
         let refs = |e: &IndexEntry| {
             let id = |s: &Arc<str>| self.strings.get(s).copied().unwrap_or(0);
             (id(e.coord.entity_arc()), id(e.coord.scope_arc()))

@@ -113,8 +113,11 @@ type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 /// never move once allocated, so a reader needs no lock to read a filled
 /// slot. Waste is at most one partly filled chunk.
 struct AppendLog<T, const CHUNK: usize> {
-    chunks: Box<[OnceLock<Box<[OnceLock<T>]>>]>,
+    chunks: Box<[Chunk<T>]>,
 }
+
+/// One chunk of an [`AppendLog`]: allocated on first use, then never moved.
+type Chunk<T> = OnceLock<Box<[OnceLock<T>]>>;
 
 impl<T, const CHUNK: usize> AppendLog<T, CHUNK> {
     fn new(chunks: usize) -> Self {

@@ -41,6 +41,8 @@ pub struct SegmentSummary {
 /// A read-only view of a data directory.
 pub struct LogReader {
     dir: Dir,
+    /// Chain heads carried from one segment to the next during a pass.
+    heads: parking_lot::Mutex<std::collections::HashMap<Arc<str>, [u8; 32]>>,
 }
 
 impl LogReader {
@@ -58,7 +60,7 @@ impl LogReader {
                 path.display()
             )));
         }
-        Ok(Self { dir })
+        Ok(Self { dir, heads: parking_lot::Mutex::new(std::collections::HashMap::new()) })
     }
 
     fn read(&self, id: u64) -> Result<Vec<u8>, StoreError> {
@@ -68,6 +70,7 @@ impl LogReader {
     /// Every segment, in order, with its committed event count.
     pub fn segments(&self) -> Result<Vec<SegmentSummary>, StoreError> {
         let ids = list_segments(&self.dir)?;
+        self.heads.lock().clear();
         let mut out = Vec::with_capacity(ids.len());
         for (i, &id) in ids.iter().enumerate() {
             let bytes = self.read(id)?;
@@ -81,6 +84,7 @@ impl LogReader {
     /// Committed events with global sequence ≥ `from`, in order.
     pub fn events_from(&self, from: u64) -> Result<Vec<LoggedEvent>, StoreError> {
         let ids = list_segments(&self.dir)?;
+        self.heads.lock().clear();
         let mut out = Vec::new();
         for (i, &id) in ids.iter().enumerate() {
             let bytes = self.read(id)?;
@@ -99,6 +103,7 @@ impl LogReader {
     /// Every gate set recorded in the log.
     pub fn gate_sets(&self) -> Result<Vec<GateSetInfo>, StoreError> {
         let ids = list_segments(&self.dir)?;
+        self.heads.lock().clear();
         let mut out = Vec::new();
         for (i, &id) in ids.iter().enumerate() {
             let bytes = self.read(id)?;
@@ -121,7 +126,10 @@ impl LogReader {
             _ => bytes.len(),
         };
         let intern = |s: &str| Arc::<str>::from(s);
-        let scanned = scan_segment(bytes, id, frames_end, tail, &intern)?;
+        let heads = self.heads.lock().clone();
+        let before = |e: &str| heads.get(e).copied().unwrap_or([0u8; 32]);
+        let scanned = scan_segment(bytes, id, frames_end, tail, &intern, &before)?;
+        self.heads.lock().extend(scanned.heads);
         Ok((scanned.entries, scanned.gate_sets))
     }
 }

@@ -63,7 +63,7 @@ impl SegmentReader {
             payload_size: ev.payload.len() as u32,
             event_kind: entry.kind,
             flags: ev.flags,
-            content_hash: ev.event_hash,
+            content_hash: entry.hash_chain.event_hash,
         };
         let event = Event { header, payload, hash_chain: Some(entry.hash_chain) };
         Ok(StoredEvent { coordinate: entry.coord.clone(), event })

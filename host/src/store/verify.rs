@@ -87,7 +87,7 @@ impl Store {
             Some((clock, hash)) => (clock + 1, *hash),
             None => (0, [0u8; 32]),
         };
-        heads.insert(Arc::clone(e.coord.entity_arc()), (ev.clock, ev.event_hash));
+        heads.insert(Arc::clone(e.coord.entity_arc()), (ev.clock, e.hash_chain.event_hash));
         if ev.clock != expected_clock {
             return Err(format!("clock {} where {expected_clock} was expected", ev.clock));
         }
@@ -107,7 +107,7 @@ impl Store {
             timestamp_us: ev.timestamp_us,
             global_sequence: ev.global_sequence,
         };
-        if event_hash(&prev, &fields, ev.payload) != ev.event_hash {
+        if event_hash(&prev, &fields, ev.payload) != e.hash_chain.event_hash {
             return Err("event hash does not match its contents".into());
         }
         Ok(())

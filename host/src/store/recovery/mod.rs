@@ -84,7 +84,14 @@ fn recover_into(dir: &DataDir, index: &StoreIndex, use_checkpoint: bool) -> Resu
     }
     for (i, &id) in segments.iter().enumerate().skip(covered) {
         let is_last = i + 1 == segments.len();
-        let loaded = load_segment(dir, id, is_last, &intern, &mut report)?;
+        let loaded = load_segment(
+            dir,
+            id,
+            is_last,
+            &intern,
+            &|e: &str| index.head(e).map_or([0u8; 32], |h| h.hash),
+            &mut report,
+        )?;
         gate_sets.extend(loaded.1);
         loader.load(loaded.0)?;
     }
@@ -141,6 +148,7 @@ fn load_segment(
     id: u64,
     is_last: bool,
     intern: &dyn Fn(&str) -> Arc<str>,
+    before: &dyn Fn(&str) -> [u8; 32],
     report: &mut RecoveryReport,
 ) -> Result<Loaded, StoreError> {
     let file = dir.open_segment_rw(id)?;
@@ -159,7 +167,7 @@ fn load_segment(
     let mut bytes = vec![0u8; len as usize];
     file.read_exact_at(&mut bytes, 0)?;
     let tail = is_last && frames_end == len;
-    let scanned = scan::scan_segment(&bytes, id, frames_end as usize, tail, intern)?;
+    let scanned = scan::scan_segment(&bytes, id, frames_end as usize, tail, intern, before)?;
     report.scanned += 1;
     report.discarded_batches += scanned.discarded_batches;
     if tail {

@@ -3,6 +3,7 @@
 //! the announced count).
 
 use crate::coordinate::Coordinate;
+use crate::event::hash::{event_hash, HashedFields};
 use crate::event::{EventKind, HashChain};
 use crate::store::index::{DiskPos, IndexEntry};
 use crate::store::segment::file::{SegmentHeader, SEGMENT_HEADER_LEN};
@@ -24,6 +25,24 @@ pub(crate) struct ScanResult {
     pub discarded_batches: u32,
     /// The segment's string table, by id.
     pub strings: Vec<(u32, Arc<str>)>,
+    /// Each entity's last event hash after this segment (for chaining the next).
+    pub heads: HashMap<Arc<str>, [u8; 32]>,
+}
+
+/// Chain heads while scanning: committed ones, and those of a batch not yet committed.
+struct Heads<'a> {
+    before: &'a dyn Fn(&str) -> [u8; 32],
+    committed: HashMap<Arc<str>, [u8; 32]>,
+    batch: HashMap<Arc<str>, [u8; 32]>,
+}
+
+impl Heads<'_> {
+    fn prev(&self, entity: &str) -> [u8; 32] {
+        match self.batch.get(entity).or_else(|| self.committed.get(entity)) {
+            Some(h) => *h,
+            None => (self.before)(entity),
+        }
+    }
 }
 
 struct PendingBatch {
@@ -36,18 +55,23 @@ struct PendingBatch {
 /// footer). A frame that fails to decode in a `tail` segment, with nothing
 /// decodable after it, ends the scan there (a torn write); anywhere else it
 /// is an error naming the segment and offset.
+/// Event hashes are not stored in frames; they are recomputed here, each
+/// from its entity's previous hash (`before` gives the heads of what was
+/// loaded ahead of this segment).
 pub(crate) fn scan_segment(
     bytes: &[u8],
     segment_id: u64,
     frames_end: usize,
     tail: bool,
     intern: &dyn Fn(&str) -> Arc<str>,
+    before: &dyn Fn(&str) -> [u8; 32],
 ) -> Result<ScanResult, StoreError> {
     SegmentHeader::decode(bytes, segment_id)?;
     let frames = bytes.get(..frames_end).unwrap_or(bytes);
     let mut out = ScanResult { valid_end: SEGMENT_HEADER_LEN as u64, ..ScanResult::default() };
     let mut strings: HashMap<u32, Arc<str>> = HashMap::new();
     let mut pending: Option<PendingBatch> = None;
+    let mut heads = Heads { before, committed: HashMap::new(), batch: HashMap::new() };
     let mut pos = SEGMENT_HEADER_LEN;
     while pos < frames.len() {
         let (record, len) = match frame::decode(&frames[pos..]) {
@@ -65,15 +89,22 @@ pub(crate) fn scan_segment(
         let disk = DiskPos { segment_id, offset: pos as u64, length: len as u32 };
         match record {
             Record::Event(ev) => {
-                let entry = entry_from_record(&ev, &strings, disk).ok_or_else(|| {
+                let in_batch = pending.as_ref().is_some_and(|b| (b.entries.len() as u32) < b.count);
+                if !in_batch && pending.take().is_some() {
+                    out.discarded_batches += 1;
+                    heads.batch.clear();
+                }
+                let entry = entry_from_record(&ev, &strings, disk, &heads).ok_or_else(|| {
                     StoreError::corrupt(segment_id, format!("offset {pos}: unknown string ref"))
                 })?;
+                let (entity, hash) = (Arc::clone(entry.coord.entity_arc()), entry.hash_chain.event_hash);
                 match pending.as_mut() {
-                    Some(b) if (b.entries.len() as u32) < b.count => b.entries.push(entry),
-                    _ => {
-                        if pending.take().is_some() {
-                            out.discarded_batches += 1;
-                        }
+                    Some(b) => {
+                        heads.batch.insert(entity, hash);
+                        b.entries.push(entry);
+                    }
+                    None => {
+                        heads.committed.insert(entity, hash);
                         out.entries.push(entry);
                         out.valid_end = end;
                     }
@@ -83,13 +114,19 @@ pub(crate) fn scan_segment(
                 if pending.replace(PendingBatch { batch_id, count, entries: Vec::new() }).is_some() {
                     out.discarded_batches += 1;
                 }
+                heads.batch.clear();
             }
             Record::BatchCommit { batch_id, count } => match pending.take() {
                 Some(b) if b.batch_id == batch_id && b.count == count && b.entries.len() as u32 == count => {
                     out.entries.extend(b.entries);
                     out.valid_end = end;
+                    let staged = std::mem::take(&mut heads.batch);
+                    heads.committed.extend(staged);
                 }
-                _ => out.discarded_batches += 1,
+                _ => {
+                    out.discarded_batches += 1;
+                    heads.batch.clear();
+                }
             },
             Record::Str { id, value } => {
                 strings.insert(id, intern(value));
@@ -111,6 +148,7 @@ pub(crate) fn scan_segment(
     }
     out.strings = strings.into_iter().collect();
     out.strings.sort_unstable_by_key(|(id, _)| *id);
+    out.heads = heads.committed;
     Ok(out)
 }
 
@@ -134,9 +172,25 @@ fn entry_from_record(
     ev: &EventRecord<'_>,
     strings: &HashMap<u32, Arc<str>>,
     disk_pos: DiskPos,
+    heads: &Heads<'_>,
 ) -> Option<IndexEntry> {
     let entity = Arc::clone(strings.get(&ev.entity_ref)?);
     let scope = Arc::clone(strings.get(&ev.scope_ref)?);
+    let prev_hash = heads.prev(&entity);
+    let fields = HashedFields {
+        event_id: ev.event_id,
+        correlation_id: ev.correlation_id,
+        causation_id: ev.causation_id,
+        entity: &entity,
+        scope: &scope,
+        kind: ev.kind,
+        flags: ev.flags,
+        clock: ev.clock,
+        wall_ms: ev.wall_ms,
+        timestamp_us: ev.timestamp_us,
+        global_sequence: ev.global_sequence,
+    };
+    let event_hash = event_hash(&prev_hash, &fields, ev.payload);
     Some(IndexEntry {
         event_id: ev.event_id,
         correlation_id: ev.correlation_id,
@@ -145,7 +199,7 @@ fn entry_from_record(
         kind: EventKind::from_raw(ev.kind),
         wall_ms: ev.wall_ms,
         clock: ev.clock,
-        hash_chain: HashChain { prev_hash: [0u8; 32], event_hash: ev.event_hash },
+        hash_chain: HashChain { prev_hash, event_hash },
         disk_pos,
         global_sequence: ev.global_sequence,
         flags: ev.flags,

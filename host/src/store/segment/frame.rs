@@ -36,7 +36,6 @@ pub(crate) struct EventRecord<'a> {
     pub causation_id: Option<u128>,
     /// Store-wide id of the gate set that admitted the event.
     pub gate_set: Option<u32>,
-    pub event_hash: [u8; 32],
     /// Canonical JSON bytes.
     pub payload: &'a [u8],
 }
@@ -156,9 +155,9 @@ fn encode_event(out: &mut Vec<u8>, e: &EventRecord<'_>) {
     out.put_varint(u64::from(e.scope_ref));
     out.put_varint(e.global_sequence);
     out.put_varint(u64::from(e.clock));
-    out.put_u64(e.timestamp_us as u64);
-    out.put_varint(e.wall_ms.saturating_sub(wall_base(e.timestamp_us)));
     out.put_u128(e.event_id);
+    out.put_varint(zigzag(e.timestamp_us.wrapping_sub(id_time_us(e.event_id))));
+    out.put_varint(e.wall_ms.saturating_sub(wall_base(e.timestamp_us)));
     if present & HAS_CORRELATION != 0 {
         out.put_u128(e.correlation_id);
     }
@@ -168,8 +167,22 @@ fn encode_event(out: &mut Vec<u8>, e: &EventRecord<'_>) {
     if let Some(g) = e.gate_set {
         out.put_varint(u64::from(g));
     }
-    out.extend_from_slice(&e.event_hash);
     out.extend_from_slice(e.payload);
+}
+
+/// The microseconds a UUIDv7 id's 48-bit millisecond field stands for. The
+/// timestamp is stored as its (usually tiny) distance from this; for ids
+/// that are not v7 (idempotency keys) the distance is simply larger.
+pub(crate) fn id_time_us(event_id: u128) -> i64 {
+    ((event_id >> 80) as i64).wrapping_mul(1000)
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
 /// The wall-clock milliseconds a timestamp stands for (0 before the epoch).
@@ -217,13 +230,12 @@ fn decode_event<'a>(c: &mut Cursor<'a>) -> Result<EventRecord<'a>, FrameError> {
     let scope_ref = c.varint_u32("scope ref")?;
     let global_sequence = c.varint("sequence")?;
     let clock = c.varint_u32("clock")?;
-    let timestamp_us = c.u64("timestamp")? as i64;
-    let wall_ms = wall_base(timestamp_us).saturating_add(c.varint("wall delta")?);
     let event_id = c.u128("event id")?;
+    let timestamp_us = id_time_us(event_id).wrapping_add(unzigzag(c.varint("timestamp")?));
+    let wall_ms = wall_base(timestamp_us).saturating_add(c.varint("wall delta")?);
     let correlation_id = if present & HAS_CORRELATION != 0 { c.u128("correlation")? } else { event_id };
     let causation_id = if present & HAS_CAUSATION != 0 { Some(c.u128("causation")?) } else { None };
     let gate_set = if present & HAS_GATE_SET != 0 { Some(c.varint_u32("gate set")?) } else { None };
-    let event_hash = c.hash("event hash")?;
     Ok(EventRecord {
         flags,
         kind,
@@ -237,7 +249,6 @@ fn decode_event<'a>(c: &mut Cursor<'a>) -> Result<EventRecord<'a>, FrameError> {
         correlation_id,
         causation_id,
         gate_set,
-        event_hash,
         payload: c.rest(),
     })
 }
@@ -260,7 +271,6 @@ mod tests {
             correlation_id: 0xCCDD,
             causation_id: Some(9),
             gate_set: Some(4),
-            event_hash: [7u8; 32],
             payload,
         }
     }
@@ -281,6 +291,18 @@ mod tests {
             let (decoded, used) = decode(&buf).expect("decodes");
             assert_eq!(used, len);
             assert_eq!(decoded, record);
+        }
+    }
+
+    #[test]
+    fn timestamps_far_from_the_id_still_round_trip() {
+        for ts in [i64::MIN / 4, -1, 0, 1_700_000_000_000_000, i64::MAX / 4] {
+            let mut rec = sample(b"{}");
+            rec.timestamp_us = ts;
+            rec.wall_ms = wall_base(ts);
+            let mut buf = Vec::new();
+            encode(&mut buf, &Record::Event(rec.clone()));
+            assert_eq!(decode(&buf).map(|(r, _)| r), Ok(Record::Event(rec)), "ts {ts}");
         }
     }
 

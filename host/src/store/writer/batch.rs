@@ -185,7 +185,7 @@ impl Writer {
         let mut entries = Vec::with_capacity(count);
         for ((p, r), &hash) in planned.iter().zip(refs).zip(hashes) {
             let offset = at + self.buf.len() as u64;
-            let length = frame::encode(&mut self.buf, &Record::Event(p.record(r, hash))) as u32;
+            let length = frame::encode(&mut self.buf, &Record::Event(p.record(r))) as u32;
             cuts.push(self.buf.len());
             entries.push(p.entry(hash, DiskPos { segment_id: seg_id, offset, length }));
         }

@@ -91,7 +91,7 @@ impl Planned<'_> {
         event_hash(&self.prev_hash, &fields, self.payload)
     }
 
-    pub(super) fn record(&self, refs: (u32, u32), event_hash: [u8; 32]) -> EventRecord<'_> {
+    pub(super) fn record(&self, refs: (u32, u32)) -> EventRecord<'_> {
         EventRecord {
             flags: self.flags,
             kind: self.kind.as_raw(),
@@ -105,7 +105,6 @@ impl Planned<'_> {
             correlation_id: self.correlation_id,
             causation_id: self.causation_id,
             gate_set: self.gate_set,
-            event_hash,
             payload: self.payload,
         }
     }
@@ -205,7 +204,7 @@ impl Writer {
             seg.string_ref(plan.coord.scope_arc(), &mut self.buf, &mut added),
         );
         let offset = at + self.buf.len() as u64;
-        let length = frame::encode(&mut self.buf, &Record::Event(plan.record(refs, hash))) as u32;
+        let length = frame::encode(&mut self.buf, &Record::Event(plan.record(refs))) as u32;
         let seg_id = seg.id;
         let written = inject(&self.cfg, fp::single_start(plan.coord.entity()))
             .and_then(|()| seg.write_at_end(at, &self.buf))

@@ -25,10 +25,6 @@ impl Provenance {
         self.sets.write().insert(id, body.to_vec());
     }
 
-    pub(crate) fn records(&self) -> Vec<(u32, Vec<u8>)> {
-        self.sets.read().iter().map(|(k, v)| (*k, v.clone())).collect()
-    }
-
     /// The highest id recorded (new sets are numbered after it).
     pub(crate) fn max_id(&self) -> u32 {
         self.sets.read().keys().next_back().copied().unwrap_or(0)

@@ -1,7 +1,8 @@
-//! Opening a store: rebuild the index from the checkpoint, then segment
-//! footers, then frame scans — every path reads the sequences and ids that
-//! the frames carry, so all three yield the same index. The last segment of
-//! a crashed run is cut back to its last committed unit and sealed.
+//! Opening a store: check the checkpoint (the manifest of a clean close),
+//! then load each segment from its footer, or by scanning its frames. Every
+//! path reads the sequences and ids that the frames carry, so all yield the
+//! same index. The last segment of a crashed run is cut back to its last
+//! committed unit and sealed.
 
 pub(crate) mod scan;
 
@@ -40,41 +41,17 @@ pub(crate) struct Recovered {
     pub report: RecoveryReport,
 }
 
-/// Builds the index from the files in `dir` and publishes it. A checkpoint
-/// that passes its checks but fails while its entries load is dropped and
-/// the index rebuilt from the segments.
+/// Builds the index from the files in `dir` and publishes it.
 pub(crate) fn recover(dir: &DataDir, use_checkpoint: bool) -> Result<(StoreIndex, Recovered), StoreError> {
-    let index = StoreIndex::new();
-    match recover_into(dir, &index, use_checkpoint) {
-        Ok(r) => Ok((index, r)),
-        Err(e) if use_checkpoint && matches!(&e, StoreError::CorruptSegment { segment_id: 0, .. }) => {
-            tracing::warn!(error = %e, "checkpoint failed while loading; rebuilding from segments");
-            let index = StoreIndex::new();
-            let mut r = recover_into(dir, &index, false)?;
-            r.report.checkpoint_rejected = Some(e.to_string());
-            Ok((index, r))
-        }
-        Err(e) => Err(e),
-    }
-}
-
-fn recover_into(dir: &DataDir, index: &StoreIndex, use_checkpoint: bool) -> Result<Recovered, StoreError> {
     dir.remove_stale_temporaries()?;
+    let index = StoreIndex::new();
     let segments = list_segments(dir.dir())?;
     let intern = |s: &str| index.intern(s);
-    let mut loader = Loader::new(index);
     let mut report = RecoveryReport::default();
     let mut gate_sets = Vec::new();
-    let mut covered = 0usize;
     if use_checkpoint {
-        let bytes = dir.read_optional(CHECKPOINT_FILE)?;
-        match bytes.as_deref().map(|b| try_checkpoint(dir, b, &segments, &intern)).transpose() {
-            Ok(Some(mut ck)) => {
-                covered = ck.segments.len();
-                report.from_checkpoint = covered as u32;
-                gate_sets.append(&mut ck.gate_sets);
-                ck.load_entries(16 * 1024, |chunk| loader.load(chunk))?;
-            }
+        match dir.read_optional(CHECKPOINT_FILE)?.map(|b| try_checkpoint(dir, &b, &segments)).transpose() {
+            Ok(Some(ck)) => report.from_checkpoint = ck.segments.len() as u32,
             Ok(None) => {}
             Err(why) => {
                 tracing::warn!(reason = %why, "checkpoint not used; loading segments");
@@ -82,34 +59,24 @@ fn recover_into(dir: &DataDir, index: &StoreIndex, use_checkpoint: bool) -> Resu
             }
         }
     }
-    for (i, &id) in segments.iter().enumerate().skip(covered) {
+    for (i, &id) in segments.iter().enumerate() {
         let is_last = i + 1 == segments.len();
-        let loaded = load_segment(
-            dir,
-            id,
-            is_last,
-            &intern,
-            &|e: &str| index.head(e).map_or([0u8; 32], |h| h.hash),
-            &mut report,
-        )?;
-        gate_sets.extend(loaded.1);
-        loader.load(loaded.0)?;
+        let before = |e: &str| index.head(e).map_or([0u8; 32], |h| h.hash);
+        let (entries, sets) = load_segment(dir, id, is_last, &intern, &before, &mut report)?;
+        gate_sets.extend(sets);
+        index.insert(entries).map_err(|why| StoreError::corrupt(id, why))?;
     }
     index.publish();
     tracing::info!(events = index.visible(), segments = segments.len(), ?report, "index recovered");
-    Ok(Recovered { segments, gate_sets, report })
+    Ok((index, Recovered { segments, gate_sets, report }))
 }
 
-/// Decodes a checkpoint and checks it matches the segments on disk.
-fn try_checkpoint<'a>(
-    dir: &DataDir,
-    bytes: &'a [u8],
-    segments: &[u64],
-    intern: &dyn Fn(&str) -> Arc<str>,
-) -> Result<checkpoint::Checkpoint<'a>, String> {
-    let ck = checkpoint::decode(bytes, intern)?;
-    if segments.get(..ck.segments.len()) != Some(&ck.segments[..]) {
-        return Err("segments on disk differ from those the checkpoint covers".into());
+/// Decodes the checkpoint and checks it describes the directory as it is:
+/// exactly these segments, the last one's frames ending where it says.
+fn try_checkpoint(dir: &DataDir, bytes: &[u8], segments: &[u64]) -> Result<checkpoint::Checkpoint, String> {
+    let ck = checkpoint::decode(bytes)?;
+    if ck.segments != segments {
+        return Err("segments on disk differ from those the checkpoint names".into());
     }
     if let Some(&last) = ck.segments.last() {
         let file = dir.open_segment(last).map_err(|e| e.to_string())?;
@@ -207,21 +174,4 @@ fn seal_crashed_tail(
     file.write_all_at(&bytes, scanned.valid_end)?;
     file.sync_all()?;
     Ok(())
-}
-
-/// Feeds entries to the index in sequence order (the index rebuilds each
-/// entry's prev hash from its entity's previous entry).
-struct Loader<'a> {
-    index: &'a StoreIndex,
-}
-
-impl<'a> Loader<'a> {
-    fn new(index: &'a StoreIndex) -> Self {
-        Self { index }
-    }
-
-    fn load(&mut self, entries: Vec<IndexEntry>) -> Result<(), StoreError> {
-        let segment = entries.first().map_or(0, |e| e.disk_pos.segment_id);
-        self.index.insert(entries).map_err(|why| StoreError::corrupt(segment, why))
-    }
 }

@@ -1,6 +1,7 @@
-//! The compact encoding of an index entry, shared by segment footers and the
-//! checkpoint. `prev_hash` is not stored: loading in sequence order rebuilds
-//! it from the entity's previous entry.
+//! The compact encoding of the index entries of one segment, used by its
+//! footer. Entries are consecutive in sequence, so the sequence is implicit
+//! (`first + i`); wall time and frame offset are stored as deltas from the
+//! previous entry; `prev_hash` is not stored (loading in order rebuilds it).
 
 use super::codec::{Cursor, PutBytes, ShortRead};
 use crate::coordinate::Coordinate;
@@ -12,9 +13,23 @@ const HAS_CAUSATION: u8 = 0x01;
 const HAS_CORRELATION: u8 = 0x02;
 const HAS_GATE_SET: u8 = 0x04;
 
-/// Appends `e` with its strings given as table references. With
-/// `with_segment`, the segment id is stored too (the checkpoint needs it).
-pub(crate) fn put_entry(out: &mut Vec<u8>, e: &IndexEntry, refs: (u32, u32), with_segment: bool) {
+/// The running values deltas are taken against.
+#[derive(Default)]
+pub(crate) struct DeltaState {
+    wall_ms: u64,
+    frame_end: u64,
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// Appends `e` with its strings given as table references.
+pub(crate) fn put_entry(out: &mut Vec<u8>, e: &IndexEntry, refs: (u32, u32), st: &mut DeltaState) {
     let mut present = 0u8;
     if e.causation_id.is_some() {
         present |= HAS_CAUSATION;
@@ -40,23 +55,22 @@ pub(crate) fn put_entry(out: &mut Vec<u8>, e: &IndexEntry, refs: (u32, u32), wit
     out.put_u8(e.flags);
     out.put_varint(u64::from(refs.0));
     out.put_varint(u64::from(refs.1));
-    out.put_varint(e.global_sequence);
     out.put_varint(u64::from(e.clock));
-    out.put_varint(e.wall_ms);
+    out.put_varint(zigzag(e.wall_ms.wrapping_sub(st.wall_ms) as i64));
     out.extend_from_slice(&e.hash_chain.event_hash);
-    if with_segment {
-        out.put_varint(e.disk_pos.segment_id);
-    }
-    out.put_varint(e.disk_pos.offset);
+    out.put_varint(zigzag(e.disk_pos.offset.wrapping_sub(st.frame_end) as i64));
     out.put_varint(u64::from(e.disk_pos.length));
+    st.wall_ms = e.wall_ms;
+    st.frame_end = e.disk_pos.offset + u64::from(e.disk_pos.length);
 }
 
-/// Reads one entry written by [`put_entry`]. `segment_id` is `None` when the
-/// segment id is stored in the entry.
+/// Reads one entry written by [`put_entry`].
 pub(crate) fn get_entry(
     c: &mut Cursor<'_>,
     strings: &[Arc<str>],
-    segment_id: Option<u64>,
+    segment_id: u64,
+    global_sequence: u64,
+    st: &mut DeltaState,
 ) -> Result<IndexEntry, ShortRead> {
     let event_id = c.u128("event id")?;
     let present = c.u8("presence")?;
@@ -67,16 +81,13 @@ pub(crate) fn get_entry(
     let flags = c.u8("flags")?;
     let entity = lookup(strings, c.varint("entity ref")?)?;
     let scope = lookup(strings, c.varint("scope ref")?)?;
-    let global_sequence = c.varint("sequence")?;
     let clock = c.varint_u32("clock")?;
-    let wall_ms = c.varint("wall ms")?;
+    let wall_ms = st.wall_ms.wrapping_add(unzigzag(c.varint("wall ms")?) as u64);
     let event_hash = c.hash("event hash")?;
-    let segment_id = match segment_id {
-        Some(id) => id,
-        None => c.varint("segment id")?,
-    };
-    let offset = c.varint("offset")?;
+    let offset = st.frame_end.wrapping_add(unzigzag(c.varint("offset")?) as u64);
     let length = c.varint_u32("length")?;
+    st.wall_ms = wall_ms;
+    st.frame_end = offset + u64::from(length);
     Ok(IndexEntry {
         event_id,
         correlation_id,

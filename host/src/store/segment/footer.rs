@@ -4,11 +4,12 @@
 //!
 //! Layout (little-endian):
 //! `[body][u32 CRC32 of body][u64 footer start][u32 entry count]["SIDX"]`,
-//! with body = `u8 version, varint string count, strings, varint gate-set
-//! count, (varint id, varint length, bytes)*, varint entry count, entries`. The last 16 bytes are the trailer.
+//! with body = `u8 version (2), varint string count, strings, varint gate-set
+//! count, (varint id, varint length, bytes)*, varint entry count, varint
+//! first sequence, entries` (entry layout: `entry_codec`). The last 16 bytes are the trailer.
 
 use super::codec::{Cursor, PutBytes};
-use super::entry_codec::{get_entry, put_entry};
+use super::entry_codec::{get_entry, put_entry, DeltaState};
 use crate::store::index::IndexEntry;
 use crate::store::StoreError;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ pub(crate) type GateSetRecords = Vec<(u32, Vec<u8>)>;
 pub const FOOTER_MAGIC: &[u8; 4] = b"SIDX";
 /// Bytes of the fixed trailer at the very end of the file.
 pub const FOOTER_TRAILER_LEN: usize = 16;
-const FOOTER_VERSION: u8 = 1;
+const FOOTER_VERSION: u8 = 2;
 
 /// Encodes the footer for a segment that ends at `footer_start`.
 pub(crate) fn encode(
@@ -43,8 +44,10 @@ pub(crate) fn encode(
         out.extend_from_slice(body);
     }
     out.put_varint(entries.len() as u64);
+    out.put_varint(entries.first().map_or(0, |e| e.global_sequence));
+    let mut st = DeltaState::default();
     for e in entries {
-        put_entry(&mut out, e, refs(e), false);
+        put_entry(&mut out, e, refs(e), &mut st);
     }
     let crc = crc32fast::hash(&out);
     out.put_u32(crc);
@@ -103,9 +106,11 @@ pub(crate) fn decode(
         gate_sets.push((id, c.take(len, "gate set").map_err(short)?.to_vec()));
     }
     let n_entries = c.varint("entry count").map_err(short)?;
+    let first_seq = c.varint("first sequence").map_err(short)?;
     let mut entries = Vec::new();
-    for _ in 0..n_entries {
-        entries.push(get_entry(&mut c, &strings, Some(segment_id)).map_err(short)?);
+    let mut st = DeltaState::default();
+    for i in 0..n_entries {
+        entries.push(get_entry(&mut c, &strings, segment_id, first_seq + i, &mut st).map_err(short)?);
     }
     if c.position() != body.len() {
         return Err(corrupt("trailing bytes"));

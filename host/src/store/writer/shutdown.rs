@@ -3,7 +3,6 @@
 use super::Writer;
 use crate::store::checkpoint::{self, CHECKPOINT_FILE};
 use crate::store::config::RestartPolicy;
-use crate::store::index::IndexEntry;
 use crate::store::StoreError;
 use std::time::Instant;
 
@@ -59,8 +58,7 @@ impl Writer {
             Some(end) => end,
             None => crate::store::recovery::frames_end(&self.dir, last)?,
         };
-        let entries: Vec<IndexEntry> = (0..end_seq).filter_map(|s| self.index.get_any(s)).collect();
-        let bytes = checkpoint::encode(&self.segments, frames_end, &self.provenance.records(), &entries);
+        let bytes = checkpoint::encode(&self.segments, frames_end);
         self.dir.write_atomic(CHECKPOINT_FILE, &bytes)?;
         self.checkpoint_current = true;
         Ok(())

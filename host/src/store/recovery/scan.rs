@@ -9,7 +9,7 @@ use crate::store::index::{DiskPos, IndexEntry};
 use crate::store::segment::file::{SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::store::segment::frame::{self, EventRecord, FrameError, Record};
 use crate::store::StoreError;
-use std::collections::HashMap;
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 /// What a frame scan found in one segment.
@@ -69,9 +69,9 @@ pub(crate) fn scan_segment(
     SegmentHeader::decode(bytes, segment_id)?;
     let frames = bytes.get(..frames_end).unwrap_or(bytes);
     let mut out = ScanResult { valid_end: SEGMENT_HEADER_LEN as u64, ..ScanResult::default() };
-    let mut strings: HashMap<u32, Arc<str>> = HashMap::new();
+    let mut strings: HashMap<u32, Arc<str>> = HashMap::default();
     let mut pending: Option<PendingBatch> = None;
-    let mut heads = Heads { before, committed: HashMap::new(), batch: HashMap::new() };
+    let mut heads = Heads { before, committed: HashMap::default(), batch: HashMap::default() };
     let mut pos = SEGMENT_HEADER_LEN;
     while pos < frames.len() {
         let (record, len) = match frame::decode(&frames[pos..]) {

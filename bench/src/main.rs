@@ -58,12 +58,17 @@ fn main() -> anyhow::Result<()> {
             Line::higher(&name, o, r, "ev/s").print();
         }
     }
+    let ours_only = args.iter().any(|a| a == "--ours-only");
     for size in [10usize, 100, 1000] {
         let name = format!("append_batch_{size}");
         if plan.wants(&name) {
             let total = if plan.quick { 20_000 } else { 50_000 };
             let o = median(plan.runs(), || ours::batch_append(size, total / size));
-            let r = median(plan.runs(), || reference::batch_append(size, total / size));
+            let r = if ours_only {
+                0.0
+            } else {
+                median(plan.runs(), || reference::batch_append(size, total / size))
+            };
             Line::higher(&name, o, r, "ev/s").print();
         }
     }

@@ -236,8 +236,8 @@ impl GateChain {
     }
 
     /// The gate set's id and record body, if any gate is installed.
-    pub(crate) fn record(&self) -> Option<(u32, Vec<u8>)> {
-        self.record.clone()
+    pub(crate) fn record(&self) -> Option<(u32, &[u8])> {
+        self.record.as_ref().map(|(id, body)| (*id, body.as_slice()))
     }
 
     /// Runs every gate; the first denial wins.

@@ -10,19 +10,27 @@ use std::collections::BTreeMap;
 #[derive(Default)]
 pub(crate) struct Provenance {
     sets: RwLock<BTreeMap<u32, Vec<u8>>>,
+    /// The most recently recorded id (0: none; set ids start at 1).
+    last: std::sync::atomic::AtomicU32,
 }
 
 impl Provenance {
     pub(crate) fn load(records: Vec<(u32, Vec<u8>)>) -> Self {
-        Self { sets: RwLock::new(records.into_iter().collect()) }
+        Self { sets: RwLock::new(records.into_iter().collect()), last: std::sync::atomic::AtomicU32::new(0) }
     }
 
+    /// Whether gate set `id` is in the log. Sets are only ever added, so
+    /// the answer for the newest id is cached without the lock.
     pub(crate) fn is_recorded(&self, id: u32) -> bool {
+        if self.last.load(std::sync::atomic::Ordering::Acquire) == id {
+            return true;
+        }
         self.sets.read().contains_key(&id)
     }
 
     pub(crate) fn record(&self, id: u32, body: &[u8]) {
         self.sets.write().insert(id, body.to_vec());
+        self.last.store(id, std::sync::atomic::Ordering::Release);
     }
 
     /// The highest id recorded (new sets are numbered after it).

@@ -363,6 +363,7 @@ impl Writer {
         if self.provenance.is_recorded(id) {
             return Ok(Some(id));
         }
+        let body = body.to_vec();
         let Some(seg) = self.active.as_mut() else { return Ok(None) };
         let mut bytes = Vec::with_capacity(body.len() + 16);
         let record = crate::store::segment::frame::Record::GateSet { id, body: &body };

@@ -322,6 +322,13 @@ impl StoreIndex {
         Ok(())
     }
 
+    /// Makes room for `n` more entries in the id table (open knows counts ahead).
+    pub(crate) fn reserve(&self, n: usize) {
+        let mut maps = self.maps.write();
+        let log = &self.log;
+        maps.by_id.reserve(n, |s| log.get(u64::from(*s)).map_or(0, |x| self.hash_id(x.event_id.get())));
+    }
+
     /// Makes every inserted entry visible.
     pub(crate) fn publish(&self) {
         let up_to = self.inserted.load(Ordering::Acquire);

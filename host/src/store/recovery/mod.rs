@@ -61,10 +61,7 @@ pub(crate) fn recover(dir: &DataDir, use_checkpoint: bool) -> Result<(StoreIndex
     }
     for (i, &id) in segments.iter().enumerate() {
         let is_last = i + 1 == segments.len();
-        let before = |e: &str| index.head(e).map_or([0u8; 32], |h| h.hash);
-        let (entries, sets) = load_segment(dir, id, is_last, &intern, &before, &mut report)?;
-        gate_sets.extend(sets);
-        index.insert(entries).map_err(|why| StoreError::corrupt(id, why))?;
+        gate_sets.extend(load_segment(dir, &index, id, is_last, &intern, &mut report)?);
     }
     index.publish();
     tracing::info!(events = index.visible(), segments = segments.len(), ?report, "index recovered");
@@ -107,40 +104,47 @@ fn footer_bounds(file: &File) -> Result<(u64, u64), StoreError> {
     }
 }
 
-type Loaded = (Vec<IndexEntry>, Vec<(u32, Vec<u8>)>);
-
-/// Loads one segment from its footer, or by scanning its frames.
+/// Loads one segment into `index` from its footer, or by scanning its
+/// frames; returns its gate-set records.
 fn load_segment(
     dir: &DataDir,
+    index: &StoreIndex,
     id: u64,
     is_last: bool,
     intern: &dyn Fn(&str) -> Arc<str>,
-    before: &dyn Fn(&str) -> [u8; 32],
     report: &mut RecoveryReport,
-) -> Result<Loaded, StoreError> {
+) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
     let file = dir.open_segment_rw(id)?;
     let (len, frames_end) = footer_bounds(&file)?;
+    let insert = |entries: Vec<IndexEntry>| index.insert(entries).map_err(|why| StoreError::corrupt(id, why));
     if frames_end < len {
         let mut region = vec![0u8; (len - frames_end) as usize];
         file.read_exact_at(&mut region, frames_end)?;
-        match footer::decode(&region, frames_end, id, intern) {
-            Ok(loaded) => {
+        let inserted_before = index.inserted();
+        let mut reserve = |n: u64| index.reserve(n as usize);
+        match footer::decode(&region, frames_end, id, intern, &mut reserve, &mut |chunk| insert(chunk)) {
+            Ok(sets) => {
                 report.from_footers += 1;
-                return Ok(loaded);
+                return Ok(sets);
             }
-            Err(e) => tracing::warn!(segment = id, error = %e, "footer unusable; scanning frames"),
+            Err(e) if index.inserted() == inserted_before => {
+                tracing::warn!(segment = id, error = %e, "footer unusable; scanning frames");
+            }
+            Err(e) => return Err(e),
         }
     }
+    let before = |e: &str| index.head(e).map_or([0u8; 32], |h| h.hash);
     let mut bytes = vec![0u8; len as usize];
     file.read_exact_at(&mut bytes, 0)?;
     let tail = is_last && frames_end == len;
-    let scanned = scan::scan_segment(&bytes, id, frames_end as usize, tail, intern, before)?;
+    let scanned = scan::scan_segment(&bytes, id, frames_end as usize, tail, intern, &before)?;
     report.scanned += 1;
     report.discarded_batches += scanned.discarded_batches;
     if tail {
         seal_crashed_tail(&file, id, len, &scanned, report)?;
     }
-    Ok((scanned.entries, scanned.gate_sets))
+    insert(scanned.entries)?;
+    Ok(scanned.gate_sets)
 }
 
 /// Cuts a crashed segment back to its last committed unit and writes its

@@ -68,15 +68,21 @@ pub(crate) fn footer_start(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(start))
 }
 
+/// Entries handed to the sink at a time while a footer is decoded.
+const SINK_CHUNK: u64 = 16 * 1024;
+
 /// Decodes a footer. `region` holds the file's bytes from `start` (the
-/// footer start named by the trailer) to its end. Returns entries with zero
-/// prev hashes.
+/// footer start named by the trailer) to its end. Entries (prev hashes zero)
+/// go to `sink` in chunks, after the whole footer's CRC has been checked;
+/// `reserve` is told the entry count first. Returns the gate-set records.
 pub(crate) fn decode(
     region: &[u8],
     start: u64,
     segment_id: u64,
     intern: &dyn Fn(&str) -> Arc<str>,
-) -> Result<(Vec<IndexEntry>, GateSetRecords), StoreError> {
+    reserve: &mut dyn FnMut(u64),
+    sink: &mut dyn FnMut(Vec<IndexEntry>) -> Result<(), StoreError>,
+) -> Result<GateSetRecords, StoreError> {
     let corrupt = |d: &str| StoreError::corrupt(segment_id, format!("footer at {start}: {d}"));
     let body_len = region
         .len()
@@ -107,13 +113,20 @@ pub(crate) fn decode(
     }
     let n_entries = c.varint("entry count").map_err(short)?;
     let first_seq = c.varint("first sequence").map_err(short)?;
-    let mut entries = Vec::new();
+    reserve(n_entries);
     let mut st = DeltaState::default();
-    for i in 0..n_entries {
-        entries.push(get_entry(&mut c, &strings, segment_id, first_seq + i, &mut st).map_err(short)?);
+    let mut i = 0u64;
+    while i < n_entries {
+        let n = (n_entries - i).min(SINK_CHUNK);
+        let mut chunk = Vec::with_capacity(n as usize);
+        for j in i..i + n {
+            chunk.push(get_entry(&mut c, &strings, segment_id, first_seq + j, &mut st).map_err(short)?);
+        }
+        sink(chunk)?;
+        i += n;
     }
     if c.position() != body.len() {
         return Err(corrupt("trailing bytes"));
     }
-    Ok((entries, gate_sets))
+    Ok(gate_sets)
 }

@@ -178,17 +178,17 @@ impl Id {
     }
 }
 
-#[derive(Clone, Copy)]
-struct EntityInfo {
-    head: u32,
-}
-
 /// The maps behind the index's one lock (held only to insert or to copy out ids).
 struct Maps {
+    /// Positions whose ids rose above every earlier id, so this list is
+    /// sorted by id and binary-searchable (UUIDv7 ids nearly always rise).
+    rising: Vec<u32>,
+    /// Positions of the other ids (idempotency keys, clock steps back), by id hash.
     by_id: HashTable<u32>,
     string_ids: FastMap<Arc<str>, u32>,
     entity_names: BTreeMap<Arc<str>, u32>,
-    entities: FastMap<u32, EntityInfo>,
+    /// Newest position of each entity, by string id (`NO_SEQ`: none, or a scope name).
+    heads: Vec<u32>,
     by_scope: FastMap<u32, Vec<u32>>,
     by_kind: FastMap<u16, Vec<u32>>,
     /// Correlation ids that differ from the event id, by position.
@@ -223,10 +223,11 @@ impl StoreIndex {
             log: AppendLog::new(LOG_CHUNKS),
             strings: AppendLog::new(STRING_CHUNKS),
             maps: RwLock::new(Maps {
+                rising: Vec::new(),
                 by_id: HashTable::new(),
                 string_ids: FastMap::default(),
                 entity_names: BTreeMap::new(),
-                entities: FastMap::default(),
+                heads: Vec::new(),
                 by_scope: FastMap::default(),
                 by_kind: FastMap::default(),
                 correlations: FastMap::default(),
@@ -267,7 +268,17 @@ impl StoreIndex {
             return Err(format!("more than {} distinct entity and scope names", 1u64 << 28));
         }
         maps.string_ids.insert(shared, id);
+        maps.heads.push(NO_SEQ);
         Ok(id)
+    }
+
+    /// The shared copy of `s` and its string id (for loaders that resolve
+    /// a table of names once and then insert by id).
+    pub(crate) fn intern_with_id(&self, s: &str) -> Result<(Arc<str>, u32), String> {
+        let mut maps = self.maps.write();
+        let id = self.intern_locked(&mut maps, s)?;
+        let shared = self.strings.get(u64::from(id)).cloned().ok_or("string table slot missing")?;
+        Ok((shared, id))
     }
 
     fn string(&self, id: u32) -> &str {
@@ -278,8 +289,21 @@ impl StoreIndex {
     /// invisible until [`StoreIndex::publish`]. Fails (inserting nothing
     /// further) on a sequence gap, a duplicate id or an out-of-range position.
     pub(crate) fn insert(&self, entries: Vec<IndexEntry>) -> Result<(), String> {
+        self.insert_with(entries, None)
+    }
+
+    /// [`StoreIndex::insert`] with each entry's (entity, scope) string ids
+    /// already known (from [`StoreIndex::intern_with_id`]).
+    pub(crate) fn insert_resolved(&self, entries: Vec<IndexEntry>, ids: &[(u32, u32)]) -> Result<(), String> {
+        if ids.len() != entries.len() {
+            return Err("one string-id pair per entry is required".into());
+        }
+        self.insert_with(entries, Some(ids))
+    }
+
+    fn insert_with(&self, entries: Vec<IndexEntry>, ids: Option<&[(u32, u32)]>) -> Result<(), String> {
         let mut maps = self.maps.write();
-        for e in entries {
+        for (i, e) in entries.into_iter().enumerate() {
             let seq = e.global_sequence;
             let expected = self.inserted.load(Ordering::Relaxed);
             if seq != expected {
@@ -287,28 +311,41 @@ impl StoreIndex {
             }
             let slot_no =
                 u32::try_from(seq).ok().filter(|s| *s != NO_SEQ).ok_or("index full (2^32 - 1 events)")?;
-            let hash = self.hash_id(e.event_id);
             let log = &self.log;
-            let duplicate = maps
-                .by_id
-                .find(hash, |s| log.get(u64::from(*s)).is_some_and(|x| x.event_id.get() == e.event_id));
-            if duplicate.is_some() {
+            let rises = maps
+                .rising
+                .last()
+                .and_then(|s| log.get(u64::from(*s)))
+                .is_none_or(|last| e.event_id > last.event_id.get());
+            if !rises && self.find_locked(&maps, e.event_id).is_some() {
                 return Err(format!("event id {:032x} appears twice", e.event_id));
             }
-            let entity = self.intern_locked(&mut maps, e.coord.entity())?;
-            let scope = self.intern_locked(&mut maps, e.coord.scope())?;
-            let prev = maps.entities.get(&entity).map_or(NO_SEQ, |i| i.head);
+            let (entity, scope) = match ids.and_then(|ids| ids.get(i)) {
+                Some(pair) => *pair,
+                None => (
+                    self.intern_locked(&mut maps, e.coord.entity())?,
+                    self.intern_locked(&mut maps, e.coord.scope())?,
+                ),
+            };
+            let prev = *maps.heads.get(entity as usize).ok_or("unknown entity string id")?;
             let slot = slot_of(&e, prev, entity, scope)?;
             if !self.log.set(seq, slot) {
                 return Err(format!("log slot {seq} unavailable"));
             }
-            maps.by_id.insert_unique(hash, slot_no, |s| {
-                log.get(u64::from(*s)).map_or(0, |x| self.hash_id(x.event_id.get()))
-            });
+            if rises {
+                maps.rising.push(slot_no);
+            } else {
+                let hash = self.hash_id(e.event_id);
+                maps.by_id.insert_unique(hash, slot_no, |s| {
+                    log.get(u64::from(*s)).map_or(0, |x| self.hash_id(x.event_id.get()))
+                });
+            }
             if prev == NO_SEQ {
                 maps.entity_names.insert(Arc::clone(e.coord.entity_arc()), entity);
             }
-            maps.entities.insert(entity, EntityInfo { head: slot_no });
+            if let Some(head) = maps.heads.get_mut(entity as usize) {
+                *head = slot_no;
+            }
             maps.by_scope.entry(scope).or_default().push(slot_no);
             maps.by_kind.entry(e.kind.as_raw()).or_default().push(slot_no);
             if e.correlation_id != e.event_id {
@@ -322,11 +359,19 @@ impl StoreIndex {
         Ok(())
     }
 
-    /// Makes room for `n` more entries in the id table (open knows counts ahead).
+    /// Makes room for `n` more entries (open knows counts ahead).
     pub(crate) fn reserve(&self, n: usize) {
-        let mut maps = self.maps.write();
+        self.maps.write().rising.reserve(n);
+    }
+
+    /// The position of `id`, looking in the rising list, then the hash table.
+    fn find_locked(&self, maps: &Maps, id: u128) -> Option<u32> {
         let log = &self.log;
-        maps.by_id.reserve(n, |s| log.get(u64::from(*s)).map_or(0, |x| self.hash_id(x.event_id.get())));
+        let id_at = |s: u32| log.get(u64::from(s)).map_or(0, |x| x.event_id.get());
+        if let Ok(i) = maps.rising.binary_search_by(|s| id_at(*s).cmp(&id)) {
+            return maps.rising.get(i).copied();
+        }
+        maps.by_id.find(self.hash_id(id), |s| id_at(*s) == id).copied()
     }
 
     /// Makes every inserted entry visible.
@@ -394,10 +439,7 @@ impl StoreIndex {
 
     fn seq_of(&self, id: u128) -> Option<u64> {
         let maps = self.maps.read();
-        let found = maps
-            .by_id
-            .find(self.hash_id(id), |s| self.log.get(u64::from(*s)).is_some_and(|x| x.event_id.get() == id));
-        found.map(|s| u64::from(*s))
+        self.find_locked(&maps, id).map(u64::from)
     }
 
     /// The visible entry with this id.
@@ -413,7 +455,7 @@ impl StoreIndex {
     fn head_seq(&self, entity: &str) -> Option<u32> {
         let maps = self.maps.read();
         let id = maps.string_ids.get(entity)?;
-        Some(maps.entities.get(id)?.head)
+        maps.heads.get(*id as usize).copied().filter(|h| *h != NO_SEQ)
     }
 
     /// The tip of the entity's chain, visible or not (writer only).
@@ -476,7 +518,7 @@ impl StoreIndex {
                 maps.entity_names
                     .range::<str, _>((std::ops::Bound::Included(&**prefix), std::ops::Bound::Unbounded))
                     .take_while(|(name, _)| name.starts_with(&**prefix))
-                    .filter_map(|(_, id)| maps.entities.get(id).map(|i| i.head))
+                    .filter_map(|(_, id)| maps.heads.get(*id as usize).copied().filter(|h| *h != NO_SEQ))
                     .collect()
             };
             let mut out: Vec<u64> = heads.into_iter().flat_map(|h| self.chain(h, visible)).collect();
@@ -513,7 +555,7 @@ impl StoreIndex {
 
     /// Number of distinct entities.
     pub(crate) fn entity_count(&self) -> usize {
-        self.maps.read().entities.len()
+        self.maps.read().entity_names.len()
     }
 }
 
@@ -595,6 +637,28 @@ mod tests {
         index.publish();
         assert_eq!(index.query(&Region::entity("a")).len(), 2);
         assert_eq!(index.stream("a").len(), 1);
+    }
+
+    #[test]
+    fn ids_that_do_not_rise_are_still_found_and_deduplicated() {
+        let index = StoreIndex::new();
+        let mut entries: Vec<IndexEntry> = (0..6).map(|s| entry(s, "e")).collect();
+        for (e, id) in entries.iter_mut().zip([50u128, 60, 10, 70, 65, 5]) {
+            e.event_id = id;
+            e.correlation_id = id;
+        }
+        index.insert(entries).expect("insert");
+        index.publish();
+        for (seq, id) in [50u128, 60, 10, 70, 65, 5].into_iter().enumerate() {
+            assert_eq!(index.by_id(id).map(|e| e.global_sequence), Some(seq as u64), "id {id}");
+        }
+        assert!(index.by_id(11).is_none());
+        let mut dup = entry(6, "e");
+        dup.event_id = 65;
+        assert!(index.insert(vec![dup]).is_err(), "a duplicate below the rising top is caught");
+        let mut dup = entry(6, "e");
+        dup.event_id = 60;
+        assert!(index.insert(vec![dup]).is_err(), "a duplicate in the rising list is caught");
     }
 
     #[test]

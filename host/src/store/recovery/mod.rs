@@ -122,7 +122,11 @@ fn load_segment(
         file.read_exact_at(&mut region, frames_end)?;
         let inserted_before = index.inserted();
         let mut reserve = |n: u64| index.reserve(n as usize);
-        match footer::decode(&region, frames_end, id, intern, &mut reserve, &mut |chunk| insert(chunk)) {
+        let resolve = |s: &str| index.intern_with_id(s);
+        let mut sink = |chunk: Vec<IndexEntry>, ids: Vec<(u32, u32)>| {
+            index.insert_resolved(chunk, &ids).map_err(|why| StoreError::corrupt(id, why))
+        };
+        match footer::decode(&region, frames_end, id, &resolve, &mut reserve, &mut sink) {
             Ok(sets) => {
                 report.from_footers += 1;
                 return Ok(sets);

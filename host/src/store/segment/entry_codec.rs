@@ -64,14 +64,15 @@ pub(crate) fn put_entry(out: &mut Vec<u8>, e: &IndexEntry, refs: (u32, u32), st:
     st.frame_end = e.disk_pos.offset + u64::from(e.disk_pos.length);
 }
 
-/// Reads one entry written by [`put_entry`].
+/// Reads one entry written by [`put_entry`]; also returns its (entity,
+/// scope) string-table references.
 pub(crate) fn get_entry(
     c: &mut Cursor<'_>,
     strings: &[Arc<str>],
     segment_id: u64,
     global_sequence: u64,
     st: &mut DeltaState,
-) -> Result<IndexEntry, ShortRead> {
+) -> Result<(IndexEntry, (u32, u32)), ShortRead> {
     let event_id = c.u128("event id")?;
     let present = c.u8("presence")?;
     let correlation_id = if present & HAS_CORRELATION != 0 { c.u128("correlation")? } else { event_id };
@@ -79,8 +80,10 @@ pub(crate) fn get_entry(
     let gate_set = if present & HAS_GATE_SET != 0 { Some(c.varint_u32("gate set")?) } else { None };
     let kind = EventKind::from_raw(c.u16("kind")?);
     let flags = c.u8("flags")?;
-    let entity = lookup(strings, c.varint("entity ref")?)?;
-    let scope = lookup(strings, c.varint("scope ref")?)?;
+    let entity_ref = c.varint_u32("entity ref")?;
+    let scope_ref = c.varint_u32("scope ref")?;
+    let entity = lookup(strings, u64::from(entity_ref))?;
+    let scope = lookup(strings, u64::from(scope_ref))?;
     let clock = c.varint_u32("clock")?;
     let wall_ms = st.wall_ms.wrapping_add(unzigzag(c.varint("wall ms")?) as u64);
     let event_hash = c.hash("event hash")?;
@@ -88,7 +91,7 @@ pub(crate) fn get_entry(
     let length = c.varint_u32("length")?;
     st.wall_ms = wall_ms;
     st.frame_end = offset + u64::from(length);
-    Ok(IndexEntry {
+    let entry = IndexEntry {
         event_id,
         correlation_id,
         causation_id,
@@ -101,7 +104,8 @@ pub(crate) fn get_entry(
         global_sequence,
         flags,
         gate_set,
-    })
+    };
+    Ok((entry, (entity_ref, scope_ref)))
 }
 
 fn lookup(strings: &[Arc<str>], id: u64) -> Result<Arc<str>, ShortRead> {

@@ -79,9 +79,9 @@ pub(crate) fn decode(
     region: &[u8],
     start: u64,
     segment_id: u64,
-    intern: &dyn Fn(&str) -> Arc<str>,
+    intern: &dyn Fn(&str) -> Result<(Arc<str>, u32), String>,
     reserve: &mut dyn FnMut(u64),
-    sink: &mut dyn FnMut(Vec<IndexEntry>) -> Result<(), StoreError>,
+    sink: &mut dyn FnMut(Vec<IndexEntry>, Vec<(u32, u32)>) -> Result<(), StoreError>,
 ) -> Result<GateSetRecords, StoreError> {
     let corrupt = |d: &str| StoreError::corrupt(segment_id, format!("footer at {start}: {d}"));
     let body_len = region
@@ -101,9 +101,13 @@ pub(crate) fn decode(
     }
     let n_strings = c.varint("string count").map_err(short)?;
     let mut strings = Vec::new();
+    let mut global_ids = Vec::new();
     for _ in 0..n_strings {
-        strings.push(intern(c.str("string").map_err(short)?));
+        let (shared, id) = intern(c.str("string").map_err(short)?).map_err(|e| corrupt(&e))?;
+        strings.push(shared);
+        global_ids.push(id);
     }
+    let global = |r: u32| global_ids.get(r as usize).copied().unwrap_or(u32::MAX);
     let n_sets = c.varint("gate set count").map_err(short)?;
     let mut gate_sets = Vec::new();
     for _ in 0..n_sets {
@@ -119,10 +123,14 @@ pub(crate) fn decode(
     while i < n_entries {
         let n = (n_entries - i).min(SINK_CHUNK);
         let mut chunk = Vec::with_capacity(n as usize);
+        let mut ids = Vec::with_capacity(n as usize);
         for j in i..i + n {
-            chunk.push(get_entry(&mut c, &strings, segment_id, first_seq + j, &mut st).map_err(short)?);
+            let (entry, (e, s)) =
+                get_entry(&mut c, &strings, segment_id, first_seq + j, &mut st).map_err(short)?;
+            chunk.push(entry);
+            ids.push((global(e), global(s)));
         }
-        sink(chunk)?;
+        sink(chunk, ids)?;
         i += n;
     }
     if c.position() != body.len() {

@@ -68,6 +68,11 @@ pub(crate) fn footer_start(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(start))
 }
 
+/// Gives the shared copy of a name and its store-wide string id.
+pub(crate) type Resolver<'a> = dyn Fn(&str) -> Result<(Arc<str>, u32), String> + 'a;
+/// Receives decoded entries with their (entity, scope) string ids.
+pub(crate) type Sink<'a> = dyn FnMut(Vec<IndexEntry>, Vec<(u32, u32)>) -> Result<(), StoreError> + 'a;
+
 /// Entries handed to the sink at a time while a footer is decoded.
 const SINK_CHUNK: u64 = 16 * 1024;
 
@@ -79,9 +84,9 @@ pub(crate) fn decode(
     region: &[u8],
     start: u64,
     segment_id: u64,
-    intern: &dyn Fn(&str) -> Result<(Arc<str>, u32), String>,
+    intern: &Resolver<'_>,
     reserve: &mut dyn FnMut(u64),
-    sink: &mut dyn FnMut(Vec<IndexEntry>, Vec<(u32, u32)>) -> Result<(), StoreError>,
+    sink: &mut Sink<'_>,
 ) -> Result<GateSetRecords, StoreError> {
     let corrupt = |d: &str| StoreError::corrupt(segment_id, format!("footer at {start}: {d}"));
     let body_len = region

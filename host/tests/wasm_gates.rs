@@ -165,8 +165,10 @@ fn bad_components_are_refused_at_install() {
     assert!(matches!(e, PluginError::WrongWorld(_)), "{e}");
     let e = refuse(GatePlugin::from_file(art::SNEAKY_IMPORT).expect("read"));
     assert!(matches!(e, PluginError::WrongWorld(_)), "imports are refused: {e}");
-    let e = refuse(GatePlugin::from_file(art::TRAP_AT_INSTALL).expect("read"));
+    let e = refuse(GatePlugin::from_file(art::TRAP_IN_DESCRIBE).expect("read"));
     assert!(matches!(e, PluginError::Instantiation(_)), "{e}");
+    let e = refuse(GatePlugin::from_file(art::TRAP_AT_INSTANTIATION).expect("read"));
+    assert!(matches!(e, PluginError::Instantiation(ref why) if !why.contains("describe")), "{e}");
     assert!(store.gates().is_empty(), "a refused install changes nothing");
     store.append(&coord("x"), EventKind::DATA, &json!({"ok": true})).expect("store unharmed");
 }
@@ -235,4 +237,82 @@ fn hot_swap_while_four_threads_append() {
         }
     }
     assert_eq!(store.verify().issues, vec![]);
+}
+
+/// (component, allowed proposal, denied proposal with its code)
+fn example_cases(
+) -> Vec<(&'static str, (EventKind, serde_json::Value), (EventKind, serde_json::Value, &'static str))> {
+    vec![
+        (
+            art::SIZE_LIMIT,
+            (EventKind::DATA, json!({"note": "small"})),
+            (EventKind::DATA, json!({"note": "x".repeat(5000)}), "PAYLOAD_TOO_LARGE"),
+        ),
+        (
+            art::REQUIRED_FIELDS,
+            (EventKind::DATA, json!({"actor": "ann"})),
+            (EventKind::DATA, json!({"who": "ann"}), "MISSING_FIELD"),
+        ),
+        (
+            art::KIND_DENYLIST,
+            (EventKind::custom(2, 7), json!({})),
+            (EventKind::custom(0xE, 1), json!({}), "KIND_DENIED"),
+        ),
+        (
+            art::AMOUNT_LIMIT,
+            (EventKind::DATA, json!({"amount": 10_000})),
+            (EventKind::DATA, json!({"amount": 10_001}), "AMOUNT_LIMIT"),
+        ),
+    ]
+}
+
+fn segment_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "fbat"))
+        .map(|e| e.metadata().expect("stat").len())
+        .sum()
+}
+
+#[test]
+fn every_example_gate_allows_and_denies_through_append_and_batch() {
+    for (component, (ok_kind, ok_payload), (bad_kind, bad_payload, code)) in example_cases() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = open_with(tmp.path(), &[component]);
+        store.append(&coord("a"), ok_kind, &ok_payload).unwrap_or_else(|e| panic!("{component}: {e}"));
+        let before = (segment_bytes(tmp.path()), store.stats());
+        match store.append(&coord("a"), bad_kind, &bad_payload) {
+            Err(StoreError::Denied(d)) => assert_eq!(d.code, code, "{component}"),
+            other => panic!("{component}: expected {code}, got {other:?}"),
+        }
+        assert_eq!(
+            (segment_bytes(tmp.path()), store.stats()),
+            before,
+            "{component}: a denial writes nothing"
+        );
+        let item = |kind, payload: &serde_json::Value| {
+            BatchAppendItem::new(coord("b"), kind, payload, AppendOptions::new(), CausationRef::None)
+                .expect("item")
+        };
+        store
+            .append_batch(vec![item(ok_kind, &ok_payload), item(ok_kind, &ok_payload)])
+            .unwrap_or_else(|e| panic!("{component} batch: {e}"));
+        let before = (segment_bytes(tmp.path()), store.stats());
+        match store.append_batch(vec![item(ok_kind, &ok_payload), item(bad_kind, &bad_payload)]) {
+            Err(StoreError::BatchFailed { item_index: 1, stage: BatchStage::Gating, source }) => {
+                assert!(
+                    matches!(*source, StoreError::Denied(ref d) if d.code == code),
+                    "{component}: {source}"
+                );
+            }
+            other => panic!("{component}: expected a gated batch failure, got {other:?}"),
+        }
+        assert_eq!(
+            (segment_bytes(tmp.path()), store.stats()),
+            before,
+            "{component}: a denied batch writes nothing"
+        );
+        assert_eq!(store.stats().event_count, 3);
+    }
 }

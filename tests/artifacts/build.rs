@@ -104,7 +104,7 @@ fn negative_components(root: &Path) -> Vec<(&'static str, Vec<u8>)> {
     let wrong = resolve.select_world(&[other], Some("other")).expect("other world");
     let sneaky = resolve.select_world(&[other], Some("sneaky")).expect("sneaky world");
     let mut out = Vec::new();
-    for (name, world) in [("wrong_world", wrong), ("sneaky_import", sneaky), ("trap_at_install", gate)] {
+    for (name, world) in [("wrong_world", wrong), ("sneaky_import", sneaky), ("trap_in_describe", gate)] {
         let mut module = wit_component::dummy_module(&resolve, world, ManglingAndAbi::Standard32);
         wit_component::embed_component_metadata(&mut module, &resolve, world, StringEncoding::UTF8)
             .expect("embed metadata");
@@ -114,5 +114,25 @@ fn negative_components(root: &Path) -> Vec<(&'static str, Vec<u8>)> {
             .unwrap_or_else(|e| panic!("encode {name}: {e:?}"));
         out.push((name, component));
     }
+    out.push(("trap_at_instantiation", trap_at_instantiation(&resolve, gate)));
     out
+}
+
+/// A gate-world component whose core module traps while it is being
+/// instantiated: its data segment lies beyond its one page of memory.
+fn trap_at_instantiation(resolve: &Resolve, world: wit_parser::WorldId) -> Vec<u8> {
+    let wat = r#"(module
+        (memory (export "memory") 1)
+        (data (i32.const 131072) "past the end")
+        (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) unreachable)
+        (func (export "batpak:plugin/gate@0.1.0#describe") (result i32) unreachable)
+        (func (export "batpak:plugin/gate@0.1.0#evaluate")
+            (param i32 i32 i32 i32 i32 i32 i32 i64 i64 i32 i64 i64 i32 i32) (result i32) unreachable))"#;
+    let mut module = wat::parse_str(wat).expect("parse the trapping module");
+    wit_component::embed_component_metadata(&mut module, resolve, world, StringEncoding::UTF8)
+        .expect("embed metadata");
+    ComponentEncoder::default()
+        .module(&module)
+        .and_then(|e| e.validate(true).encode())
+        .unwrap_or_else(|e| panic!("encode trap_at_instantiation: {e:?}"))
 }

@@ -240,8 +240,9 @@ fn hot_swap_while_four_threads_append() {
 }
 
 /// (component, allowed proposal, denied proposal with its code)
-fn example_cases(
-) -> Vec<(&'static str, (EventKind, serde_json::Value), (EventKind, serde_json::Value, &'static str))> {
+type Case = (&'static str, (EventKind, serde_json::Value), (EventKind, serde_json::Value, &'static str));
+
+fn example_cases() -> Vec<Case> {
     vec![
         (
             art::SIZE_LIMIT,

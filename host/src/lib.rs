@@ -43,6 +43,7 @@ pub mod outcome;
 pub mod pipeline;
 pub mod plugin;
 pub mod prelude;
+pub mod projection;
 pub mod store;
 pub mod testing;
 pub mod typestate;

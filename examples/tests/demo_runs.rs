@@ -14,3 +14,32 @@ fn the_demo_runs_and_verifies() {
     assert!(stdout.contains("account:alice       390"), "{stdout}");
     assert!(stdout.contains("— OK"), "verification: {stdout}");
 }
+
+/// The examples cargo built next to this test binary (`target/<profile>/examples`).
+fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
+    profile_dir.join("examples").join(name)
+}
+
+#[test]
+fn every_example_runs_to_completion() {
+    for name in [
+        "quickstart",
+        "batch_append",
+        "event_sourced_counter",
+        "chat_room",
+        "policy_gates",
+        "dungeon_typestate",
+    ] {
+        let path = example(name);
+        assert!(path.exists(), "{name} was not built at {}", path.display());
+        let out = Command::new(&path).output().expect("run example");
+        assert!(
+            out.status.success(),
+            "{name} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

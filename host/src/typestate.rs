@@ -31,22 +31,23 @@ impl<From, To, P> Transition<From, To, P> {
     }
 }
 
-/// Declares a sealed state trait and one unit struct per state:
+/// Implemented by every state a [`define_state_machine!`] declares.
+pub trait StateMarker: Copy + Default + 'static {}
+
+/// Declares a state trait and one unit struct per state:
 /// `define_state_machine!(DoorState { Open, Closed, Locked });`
+/// Transitions are then methods on `Thing<Open>` etc., so a transition from
+/// the wrong state does not compile.
 #[macro_export]
 macro_rules! define_state_machine {
     ($trait_name:ident { $($state:ident),+ $(,)? }) => {
-        #[allow(non_snake_case)]
-        mod $trait_name {
-            pub trait Sealed {}
-        }
         #[doc = concat!("The states of `", stringify!($trait_name), "`.")]
-        pub trait $trait_name: $trait_name::Sealed {}
+        pub trait $trait_name: $crate::typestate::StateMarker {}
         $(
             #[doc = concat!("State `", stringify!($state), "`.")]
             #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
             pub struct $state;
-            impl $trait_name::Sealed for $state {}
+            impl $crate::typestate::StateMarker for $state {}
             impl $trait_name for $state {}
         )+
     };

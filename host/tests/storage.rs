@@ -430,3 +430,42 @@ fn sigkill_mid_append_loses_no_acknowledged_event() {
         assert!(store.verify().is_ok(), "round {round}");
     }
 }
+
+#[test]
+fn a_snapshot_taken_during_appends_reopens_to_a_prefix_of_the_log() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = std::sync::Arc::new(
+        Store::open(StoreConfig::new(tmp.path().join("live")).with_segment_max_bytes(4096)).expect("open"),
+    );
+    for i in 0..50 {
+        store.append(&coord(&format!("e{}", i % 3)), EventKind::DATA, &json!({"i": i})).expect("append");
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let appender = {
+        let (store, stop) = (std::sync::Arc::clone(&store), std::sync::Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut i = 50;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                store
+                    .append(&coord(&format!("e{}", i % 3)), EventKind::DATA, &json!({"i": i}))
+                    .expect("append");
+                i += 1;
+            }
+        })
+    };
+    let dest = tmp.path().join("snap");
+    store.snapshot(&dest).expect("snapshot");
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    appender.join().expect("appender");
+    assert!(
+        matches!(store.snapshot(&dest), Err(StoreError::Configuration(_))),
+        "a non-empty destination is refused"
+    );
+    let live = snapshot(&store);
+    let copy = Store::open(StoreConfig::new(&dest)).expect("open snapshot");
+    let copied = snapshot(&copy);
+    assert!(copied.len() >= 50, "everything published before the snapshot: {}", copied.len());
+    assert_eq!(copied[..], live[..copied.len()], "a prefix of the live log");
+    assert!(copy.verify().is_ok());
+    copy.append(&coord("e0"), EventKind::DATA, &json!({"after": "snapshot"})).expect("the copy is a store");
+}

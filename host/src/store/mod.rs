@@ -474,6 +474,43 @@ impl Store<Open> {
         self.reader.read_payload_bytes(&entry)
     }
 
+    /// Copies the store into `dest` (a new or empty directory) while appends
+    /// continue: the copy holds every event published when the snapshot
+    /// began, opens as a store of its own, and is fsynced before this
+    /// returns. Files are written with `create_new`, so a symlink or file
+    /// already in `dest` is never followed or overwritten.
+    pub fn snapshot(&self, dest: impl AsRef<std::path::Path>) -> Result<(), StoreError> {
+        use std::io::{Read, Write};
+        let dest = dest.as_ref();
+        std::fs::create_dir_all(dest)?;
+        if std::fs::read_dir(dest)?.next().is_some() {
+            return Err(StoreError::Configuration(format!(
+                "snapshot destination {} is not empty",
+                dest.display()
+            )));
+        }
+        let plan = self.call(Command::SnapshotPlan)?;
+        let out_dir = cap_std::fs::Dir::open_ambient_dir(dest, cap_std::ambient_authority())?;
+        for (id, len) in plan {
+            let name = segment::segment_filename(id);
+            let src = self.reader_file(id)?;
+            let opts = cap_std::fs::OpenOptions::new().write(true).create_new(true).clone();
+            let mut out = out_dir.open_with(&name, &opts)?.into_std();
+            let copied = std::io::copy(&mut (&src).take(len), &mut out)?;
+            if copied != len {
+                return Err(StoreError::corrupt(id, format!("snapshot copied {copied} of {len} bytes")));
+            }
+            out.flush()?;
+            out.sync_all()?;
+        }
+        out_dir.open(".")?.into_std().sync_all()?;
+        Ok(())
+    }
+
+    fn reader_file(&self, id: u64) -> Result<std::fs::File, StoreError> {
+        self.reader.open_file(id)
+    }
+
     /// Stops the writer after it seals the active segment and writes the
     /// checkpoint. The honest durable shutdown; `Drop` does the same but
     /// can only log errors.

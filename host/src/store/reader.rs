@@ -40,6 +40,11 @@ impl SegmentReader {
         Ok(file)
     }
 
+    /// A fresh read handle on segment `id`.
+    pub(crate) fn open_file(&self, id: u64) -> Result<File, StoreError> {
+        self.dir.open_segment(id)
+    }
+
     /// Reads and decodes the event behind `entry`.
     pub(crate) fn read_event(
         &self,

@@ -99,6 +99,8 @@ pub(crate) enum Command {
     Sync(Reply<()>),
     Shutdown(Reply<()>),
     SetGates(GateChain, Reply<()>),
+    /// The segments and the byte lengths that hold every published event.
+    SnapshotPlan(Reply<Vec<(u64, u64)>>),
     #[cfg(feature = "dangerous-test-hooks")]
     Panic(Reply<()>),
 }
@@ -270,6 +272,10 @@ impl Writer {
                 let _ = reply.send(Ok(()));
                 Flow::Continue
             }
+            Command::SnapshotPlan(reply) => {
+                let _ = reply.send(self.snapshot_plan());
+                Flow::Continue
+            }
             // The test hook exists to panic the writer; the restart policy catches it.
             #[cfg(feature = "dangerous-test-hooks")]
             #[allow(clippy::panic)]
@@ -292,6 +298,9 @@ impl Writer {
                     let _ = reply.send(Ok(()));
                 }
                 Ok(Command::SetGates(_, reply)) => {
+                    let _ = reply.send(Err(StoreError::WriterCrashed));
+                }
+                Ok(Command::SnapshotPlan(reply)) => {
                     let _ = reply.send(Err(StoreError::WriterCrashed));
                 }
                 #[cfg(feature = "dangerous-test-hooks")]
@@ -356,6 +365,24 @@ impl Writer {
         Ok(())
     }
 
+    /// Every segment with the length that covers its committed units: whole
+    /// files for sealed segments, the committed length for the active one.
+    /// Those bytes never change afterwards (the writer only appends past
+    /// them), so they can be copied while appends continue.
+    fn snapshot_plan(&mut self) -> Result<Vec<(u64, u64)>, StoreError> {
+        self.check_poisoned()?;
+        self.sync_active()?;
+        let mut plan = Vec::with_capacity(self.segments.len());
+        for &id in &self.segments {
+            let len = match &self.active {
+                Some(seg) if seg.id == id => seg.len,
+                _ => self.dir.open_segment(id)?.metadata()?.len(),
+            };
+            plan.push((id, len));
+        }
+        Ok(plan)
+    }
+
     /// Records the installed gate set in the log the first time it admits
     /// an event (its own small committed unit), and returns its id.
     fn ensure_gate_set_recorded(&mut self) -> Result<Option<u32>, StoreError> {
@@ -407,6 +434,7 @@ fn refuse_until_shutdown(rx: &flume::Receiver<Command>) {
             Command::Batch(_, r) => drop(r.send(Err(StoreError::WriterCrashed))),
             Command::Sync(r) | Command::Shutdown(r) => drop(r.send(Err(StoreError::WriterCrashed))),
             Command::SetGates(_, r) => drop(r.send(Err(StoreError::WriterCrashed))),
+            Command::SnapshotPlan(r) => drop(r.send(Err(StoreError::WriterCrashed))),
             #[cfg(feature = "dangerous-test-hooks")]
             Command::Panic(r) => drop(r.send(Err(StoreError::WriterCrashed))),
         }

@@ -81,7 +81,7 @@ impl GuestHarness {
 
     /// Loads a plugin with its own limits.
     pub fn from_plugin(plugin: GatePlugin) -> Result<Self, PluginError> {
-        Ok(Self { gate: plugin.load()? })
+        Ok(Self { gate: plugin.load(None)? })
     }
 
     /// The name the gate describes itself with.

@@ -25,8 +25,9 @@
 //! make the core module a component (the batpak test-artifacts crate does
 //! this with `wit-component`). The component imports nothing.
 //!
-//! The generated bindings live in the hidden [`wit`] module; gate authors
-//! only see [`Gate`], [`Proposal`], [`Denial`] and [`export_gate!`].
+//! The generated bindings live in hidden modules; authors only see
+//! [`Gate`], [`Proposal`], [`Denial`], [`export_gate!`], and for projections
+//! [`projection::Projection`] and [`export_projection!`].
 
 use std::format;
 use std::string::{String, ToString};
@@ -43,7 +44,21 @@ pub mod wit {
     });
 }
 
+pub mod projection;
+
 use wit::batpak::plugin::types as t;
+
+/// The state projection `projection` holds for `key`, as of the last
+/// committed event (gates only: the host answers inside the writer, so a
+/// decision and the append it guards are serialised).
+pub fn projection_state(projection: &str, key: &str) -> Option<Vec<u8>> {
+    wit::batpak::plugin::host_state::projection_state(projection, key)
+}
+
+/// [`projection_state`] parsed as JSON.
+pub fn projection_json(projection: &str, key: &str) -> Option<serde_json::Value> {
+    serde_json::from_slice(&projection_state(projection, key)?).ok()
+}
 
 /// An event proposed for append, as a gate sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,18 @@
-//! Generated bindings for the `gate-plugin` world (wit/batpak.wit). Only
-//! this module and its siblings see them; the public API wraps them.
+//! Generated bindings for the worlds in wit/batpak.wit. Only this module and
+//! its siblings see them; the public API wraps them.
 
-wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "gate-plugin",
-});
+/// The `gate-plugin` world: exports `gate`, imports `host-state`.
+pub(crate) mod gate {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "gate-plugin",
+    });
+}
+
+/// The `projection-plugin` world: exports `projection`.
+pub(crate) mod projection {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "projection-plugin",
+    });
+}

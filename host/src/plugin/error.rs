@@ -26,6 +26,19 @@ pub enum PluginError {
     UnknownGate(String),
     /// Two plugins in one chain have the same name.
     DuplicateName(String),
+    /// No installed projection has this name.
+    UnknownProjection(String),
+    /// A projection name must be 1..=64 of `[A-Za-z0-9_-]`.
+    InvalidName(String),
+    /// A projection stopped at an event it could not fold.
+    ProjectionFailed {
+        /// The projection.
+        name: String,
+        /// Why.
+        error: String,
+        /// The event's global sequence.
+        sequence: u64,
+    },
 }
 
 impl fmt::Display for PluginError {
@@ -38,6 +51,11 @@ impl fmt::Display for PluginError {
             Self::Engine(why) => write!(f, "wasm engine error: {why}"),
             Self::UnknownGate(name) => write!(f, "no installed gate is named {name:?}"),
             Self::DuplicateName(name) => write!(f, "a gate named {name:?} is already installed"),
+            Self::UnknownProjection(name) => write!(f, "no installed projection is named {name:?}"),
+            Self::InvalidName(name) => write!(f, "projection name {name:?} must be 1-64 of [A-Za-z0-9_-]"),
+            Self::ProjectionFailed { name, error, sequence } => {
+                write!(f, "projection {name:?} failed at sequence {sequence}: {error}")
+            }
         }
     }
 }

@@ -3,14 +3,15 @@
 //! after any trap the store is dropped and the next call re-instantiates
 //! from the pre-instantiated component.
 
-use super::bindings::batpak::plugin::types as wit_types;
-use super::bindings::exports::batpak::plugin::gate as wit_gate;
-use super::bindings::{GatePlugin as WitGate, GatePluginPre};
+use super::bindings::gate::batpak::plugin::types as wit_types;
+use super::bindings::gate::exports::batpak::plugin::gate as wit_gate;
+use super::bindings::gate::{GatePlugin as WitGate, GatePluginPre};
 use super::error::{chain, PluginError};
 use super::limits::{truncate_utf8, GuestState, PluginLimits};
-use super::{engine, GateInput};
+use super::{engine, GateInput, StateReader};
 use crate::guard::Denial;
-use wasmtime::component::{Component, Linker};
+use std::sync::Arc;
+use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Store, Trap};
 
 /// A gate ready to evaluate proposals.
@@ -23,6 +24,8 @@ pub(crate) struct LoadedGate {
     live: Option<(Store<GuestState>, WitGate)>,
     /// Calls that ended in a trap (for diagnostics).
     pub defects: u64,
+    /// What `host-state` answers from.
+    states: Option<Arc<dyn StateReader>>,
 }
 
 impl LoadedGate {
@@ -32,13 +35,24 @@ impl LoadedGate {
         digest: [u8; 32],
         name: Option<&str>,
         limits: PluginLimits,
+        states: Option<Arc<dyn StateReader>>,
     ) -> Result<Self, PluginError> {
         let engine = engine()?;
-        let linker: Linker<GuestState> = Linker::new(engine);
+        let mut linker: Linker<GuestState> = Linker::new(engine);
+        WitGate::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |s| s)
+            .map_err(|e| PluginError::Engine(chain(&e)))?;
         let pre = linker.instantiate_pre(component).map_err(|e| PluginError::WrongWorld(chain(&e)))?;
         let pre = GatePluginPre::new(pre).map_err(|e| PluginError::WrongWorld(chain(&e)))?;
-        let mut gate =
-            Self { name: String::new(), version: String::new(), digest, limits, pre, live: None, defects: 0 };
+        let mut gate = Self {
+            name: String::new(),
+            version: String::new(),
+            digest,
+            limits,
+            pre,
+            live: None,
+            defects: 0,
+            states,
+        };
         let (mut store, instance) = gate.instantiate().map_err(|e| PluginError::Instantiation(chain(&e)))?;
         store.set_fuel(limits.fuel_per_call).map_err(|e| PluginError::Engine(chain(&e)))?;
         let desc = instance
@@ -52,7 +66,11 @@ impl LoadedGate {
     }
 
     fn instantiate(&self) -> wasmtime::Result<(Store<GuestState>, WitGate)> {
-        let state = GuestState { memory_bytes: self.limits.memory_bytes, memory_refused: false };
+        let state = GuestState {
+            memory_bytes: self.limits.memory_bytes,
+            memory_refused: false,
+            states: self.states.clone(),
+        };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| s);
         store.set_fuel(self.limits.fuel_per_call)?;
@@ -132,3 +150,11 @@ fn to_wit(input: &GateInput<'_>) -> wit_gate::Proposal {
         entity_clock: input.clock,
     }
 }
+
+impl super::bindings::gate::batpak::plugin::host_state::Host for GuestState {
+    fn projection_state(&mut self, projection: String, key: String) -> Option<Vec<u8>> {
+        self.states.as_ref()?.read(&projection, &key)
+    }
+}
+
+impl super::bindings::gate::batpak::plugin::types::Host for GuestState {}

@@ -35,6 +35,8 @@ impl Default for PluginLimits {
 pub(crate) struct GuestState {
     pub memory_bytes: usize,
     pub memory_refused: bool,
+    /// Projection states a gate may read (`host-state`); none for projections.
+    pub states: Option<std::sync::Arc<dyn super::StateReader>>,
 }
 
 impl ResourceLimiter for GuestState {

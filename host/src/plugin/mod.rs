@@ -15,9 +15,12 @@ mod bindings;
 mod error;
 mod gate_instance;
 mod limits;
+mod projection_instance;
 
 pub use error::PluginError;
 pub use limits::PluginLimits;
+pub(crate) use projection_instance::{LoadedProjection, ProjectionEvent};
+pub use projection_instance::{ProjectionInfo, ProjectionPlugin};
 
 use crate::coordinate::Coordinate;
 use crate::event::EventKind;
@@ -111,26 +114,47 @@ impl GatePlugin {
     }
 
     /// Compiles and instantiates the component (what install does).
-    pub(crate) fn load(&self) -> Result<LoadedGate, PluginError> {
+    pub(crate) fn load(&self, states: Option<Arc<dyn StateReader>>) -> Result<LoadedGate, PluginError> {
         let component = compile(&self.bytes)?;
-        LoadedGate::load(&component, self.digest(), self.name.as_deref(), self.limits)
+        LoadedGate::load(&component, self.digest(), self.name.as_deref(), self.limits, states)
     }
 }
 
 #[cfg(feature = "blake3")]
-fn digest(bytes: &[u8]) -> [u8; 32] {
+pub(crate) fn digest(bytes: &[u8]) -> [u8; 32] {
     *blake3::hash(bytes).as_bytes()
 }
 
 #[cfg(not(feature = "blake3"))]
-fn digest(bytes: &[u8]) -> [u8; 32] {
+pub(crate) fn digest(bytes: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out[..4].copy_from_slice(&crc32fast::hash(bytes).to_le_bytes());
     out[4..12].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
     out
 }
 
-fn compile(bytes: &[u8]) -> Result<Component, PluginError> {
+/// Compiled components by content digest: installing the same component
+/// again (hot swap, reinstall, another store) reuses its machine code.
+const COMPILE_CACHE_MAX: usize = 64;
+
+pub(crate) fn compile(bytes: &[u8]) -> Result<Component, PluginError> {
+    static CACHE: OnceLock<parking_lot::Mutex<std::collections::HashMap<[u8; 32], Component>>> =
+        OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let key = digest(bytes);
+    if let Some(found) = cache.lock().get(&key) {
+        return Ok(found.clone());
+    }
+    let component = compile_uncached(bytes)?;
+    let mut cache = cache.lock();
+    if cache.len() >= COMPILE_CACHE_MAX {
+        cache.clear();
+    }
+    cache.insert(key, component.clone());
+    Ok(component)
+}
+
+fn compile_uncached(bytes: &[u8]) -> Result<Component, PluginError> {
     const COMPONENT_LAYER: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
     if bytes.get(..4) != Some(b"\0asm") {
         return Err(PluginError::NotAComponent("missing the \\0asm magic: not WebAssembly".into()));
@@ -166,10 +190,16 @@ pub fn inspect_component(bytes: &[u8]) -> Result<ComponentInfo, PluginError> {
     let ty = component.component_type();
     let imports = ty.imports(engine).map(|(name, _)| name.to_string()).collect();
     let exports = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
-    let gate = LoadedGate::load(&component, digest(bytes), None, PluginLimits::default())
+    let gate = LoadedGate::load(&component, digest(bytes), None, PluginLimits::default(), None)
         .map(|g| (g.name, g.version))
         .map_err(|e| e.to_string());
     Ok(ComponentInfo { size: bytes.len(), digest: hex(&digest(bytes)), imports, exports, gate })
+}
+
+/// Answers a gate's `projection-state` import.
+pub(crate) trait StateReader: Send + Sync {
+    /// The bytes projection `projection` returns for `key`.
+    fn read(&self, projection: &str, key: &str) -> Option<Vec<u8>>;
 }
 
 /// What a gate sees of a proposed event.
@@ -223,10 +253,13 @@ pub(crate) struct GateChain {
 
 impl GateChain {
     /// Loads every plugin; fails on the first that cannot be installed.
-    pub(crate) fn build(plugins: &[GatePlugin]) -> Result<Self, PluginError> {
+    pub(crate) fn build(
+        plugins: &[GatePlugin],
+        states: Option<Arc<dyn StateReader>>,
+    ) -> Result<Self, PluginError> {
         let mut gates: Vec<LoadedGate> = Vec::with_capacity(plugins.len());
         for plugin in plugins {
-            let gate = plugin.load()?;
+            let gate = plugin.load(states.clone())?;
             if gates.iter().any(|g| g.name == gate.name) {
                 return Err(PluginError::DuplicateName(gate.name));
             }

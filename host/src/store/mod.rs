@@ -17,6 +17,7 @@ pub mod fault;
 mod fault_point;
 pub mod index;
 pub mod log_reader;
+mod projections;
 mod provenance;
 mod reader;
 pub mod recovery;
@@ -38,6 +39,7 @@ pub use error::{BatchStage, StoreError};
 pub use fault::{CountdownAction, CountdownInjector, FaultInjector, InjectionPoint, ProbabilisticInjector};
 pub use index::{ClockKey, DiskPos, IndexEntry};
 pub use log_reader::{LogReader, LoggedEvent, SegmentSummary};
+pub use projections::ProjectionStatus;
 pub use recovery::RecoveryReport;
 pub use stats::{StoreDiagnostics, StoreStats};
 pub use subscription::{Subscription, SubscriptionOps};
@@ -45,11 +47,12 @@ pub use verify::{VerifyIssue, VerifyReport};
 
 use crate::coordinate::{Coordinate, KindFilter, Region};
 use crate::event::{EventKind, EventSourced, Reactive, StoredEvent};
-use crate::plugin::{GateChain, GatePlugin, GateSetInfo};
+use crate::plugin::{GateChain, GatePlugin, GateSetInfo, ProjectionInfo, ProjectionPlugin, StateReader};
 use crate::projection::{CacheMeta, Freshness, NativeCache, NoCache, ProjectionCache, ProjectionWatcher};
 use data_dir::DataDir;
 use index::StoreIndex;
 use parking_lot::Mutex;
+use projections::ProjectionSet;
 use provenance::Provenance;
 use reader::SegmentReader;
 use serde::de::DeserializeOwned;
@@ -81,6 +84,7 @@ pub struct Store<State = Open> {
     next_set_id: AtomicU32,
     gate_names: Mutex<Vec<String>>,
     report: RecoveryReport,
+    projections: Arc<ProjectionSet>,
     cache: Box<dyn ProjectionCache>,
     closed: AtomicBool,
     /// Callers currently spinning for a reply (at most one spins).
@@ -118,7 +122,9 @@ impl Store<Open> {
         let index = Arc::new(index);
         let provenance = Arc::new(Provenance::load(recovered.gate_sets));
         let next_set_id = AtomicU32::new(provenance.max_id() + 1);
-        let mut chain = GateChain::build(&config.gates).map_err(StoreError::Plugin)?;
+        let projections = Arc::new(ProjectionSet::new(Arc::clone(&dir)));
+        let states: Arc<dyn StateReader> = Arc::clone(&projections) as Arc<dyn StateReader>;
+        let mut chain = GateChain::build(&config.gates, Some(states)).map_err(StoreError::Plugin)?;
         chain.assign_set_id(&provenance.list(), || next_set_id.fetch_add(1, Ordering::SeqCst));
         let gate_names = chain.names();
         let cfg = Arc::new(config);
@@ -130,6 +136,7 @@ impl Store<Open> {
             Arc::clone(&index),
             Arc::clone(&subscribers),
             Arc::clone(&provenance),
+            Arc::clone(&projections),
             chain,
             recovered.segments,
             checkpoint_current,
@@ -148,6 +155,7 @@ impl Store<Open> {
             next_set_id,
             gate_names: Mutex::new(gate_names),
             report: recovered.report,
+            projections,
             cache,
             closed: AtomicBool::new(false),
             spinners: std::sync::atomic::AtomicUsize::new(0),
@@ -468,6 +476,43 @@ impl Store<Open> {
         out
     }
 
+    /// Installs (or replaces) a WASM projection under `name`: restores its
+    /// saved snapshot if it matches the component and schema, else rebuilds
+    /// from the log; then it follows every committed event.
+    pub fn install_projection(&self, name: &str, plugin: ProjectionPlugin) -> Result<(), StoreError> {
+        self.install_projection_with_progress(name, plugin, |_, _| {})
+    }
+
+    /// [`Store::install_projection`] reporting catch-up progress as (done, total) events.
+    pub fn install_projection_with_progress(
+        &self,
+        name: &str,
+        plugin: ProjectionPlugin,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<(), StoreError> {
+        self.projections.install(name, plugin, &self.index, &self.reader, &mut progress)
+    }
+
+    /// Removes a projection and its saved snapshot.
+    pub fn remove_projection(&self, name: &str) -> Result<(), StoreError> {
+        self.projections.remove(name)
+    }
+
+    /// The state projection `name` holds for `key`, as of the last committed event.
+    pub fn projection_state(&self, name: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.projections.state(name, key)
+    }
+
+    /// Where projection `name` stands and what it declared.
+    pub fn projection_status(&self, name: &str) -> Option<(ProjectionStatus, ProjectionInfo)> {
+        self.projections.status(name)
+    }
+
+    /// The whole state of projection `name`, as its `snapshot` returns it.
+    pub fn projection_snapshot(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        self.projections.snapshot_bytes(name)
+    }
+
     /// The stored payload bytes (canonical JSON) of a visible event.
     pub fn payload_bytes(&self, event_id: u128) -> Result<Vec<u8>, StoreError> {
         let entry = self.index.by_id(event_id).ok_or(StoreError::NotFound(event_id))?;
@@ -539,7 +584,8 @@ impl Store<Open> {
     }
 
     fn swap_gates(&self, plugins: &mut Vec<GatePlugin>, next: Vec<GatePlugin>) -> Result<(), StoreError> {
-        let mut chain = GateChain::build(&next).map_err(StoreError::Plugin)?;
+        let states: Arc<dyn StateReader> = Arc::clone(&self.projections) as Arc<dyn StateReader>;
+        let mut chain = GateChain::build(&next, Some(states)).map_err(StoreError::Plugin)?;
         chain.assign_set_id(&self.provenance.list(), || self.next_set_id.fetch_add(1, Ordering::SeqCst));
         let names = chain.names();
         self.call(|reply| Command::SetGates(chain, reply))?;
@@ -560,9 +606,10 @@ impl<State> Store<State> {
         let Some(handle) = self.writer.lock().take() else { return Ok(()) };
         let result = self.call(Command::Shutdown);
         let _ = handle.join();
+        let persisted = self.projections.persist_all();
         match result {
-            Err(StoreError::WriterCrashed) => Ok(()),
-            other => other,
+            Err(StoreError::WriterCrashed) => persisted,
+            other => other.and(persisted),
         }
     }
 }

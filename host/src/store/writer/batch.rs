@@ -70,6 +70,10 @@ impl Writer {
             self.poison(&why);
             StoreError::Poisoned(why)
         })?;
+        if !self.projections.is_empty() {
+            let events: Vec<_> = planned.iter().map(Planned::projection_event).collect();
+            self.projections.apply(&events);
+        }
         self.unsynced = 0;
         Ok(Staged { receipts, notes, wrote: true })
     }

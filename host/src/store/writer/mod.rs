@@ -125,6 +125,7 @@ pub(crate) struct Writer {
     index: Arc<StoreIndex>,
     subscribers: Arc<Subscribers>,
     provenance: Arc<Provenance>,
+    projections: Arc<crate::store::projections::ProjectionSet>,
     gates: GateChain,
     active: Option<ActiveSegment>,
     /// Segments on disk, in order (the last may be the active one).
@@ -153,6 +154,7 @@ impl Writer {
         index: Arc<StoreIndex>,
         subscribers: Arc<Subscribers>,
         provenance: Arc<Provenance>,
+        projections: Arc<crate::store::projections::ProjectionSet>,
         gates: GateChain,
         segments: Vec<u64>,
         checkpoint_current: bool,
@@ -163,6 +165,7 @@ impl Writer {
             index,
             subscribers,
             provenance,
+            projections,
             gates,
             active: None,
             segments,

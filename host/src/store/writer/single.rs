@@ -109,6 +109,17 @@ impl Planned<'_> {
         }
     }
 
+    pub(super) fn projection_event(&self) -> crate::plugin::ProjectionEvent<'_> {
+        crate::plugin::ProjectionEvent {
+            coord: self.coord,
+            kind: self.kind,
+            payload: self.payload,
+            event_id: self.event_id,
+            sequence: self.seq,
+            clock: self.clock,
+        }
+    }
+
     pub(super) fn entry(&self, event_hash: [u8; 32], disk_pos: DiskPos) -> IndexEntry {
         IndexEntry {
             event_id: self.event_id,
@@ -188,6 +199,9 @@ impl Writer {
             self.poison(&why);
             StoreError::Poisoned(why)
         })?;
+        if !self.projections.is_empty() {
+            self.projections.apply(&[plan.projection_event()]);
+        }
         self.unsynced = self.unsynced.saturating_add(1);
         Ok(staged)
     }

@@ -1,0 +1,159 @@
+//! Projections: fold committed events into state, inside the store.
+//!
+//! ```ignore
+//! use batpak_guest::projection::{Event, Projection};
+//! use std::collections::BTreeMap;
+//!
+//! #[derive(Default, serde::Serialize, serde::Deserialize)]
+//! struct Counts(BTreeMap<String, u64>);
+//!
+//! impl Projection for Counts {
+//!     const NAME: &'static str = "counts";
+//!     fn apply(&mut self, e: &Event) {
+//!         *self.0.entry(e.entity.clone()).or_default() += 1;
+//!     }
+//!     fn read(&self, key: &str) -> Option<Vec<u8>> {
+//!         self.0.get(key).map(|n| n.to_string().into_bytes())
+//!     }
+//! }
+//!
+//! batpak_guest::export_projection!(Counts);
+//! ```
+//!
+//! The state is serialised with serde_json for snapshots; implement
+//! `snapshot`/`restore` yourself for another encoding.
+
+use std::string::String;
+use std::vec::Vec;
+
+#[doc(hidden)]
+pub mod wit {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "projection-plugin",
+        pub_export_macro: true,
+        export_macro_name: "__export_projection_world",
+        default_bindings_module: "batpak_guest::projection::wit",
+    });
+}
+
+use wit::batpak::plugin::types as t;
+
+/// A committed event, as a projection sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Entity name.
+    pub entity: String,
+    /// Scope name.
+    pub scope: String,
+    /// Event kind.
+    pub kind: u16,
+    /// Payload as canonical JSON bytes.
+    pub payload: Vec<u8>,
+    /// Event id.
+    pub event_id: u128,
+    /// Store-wide sequence.
+    pub sequence: u64,
+    /// Per-entity clock.
+    pub clock: u32,
+}
+
+impl Event {
+    /// A top-level field of a JSON object payload.
+    pub fn field(&self, name: &str) -> Option<serde_json::Value> {
+        match serde_json::from_slice(&self.payload).ok()? {
+            serde_json::Value::Object(mut map) => map.remove(name),
+            _ => None,
+        }
+    }
+}
+
+/// A projection. Its value is the state; `export_projection!` keeps one in
+/// the instance and hands events to it in commit order.
+pub trait Projection: Default + serde::Serialize + serde::de::DeserializeOwned + 'static {
+    /// The projection's name.
+    const NAME: &'static str;
+    /// Its version.
+    const VERSION: &'static str = "0.1.0";
+    /// Bump when the state's shape changes (the host rebuilds from the log).
+    const SCHEMA_VERSION: u64 = 0;
+    /// Event kinds to receive (empty: all).
+    const KINDS: &'static [u16] = &[];
+    /// Entity-name prefix of events to receive (empty: all).
+    const ENTITY_PREFIX: &'static str = "";
+    /// Folds one event in. Must be deterministic.
+    fn apply(&mut self, event: &Event);
+    /// The state for one key.
+    fn read(&self, key: &str) -> Option<Vec<u8>>;
+    /// The whole state as bytes (JSON by default).
+    fn snapshot(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+    /// A state from `snapshot` bytes (JSON by default).
+    fn restore(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+#[doc(hidden)]
+pub fn __describe<P: Projection>() -> t::ProjectionDescription {
+    t::ProjectionDescription {
+        name: P::NAME.into(),
+        version: P::VERSION.into(),
+        schema_version: P::SCHEMA_VERSION,
+        kinds: P::KINDS.to_vec(),
+        entity_prefix: P::ENTITY_PREFIX.into(),
+    }
+}
+
+#[doc(hidden)]
+pub fn __event(e: t::Event) -> Event {
+    Event {
+        entity: e.coordinate.entity,
+        scope: e.coordinate.scope,
+        kind: e.kind,
+        payload: e.payload,
+        event_id: (u128::from(e.event_id.hi) << 64) | u128::from(e.event_id.lo),
+        sequence: e.sequence,
+        clock: e.clock,
+    }
+}
+
+/// Exports a [`Projection`] as the component's `projection` interface.
+#[macro_export]
+macro_rules! export_projection {
+    ($proj:ty) => {
+        std::thread_local! {
+            static __BATPAK_STATE: std::cell::RefCell<$proj> = std::cell::RefCell::new(<$proj>::default());
+        }
+
+        #[doc(hidden)]
+        pub struct __BatpakProjectionExport;
+
+        impl $crate::projection::wit::exports::batpak::plugin::projection::Guest for __BatpakProjectionExport {
+            fn describe() -> $crate::projection::wit::batpak::plugin::types::ProjectionDescription {
+                $crate::projection::__describe::<$proj>()
+            }
+            fn init(snapshot: Option<Vec<u8>>) {
+                let state = snapshot
+                    .and_then(|b| <$proj as $crate::projection::Projection>::restore(&b))
+                    .unwrap_or_default();
+                __BATPAK_STATE.with(|s| *s.borrow_mut() = state);
+            }
+            fn apply(event: $crate::projection::wit::batpak::plugin::types::Event) {
+                let event = $crate::projection::__event(event);
+                __BATPAK_STATE.with(|s| $crate::projection::Projection::apply(&mut *s.borrow_mut(), &event));
+            }
+            fn snapshot() -> Vec<u8> {
+                __BATPAK_STATE.with(|s| $crate::projection::Projection::snapshot(&*s.borrow()))
+            }
+            fn read(key: String) -> Option<Vec<u8>> {
+                __BATPAK_STATE.with(|s| $crate::projection::Projection::read(&*s.borrow(), &key))
+            }
+        }
+
+        $crate::projection::wit::__export_projection_world!(
+            __BatpakProjectionExport with_types_in $crate::projection::wit
+        );
+    };
+}

@@ -1,0 +1,209 @@
+//! One projection component: compiled, instantiated, fed events. A trap
+//! poisons the instance; the owner marks the projection failed.
+
+use super::bindings::projection::batpak::plugin::types as wit_types;
+use super::bindings::projection::{ProjectionPlugin as WitProjection, ProjectionPluginPre};
+use super::error::{chain, PluginError};
+use super::limits::{truncate_utf8, GuestState, PluginLimits};
+use super::{compile, digest, engine, hex};
+use crate::coordinate::Coordinate;
+use crate::event::EventKind;
+use std::path::Path;
+use std::sync::Arc;
+use wasmtime::component::Linker;
+use wasmtime::Store;
+
+/// A projection component to install, with its limits.
+#[derive(Clone)]
+pub struct ProjectionPlugin {
+    bytes: Arc<[u8]>,
+    limits: PluginLimits,
+    snapshot_every: u64,
+}
+
+impl std::fmt::Debug for ProjectionPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectionPlugin")
+            .field("bytes", &self.bytes.len())
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl ProjectionPlugin {
+    /// A projection from component bytes (checked at install).
+    pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Self {
+        Self { bytes: Arc::from(bytes.into()), limits: PluginLimits::default(), snapshot_every: 10_000 }
+    }
+
+    /// A projection read from a `.wasm` component file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, PluginError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path)
+            .map_err(|source| PluginError::Read { path: path.display().to_string(), source })?;
+        Ok(Self::from_bytes(bytes))
+    }
+
+    /// Fuel per call (each `apply`, `read`, `snapshot`).
+    pub fn with_fuel(mut self, fuel: u64) -> Self {
+        self.limits.fuel_per_call = fuel;
+        self
+    }
+
+    /// Largest linear memory in bytes.
+    pub fn with_memory_limit(mut self, bytes: usize) -> Self {
+        self.limits.memory_bytes = bytes;
+        self
+    }
+
+    /// Persist a snapshot every `n` applied events (default 10 000; 0 = only at close).
+    pub fn with_snapshot_every(mut self, n: u64) -> Self {
+        self.snapshot_every = n;
+        self
+    }
+
+    pub(crate) fn snapshot_every(&self) -> u64 {
+        self.snapshot_every
+    }
+
+    pub(crate) fn load(&self) -> Result<LoadedProjection, PluginError> {
+        LoadedProjection::load(&self.bytes, self.limits)
+    }
+}
+
+/// What a projection declared about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectionInfo {
+    /// Declared name.
+    pub name: String,
+    /// Declared version.
+    pub version: String,
+    /// Declared schema version.
+    pub schema_version: u64,
+    /// Kinds it receives (empty: all).
+    pub kinds: Vec<u16>,
+    /// Entity prefix it receives.
+    pub entity_prefix: String,
+    /// blake3 of the component, hex.
+    pub digest: String,
+}
+
+/// One event handed to projections.
+pub(crate) struct ProjectionEvent<'a> {
+    pub coord: &'a Coordinate,
+    pub kind: EventKind,
+    pub payload: &'a [u8],
+    pub event_id: u128,
+    pub sequence: u64,
+    pub clock: u32,
+}
+
+/// A live projection instance.
+pub(crate) struct LoadedProjection {
+    pub info: ProjectionInfo,
+    limits: PluginLimits,
+    pre: ProjectionPluginPre<GuestState>,
+    live: Option<(Store<GuestState>, WitProjection)>,
+}
+
+impl LoadedProjection {
+    fn load(bytes: &[u8], limits: PluginLimits) -> Result<Self, PluginError> {
+        let component = compile(bytes)?;
+        let linker: Linker<GuestState> = Linker::new(engine()?);
+        let pre = linker.instantiate_pre(&component).map_err(|e| PluginError::WrongWorld(chain(&e)))?;
+        let pre = ProjectionPluginPre::new(pre).map_err(|e| PluginError::WrongWorld(chain(&e)))?;
+        let mut me = Self {
+            info: ProjectionInfo {
+                name: String::new(),
+                version: String::new(),
+                schema_version: 0,
+                kinds: Vec::new(),
+                entity_prefix: String::new(),
+                digest: hex(&digest(bytes)),
+            },
+            limits,
+            pre,
+            live: None,
+        };
+        me.instantiate().map_err(|e| PluginError::Instantiation(chain(&e)))?;
+        let desc = me
+            .call(|inst, store| inst.batpak_plugin_projection().call_describe(store))
+            .map_err(|e| PluginError::Instantiation(format!("describe() failed: {e}")))?;
+        me.info.name = truncate_utf8(desc.name, 64);
+        me.info.version = truncate_utf8(desc.version, 64);
+        me.info.schema_version = desc.schema_version;
+        me.info.kinds = desc.kinds;
+        me.info.entity_prefix = desc.entity_prefix;
+        Ok(me)
+    }
+
+    fn instantiate(&mut self) -> wasmtime::Result<()> {
+        let state =
+            GuestState { memory_bytes: self.limits.memory_bytes, memory_refused: false, states: None };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| s);
+        store.set_fuel(self.limits.fuel_per_call)?;
+        let instance = self.pre.instantiate(&mut store)?;
+        self.live = Some((store, instance));
+        Ok(())
+    }
+
+    /// Runs one guest call under a fresh fuel budget; a trap drops the instance.
+    fn call<R>(
+        &mut self,
+        f: impl FnOnce(&WitProjection, &mut Store<GuestState>) -> wasmtime::Result<R>,
+    ) -> Result<R, String> {
+        let Some((store, instance)) = self.live.as_mut() else { return Err("no live instance".into()) };
+        store.set_fuel(self.limits.fuel_per_call).map_err(|e| chain(&e))?;
+        store.data_mut().memory_refused = false;
+        match f(instance, store) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let why = match e.downcast_ref::<wasmtime::Trap>() {
+                    Some(wasmtime::Trap::OutOfFuel) => format!("out of fuel: {}", chain(&e)),
+                    _ if store.data().memory_refused => format!("out of memory: {}", chain(&e)),
+                    _ => chain(&e),
+                };
+                self.live = None;
+                Err(truncate_utf8(why, self.limits.max_message_bytes))
+            }
+        }
+    }
+
+    /// Starts the state afresh, or from a snapshot.
+    pub(crate) fn init(&mut self, snapshot: Option<Vec<u8>>) -> Result<(), String> {
+        if self.live.is_none() {
+            self.instantiate().map_err(|e| chain(&e))?;
+        }
+        self.call(|i, s| i.batpak_plugin_projection().call_init(s, snapshot.as_deref()))
+    }
+
+    /// Whether the projection wants this event.
+    pub(crate) fn wants(&self, coord: &Coordinate, kind: EventKind) -> bool {
+        (self.info.kinds.is_empty() || self.info.kinds.contains(&kind.as_raw()))
+            && coord.entity().starts_with(&self.info.entity_prefix)
+    }
+
+    pub(crate) fn apply(&mut self, e: &ProjectionEvent<'_>) -> Result<(), String> {
+        let event = wit_types::Event {
+            coordinate: wit_types::Coordinate {
+                entity: e.coord.entity().into(),
+                scope: e.coord.scope().into(),
+            },
+            kind: e.kind.as_raw(),
+            payload: e.payload.to_vec(),
+            event_id: wit_types::Id128 { hi: (e.event_id >> 64) as u64, lo: e.event_id as u64 },
+            sequence: e.sequence,
+            clock: e.clock,
+        };
+        self.call(|i, s| i.batpak_plugin_projection().call_apply(s, &event))
+    }
+
+    pub(crate) fn snapshot(&mut self) -> Result<Vec<u8>, String> {
+        self.call(|i, s| i.batpak_plugin_projection().call_snapshot(s))
+    }
+
+    pub(crate) fn read(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.call(|i, s| i.batpak_plugin_projection().call_read(s, key))
+    }
+}

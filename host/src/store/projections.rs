@@ -1,0 +1,279 @@
+//! Installed WASM projections: fed every committed event in commit order,
+//! inside the writer right after the event is indexed (so a gate reading a
+//! projection sees every committed event before it), snapshotted durably,
+//! restored on install, rebuilt from the log when the component changes.
+//! A projection that traps is marked failed with the event it failed on;
+//! appends and other projections go on.
+
+use crate::plugin::{
+    LoadedProjection, PluginError, ProjectionEvent, ProjectionInfo, ProjectionPlugin, StateReader,
+};
+use crate::store::data_dir::DataDir;
+use crate::store::index::StoreIndex;
+use crate::store::reader::SegmentReader;
+use crate::store::segment::codec::{Cursor, PutBytes};
+use crate::store::StoreError;
+use parking_lot::{Mutex, RwLock};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Where a projection stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProjectionStatus {
+    /// Up to date through this sequence (`None`: no event yet).
+    Ready {
+        /// Last sequence folded in.
+        applied_through: Option<u64>,
+    },
+    /// Stopped at an event it could not fold.
+    Failed {
+        /// Why (trap, fuel, memory).
+        error: String,
+        /// The event's global sequence.
+        sequence: u64,
+    },
+}
+
+struct Installed {
+    plugin: ProjectionPlugin,
+    proj: LoadedProjection,
+    status: ProjectionStatus,
+    watermark: Option<u64>,
+    since_snapshot: u64,
+}
+
+/// Every installed projection.
+pub(crate) struct ProjectionSet {
+    dir: Arc<DataDir>,
+    map: RwLock<BTreeMap<String, Arc<Mutex<Installed>>>>,
+    count: AtomicUsize,
+}
+
+const SNAP_MAGIC: &[u8; 8] = b"BPSNAP01";
+
+fn snapshot_file(name: &str) -> String {
+    format!("proj-{name}.snap")
+}
+
+impl ProjectionSet {
+    pub(crate) fn new(dir: Arc<DataDir>) -> Self {
+        Self { dir, map: RwLock::new(BTreeMap::new()), count: AtomicUsize::new(0) }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count.load(Ordering::Acquire) == 0
+    }
+
+    fn get(&self, name: &str) -> Option<Arc<Mutex<Installed>>> {
+        self.map.read().get(name).cloned()
+    }
+
+    /// Folds committed events into every projection that wants them.
+    pub(crate) fn apply(&self, events: &[ProjectionEvent<'_>]) {
+        let installed: Vec<(String, Arc<Mutex<Installed>>)> =
+            self.map.read().iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect();
+        for (name, inst) in installed {
+            let mut p = inst.lock();
+            for e in events {
+                if let Err(why) = fold(&mut p, e) {
+                    tracing::warn!(projection = %name, sequence = e.sequence, error = %why, "projection failed");
+                }
+            }
+            self.maybe_snapshot(&name, &mut p);
+        }
+    }
+
+    fn maybe_snapshot(&self, name: &str, p: &mut Installed) {
+        let every = p.plugin.snapshot_every();
+        if every > 0 && p.since_snapshot >= every {
+            if let Err(e) = self.persist(name, p) {
+                tracing::warn!(projection = %name, error = %e, "projection snapshot failed");
+            }
+        }
+    }
+
+    /// Writes the projection's snapshot durably (atomic replace).
+    fn persist(&self, name: &str, p: &mut Installed) -> Result<(), StoreError> {
+        if !matches!(p.status, ProjectionStatus::Ready { .. }) {
+            return Ok(());
+        }
+        let state = p.proj.snapshot().map_err(|e| failed(name, e, p.watermark.unwrap_or(0)))?;
+        let mut out = Vec::with_capacity(state.len() + 128);
+        out.extend_from_slice(SNAP_MAGIC);
+        out.put_str(&p.proj.info.digest);
+        out.put_u64(p.proj.info.schema_version);
+        out.put_u64(p.watermark.map_or(u64::MAX, |w| w));
+        out.put_u32(crc32fast::hash(&state));
+        out.put_varint(state.len() as u64);
+        out.extend_from_slice(&state);
+        self.dir.write_atomic(&snapshot_file(name), &out)?;
+        p.since_snapshot = 0;
+        Ok(())
+    }
+
+    /// Persists every ready projection (at close).
+    pub(crate) fn persist_all(&self) -> Result<(), StoreError> {
+        let installed: Vec<(String, Arc<Mutex<Installed>>)> =
+            self.map.read().iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect();
+        for (name, inst) in installed {
+            self.persist(&name, &mut inst.lock())?;
+        }
+        Ok(())
+    }
+
+    /// A saved snapshot for `info`, if one exists and matches it exactly.
+    fn saved(&self, name: &str, info: &ProjectionInfo) -> Option<(Vec<u8>, Option<u64>)> {
+        let bytes = self.dir.read_optional(&snapshot_file(name)).ok()??;
+        let mut c = Cursor::new(&bytes);
+        if c.take(8, "magic").ok()? != SNAP_MAGIC || c.str("digest").ok()? != info.digest {
+            return None;
+        }
+        if c.u64("schema").ok()? != info.schema_version {
+            return None;
+        }
+        let watermark = match c.u64("watermark").ok()? {
+            u64::MAX => None,
+            w => Some(w),
+        };
+        let crc = c.u32("crc").ok()?;
+        let len = usize::try_from(c.varint("len").ok()?).ok()?;
+        let state = c.take(len, "state").ok()?;
+        (crc32fast::hash(state) == crc).then(|| (state.to_vec(), watermark))
+    }
+
+    /// Installs (or replaces) `name`: restore its snapshot if it matches the
+    /// component, then fold every committed event after it. Appends wait for
+    /// this projection while it catches up.
+    pub(crate) fn install(
+        &self,
+        name: &str,
+        plugin: ProjectionPlugin,
+        index: &StoreIndex,
+        reader: &SegmentReader,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<(), StoreError> {
+        if name.is_empty()
+            || name.len() > 64
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(StoreError::Plugin(PluginError::InvalidName(name.to_string())));
+        }
+        let mut proj = plugin.load().map_err(StoreError::Plugin)?;
+        let (snapshot, watermark) = match self.saved(name, &proj.info) {
+            Some((state, w)) if w.is_none_or(|w| w < index.inserted()) => (Some(state), w),
+            _ => (None, None),
+        };
+        let restored = snapshot.is_some();
+        proj.init(snapshot).map_err(|e| StoreError::Plugin(PluginError::Instantiation(e)))?;
+        let inst = Arc::new(Mutex::new(Installed {
+            plugin,
+            proj,
+            status: ProjectionStatus::Ready { applied_through: watermark },
+            watermark,
+            since_snapshot: 0,
+        }));
+        let mut guard = inst.lock();
+        if self.map.write().insert(name.to_string(), Arc::clone(&inst)).is_none() {
+            self.count.fetch_add(1, Ordering::AcqRel);
+        }
+        let from = watermark.map_or(0, |w| w + 1);
+        let to = index.inserted();
+        tracing::info!(projection = name, restored, from, to, "projection catching up");
+        for seq in from..to {
+            let Some(entry) = index.get_any(seq) else { continue };
+            if guard.proj.wants(&entry.coord, entry.kind) {
+                let payload = reader.read_payload_bytes(&entry)?;
+                let event = ProjectionEvent {
+                    coord: &entry.coord,
+                    kind: entry.kind,
+                    payload: &payload,
+                    event_id: entry.event_id,
+                    sequence: seq,
+                    clock: entry.clock,
+                };
+                if fold(&mut guard, &event).is_err() {
+                    break;
+                }
+            } else {
+                guard.watermark = Some(seq);
+            }
+            if (seq - from) % 10_000 == 0 {
+                progress(seq - from, to - from);
+            }
+        }
+        if let ProjectionStatus::Ready { .. } = guard.status {
+            guard.status = ProjectionStatus::Ready { applied_through: guard.watermark };
+        }
+        progress(to - from, to - from);
+        Ok(())
+    }
+
+    /// Removes `name` (and its saved snapshot).
+    pub(crate) fn remove(&self, name: &str) -> Result<(), StoreError> {
+        if self.map.write().remove(name).is_none() {
+            return Err(StoreError::Plugin(PluginError::UnknownProjection(name.to_string())));
+        }
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        self.dir.remove_optional(&snapshot_file(name))
+    }
+
+    /// The state `name` holds for `key`.
+    pub(crate) fn state(&self, name: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let inst =
+            self.get(name).ok_or_else(|| StoreError::Plugin(PluginError::UnknownProjection(name.into())))?;
+        let mut p = inst.lock();
+        if let ProjectionStatus::Failed { error, sequence } = &p.status {
+            return Err(failed(name, error.clone(), *sequence));
+        }
+        let seq = p.watermark.unwrap_or(0);
+        p.proj.read(key).map_err(|e| failed(name, e, seq))
+    }
+
+    /// Where `name` stands, and what it declared.
+    pub(crate) fn status(&self, name: &str) -> Option<(ProjectionStatus, ProjectionInfo)> {
+        let inst = self.get(name)?;
+        let p = inst.lock();
+        let status = match &p.status {
+            ProjectionStatus::Ready { .. } => ProjectionStatus::Ready { applied_through: p.watermark },
+            failed => failed.clone(),
+        };
+        Some((status, p.proj.info.clone()))
+    }
+
+    /// The whole state of `name` (its snapshot bytes).
+    pub(crate) fn snapshot_bytes(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        let inst =
+            self.get(name).ok_or_else(|| StoreError::Plugin(PluginError::UnknownProjection(name.into())))?;
+        let mut p = inst.lock();
+        let seq = p.watermark.unwrap_or(0);
+        p.proj.snapshot().map_err(|e| failed(name, e, seq))
+    }
+}
+
+/// Folds one event unless already folded; a failure marks the projection failed.
+fn fold(p: &mut Installed, e: &ProjectionEvent<'_>) -> Result<(), String> {
+    if matches!(p.status, ProjectionStatus::Failed { .. }) || p.watermark.is_some_and(|w| e.sequence <= w) {
+        return Ok(());
+    }
+    if p.proj.wants(e.coord, e.kind) {
+        if let Err(why) = p.proj.apply(e) {
+            p.status = ProjectionStatus::Failed { error: why.clone(), sequence: e.sequence };
+            return Err(why);
+        }
+        p.since_snapshot += 1;
+    }
+    p.watermark = Some(e.sequence);
+    Ok(())
+}
+
+fn failed(name: &str, error: String, sequence: u64) -> StoreError {
+    StoreError::Plugin(PluginError::ProjectionFailed { name: name.to_string(), error, sequence })
+}
+
+impl StateReader for ProjectionSet {
+    fn read(&self, projection: &str, key: &str) -> Option<Vec<u8>> {
+        self.state(projection, key).ok().flatten()
+    }
+}

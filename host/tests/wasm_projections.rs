@@ -1,0 +1,249 @@
+//! WASM projections: incremental = replay, snapshots, rebuilds, containment,
+//! and a stateful overdraft gate under concurrency.
+
+use batpak::plugin::ProjectionPlugin;
+use batpak::prelude::*;
+use batpak::store::ProjectionStatus;
+use batpak_test_artifacts as art;
+use proptest::prelude::*;
+use serde_json::json;
+use std::sync::Arc;
+
+const DEPOSIT: EventKind = EventKind::custom(1, 1);
+const WITHDRAW: EventKind = EventKind::custom(1, 2);
+
+fn acct(n: u32) -> Coordinate {
+    Coordinate::new(format!("account:{n}"), "bank").expect("coord")
+}
+
+fn balance(store: &Store, n: u32) -> Option<i64> {
+    let bytes = store.projection_state("balance", &format!("account:{n}")).expect("state")?;
+    String::from_utf8(bytes).ok()?.parse().ok()
+}
+
+fn apply_ops(store: &Store, ops: &[(u32, bool, i64)]) {
+    for (i, (account, deposit, amount)) in ops.iter().enumerate() {
+        let kind = if *deposit { DEPOSIT } else { WITHDRAW };
+        if i % 4 == 3 {
+            let item = BatchAppendItem::new(
+                acct(*account),
+                kind,
+                &json!({"amount": amount}),
+                AppendOptions::new(),
+                CausationRef::None,
+            )
+            .expect("item");
+            store.append_batch(vec![item]).expect("batch");
+        } else {
+            store.append(&acct(*account), kind, &json!({"amount": amount})).expect("append");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(6))]
+    #[test]
+    fn incremental_state_equals_full_replay(ops in prop::collection::vec((0u32..4, any::<bool>(), 1i64..500), 1..40)) {
+        let a = tempfile::tempdir().expect("tmp");
+        let incremental = Store::open(StoreConfig::new(a.path())).expect("open");
+        incremental.install_projection("balance", ProjectionPlugin::from_file(art::BALANCE).expect("read")).expect("install");
+        apply_ops(&incremental, &ops);
+        let b = tempfile::tempdir().expect("tmp");
+        let replayed = Store::open(StoreConfig::new(b.path())).expect("open");
+        apply_ops(&replayed, &ops);
+        replayed.install_projection("balance", ProjectionPlugin::from_file(art::BALANCE).expect("read")).expect("install");
+        prop_assert_eq!(incremental.projection_snapshot("balance").expect("a"), replayed.projection_snapshot("balance").expect("b"));
+    }
+}
+
+#[test]
+fn balances_follow_appends_and_batches() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = Store::open(StoreConfig::new(tmp.path())).expect("open");
+    store
+        .install_projection("balance", ProjectionPlugin::from_file(art::BALANCE).expect("read"))
+        .expect("install");
+    store.append(&acct(1), DEPOSIT, &json!({"amount": 100})).expect("deposit");
+    store.append(&acct(1), EventKind::DATA, &json!({"amount": 999})).expect("ignored kind");
+    let items = vec![
+        BatchAppendItem::new(
+            acct(1),
+            WITHDRAW,
+            &json!({"amount": 30}),
+            AppendOptions::new(),
+            CausationRef::None,
+        )
+        .expect("i"),
+        BatchAppendItem::new(
+            acct(2),
+            DEPOSIT,
+            &json!({"amount": 30}),
+            AppendOptions::new(),
+            CausationRef::None,
+        )
+        .expect("i"),
+    ];
+    store.append_batch(items).expect("transfer");
+    assert_eq!(balance(&store, 1), Some(70));
+    assert_eq!(balance(&store, 2), Some(30));
+    assert_eq!(balance(&store, 3), None);
+    let (status, info) = store.projection_status("balance").expect("installed");
+    assert_eq!(status, ProjectionStatus::Ready { applied_through: Some(3) });
+    assert_eq!(info.name, "balance");
+    assert!(matches!(
+        store.projection_state("nope", "x"),
+        Err(StoreError::Plugin(PluginError::UnknownProjection(_)))
+    ));
+}
+
+#[test]
+fn reopen_with_a_snapshot_equals_reopen_without() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ops: Vec<(u32, bool, i64)> = (0..200).map(|i| (i % 5, i % 3 != 0, i64::from(i % 50 + 1))).collect();
+    let expected = {
+        let store = Store::open(StoreConfig::new(tmp.path())).expect("open");
+        let plugin = ProjectionPlugin::from_file(art::BALANCE).expect("read").with_snapshot_every(64);
+        store.install_projection("balance", plugin).expect("install");
+        apply_ops(&store, &ops);
+        let bytes = store.projection_snapshot("balance").expect("snapshot");
+        store.close().expect("close");
+        bytes
+    };
+    assert!(tmp.path().join("proj-balance.snap").exists(), "persisted at close");
+    let with_snapshot = {
+        let store = Store::open(StoreConfig::new(tmp.path())).expect("reopen");
+        let mut progress = Vec::new();
+        store
+            .install_projection_with_progress(
+                "balance",
+                ProjectionPlugin::from_file(art::BALANCE).expect("read"),
+                |d, t| progress.push((d, t)),
+            )
+            .expect("install");
+        assert_eq!(progress.last(), Some(&(0, 0)), "restored from the snapshot: nothing to replay");
+        store.projection_snapshot("balance").expect("snapshot")
+    };
+    std::fs::remove_file(tmp.path().join("proj-balance.snap")).expect("remove snapshot");
+    let rebuilt = {
+        let store = Store::open(StoreConfig::new(tmp.path())).expect("reopen");
+        let mut total = 0;
+        store
+            .install_projection_with_progress(
+                "balance",
+                ProjectionPlugin::from_file(art::BALANCE).expect("read"),
+                |_, t| total = t,
+            )
+            .expect("install");
+        assert_eq!(total, 200, "rebuilt from the whole log");
+        store.projection_snapshot("balance").expect("snapshot")
+    };
+    assert_eq!(with_snapshot, expected);
+    assert_eq!(rebuilt, expected);
+}
+
+#[test]
+fn a_changed_component_is_rebuilt_from_the_log() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = Store::open(StoreConfig::new(tmp.path())).expect("open");
+    store
+        .install_projection("counter", ProjectionPlugin::from_file(art::COUNTER).expect("read"))
+        .expect("v1");
+    for i in 0..5u32 {
+        let c = Coordinate::new(format!("e{}", i % 2), if i < 3 { "red" } else { "blue" }).expect("c");
+        store.append(&c, EventKind::DATA, &json!({"i": i})).expect("append");
+    }
+    assert_eq!(store.projection_state("counter", "e0").expect("state"), Some(b"3".to_vec()));
+    store.close().expect("close");
+    let store = Store::open(StoreConfig::new(tmp.path())).expect("reopen");
+    store
+        .install_projection("counter", ProjectionPlugin::from_file(art::COUNTER_V2).expect("read"))
+        .expect("v2");
+    let (_, info) = store.projection_status("counter").expect("installed");
+    assert_eq!(info.schema_version, 2);
+    assert_eq!(
+        store.projection_state("counter", "red").expect("state"),
+        Some(b"3".to_vec()),
+        "rebuilt, not restored"
+    );
+    assert_eq!(store.projection_state("counter", "e0").expect("state"), None);
+}
+
+#[test]
+fn a_trapping_projection_is_contained() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = Store::open(StoreConfig::new(tmp.path())).expect("open");
+    store
+        .install_projection("fragile", ProjectionPlugin::from_file(art::POISON_PROJECTION).expect("read"))
+        .expect("install");
+    store
+        .install_projection("balance", ProjectionPlugin::from_file(art::BALANCE).expect("read"))
+        .expect("install");
+    store.append(&acct(1), DEPOSIT, &json!({"amount": 5})).expect("fine");
+    let poison = store
+        .append(&acct(1), DEPOSIT, &json!({"amount": 5, "poison": true}))
+        .expect("appends never wait on projections");
+    store.append(&acct(1), DEPOSIT, &json!({"amount": 5})).expect("still appending");
+    match store.projection_status("fragile").expect("installed").0 {
+        ProjectionStatus::Failed { sequence, error } => {
+            assert_eq!(sequence, poison.sequence);
+            assert!(!error.is_empty());
+        }
+        other => panic!("expected failed, got {other:?}"),
+    }
+    assert!(matches!(
+        store.projection_state("fragile", "x"),
+        Err(StoreError::Plugin(PluginError::ProjectionFailed { .. }))
+    ));
+    assert_eq!(balance(&store, 1), Some(15), "other projections go on");
+    // Replacing the failed projection with a working one recovers it.
+    store
+        .install_projection("fragile", ProjectionPlugin::from_file(art::COUNTER).expect("read"))
+        .expect("replace");
+    assert!(matches!(store.projection_status("fragile").expect("x").0, ProjectionStatus::Ready { .. }));
+}
+
+#[test]
+fn eight_threads_never_overdraw_through_the_overdraft_gate() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = Arc::new(Store::open(StoreConfig::new(tmp.path())).expect("open"));
+    store
+        .install_projection("balance", ProjectionPlugin::from_file(art::BALANCE).expect("read"))
+        .expect("install");
+    store.install_gate(GatePlugin::from_file(art::OVERDRAFT).expect("read")).expect("gate");
+    for n in 0..2 {
+        store.append(&acct(n), DEPOSIT, &json!({"amount": 1000})).expect("seed");
+    }
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                let mut denied = 0;
+                for i in 0..40 {
+                    let amount = 20 + (t * 7 + i) % 40;
+                    match store.append(&acct(t % 2), WITHDRAW, &json!({"amount": amount})) {
+                        Ok(_) => {}
+                        Err(StoreError::Denied(d)) => {
+                            assert_eq!(d.gate, "overdraft");
+                            assert_eq!(d.code, "OVERDRAFT");
+                            denied += 1;
+                        }
+                        Err(e) => panic!("unexpected {e}"),
+                    }
+                }
+                denied
+            })
+        })
+        .collect();
+    let denied: u32 = threads.into_iter().map(|t| t.join().expect("thread")).sum();
+    assert!(denied > 0, "the withdrawals exceed the deposits, so some must be denied");
+    for n in 0..2 {
+        let mut running = 0i64;
+        for e in store.stream(&format!("account:{n}")) {
+            let amount =
+                store.get(e.event_id).expect("get").event.payload["amount"].as_i64().expect("amount");
+            running += if e.kind == DEPOSIT { amount } else { -amount };
+            assert!(running >= 0, "balance went negative at sequence {}", e.global_sequence);
+        }
+        assert_eq!(balance(&store, n), Some(running));
+    }
+}

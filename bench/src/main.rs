@@ -8,6 +8,7 @@
 //! Each figure is the median of several runs on fresh stores.
 
 mod ours;
+mod projections;
 mod reference;
 mod util;
 
@@ -120,6 +121,9 @@ fn main() -> anyhow::Result<()> {
     }
     if plan.wants("gates") {
         ours::gate_workloads(&plan)?;
+    }
+    if plan.wants("projections") {
+        projections::run(&plan)?;
     }
     Ok(())
 }

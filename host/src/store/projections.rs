@@ -181,14 +181,21 @@ impl ProjectionSet {
         let from = watermark.map_or(0, |w| w + 1);
         let to = index.inserted();
         tracing::info!(projection = name, restored, from, to, "projection catching up");
+        // Segments are read whole, once each, instead of one read per event.
+        let mut segment: Option<(u64, Vec<u8>)> = None;
         for seq in from..to {
             let Some(entry) = index.get_any(seq) else { continue };
             if guard.proj.wants(&entry.coord, entry.kind) {
-                let payload = reader.read_payload_bytes(&entry)?;
+                let id = entry.disk_pos.segment_id;
+                if segment.as_ref().is_none_or(|(s, _)| *s != id) {
+                    segment = Some((id, reader.read_segment(id)?));
+                }
+                let bytes = segment.as_ref().map_or(&[][..], |(_, b)| b.as_slice());
+                let payload = crate::store::reader::payload_at(bytes, entry.disk_pos)?;
                 let event = ProjectionEvent {
                     coord: &entry.coord,
                     kind: entry.kind,
-                    payload: &payload,
+                    payload,
                     event_id: entry.event_id,
                     sequence: seq,
                     clock: entry.clock,

@@ -40,6 +40,15 @@ impl SegmentReader {
         Ok(file)
     }
 
+    /// The whole of segment `id`.
+    pub(crate) fn read_segment(&self, id: u64) -> Result<Vec<u8>, StoreError> {
+        let file = self.file(id)?;
+        let len = file.metadata()?.len();
+        let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(0)];
+        file.read_exact_at(&mut bytes, 0)?;
+        Ok(bytes)
+    }
+
     /// A fresh read handle on segment `id`.
     pub(crate) fn open_file(&self, id: u64) -> Result<File, StoreError> {
         self.dir.open_segment(id)
@@ -84,6 +93,15 @@ impl SegmentReader {
         let bytes = read_frame(&*self.file(entry.disk_pos.segment_id)?, entry.disk_pos)?;
         Ok(decode_event(&bytes, entry.disk_pos)?.payload.to_vec())
     }
+}
+
+/// The payload of the event framed at `pos` within a whole segment's bytes.
+pub(crate) fn payload_at(segment: &[u8], pos: DiskPos) -> Result<&[u8], StoreError> {
+    let start = usize::try_from(pos.offset).unwrap_or(usize::MAX);
+    let frame = segment.get(start..start.saturating_add(pos.length as usize)).ok_or_else(|| {
+        StoreError::corrupt(pos.segment_id, format!("offset {}: frame beyond the file", pos.offset))
+    })?;
+    Ok(decode_event(frame, pos)?.payload)
 }
 
 /// The payload bytes of the event framed at `pos` (opens the file itself).

@@ -39,6 +39,16 @@ enum Cmd {
     },
     /// Check every frame's CRC and every entity's hash chain.
     Verify { dir: PathBuf },
+    /// Rebuild a WASM projection over the whole log and print its state.
+    Replay {
+        dir: PathBuf,
+        /// The projection component.
+        #[arg(long)]
+        projection: PathBuf,
+        /// Print only the state for this key (otherwise the whole state).
+        #[arg(long)]
+        key: Option<String>,
+    },
     /// Guest components.
     Guest {
         #[command(subcommand)]
@@ -60,6 +70,7 @@ fn main() -> ExitCode {
         Cmd::Inspect { dir } => store_cmds::inspect(&dir),
         Cmd::Tail { dir, entity, kind, follow, count } => store_cmds::tail(&dir, entity, kind, follow, count),
         Cmd::Verify { dir } => store_cmds::verify(&dir),
+        Cmd::Replay { dir, projection, key } => store_cmds::replay(&dir, &projection, key.as_deref()),
         Cmd::Guest { command: GuestCmd::Info { wasm } } => guest::info(&wasm),
         Cmd::Guest { command: GuestCmd::Test { wasm, cases } } => guest::test(&wasm, &cases),
     };

@@ -147,3 +147,39 @@ pub fn verify(dir: &Path) -> Result<ExitCode> {
     println!("{} problem(s) in {} events", report.issues.len(), report.events);
     Ok(ExitCode::from(2))
 }
+
+pub fn replay(dir: &Path, projection: &Path, key: Option<&str>) -> Result<ExitCode> {
+    require_store_dir(dir)?;
+    let plugin = batpak::plugin::ProjectionPlugin::from_file(projection)?;
+    let store = Store::open(StoreConfig::new(dir)).with_context(|| format!("opening {}", dir.display()))?;
+    const NAME: &str = "cli-replay";
+    let bar = indicatif::ProgressBar::new(store.stats().event_count as u64);
+    store
+        .install_projection_with_progress(NAME, plugin, |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })
+        .with_context(|| format!("loading {}", projection.display()))?;
+    bar.finish_and_clear();
+    let (status, info) = store.projection_status(NAME).context("projection vanished")?;
+    let result = match (&status, key) {
+        (batpak::store::ProjectionStatus::Failed { error, sequence }, _) => {
+            println!("projection {} FAILED at sequence {sequence}: {error}", info.name);
+            Ok(ExitCode::from(2))
+        }
+        (_, Some(key)) => {
+            match store.projection_state(NAME, key)? {
+                Some(bytes) => println!("{}", String::from_utf8_lossy(&bytes)),
+                None => println!("(no state for {key:?})"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        (_, None) => {
+            println!("{}", String::from_utf8_lossy(&store.projection_snapshot(NAME)?));
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    store.remove_projection(NAME)?;
+    store.close()?;
+    result
+}

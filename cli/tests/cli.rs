@@ -164,3 +164,20 @@ fn guest_test_runs_cases_and_reports_mismatches_and_bad_lines() {
         assert_eq!(text(&o).1.lines().count(), 1, "one line: {:?}", text(&o).1);
     }
 }
+
+#[test]
+fn replay_rebuilds_a_projection_over_the_log() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    make_store(tmp.path());
+    let dir = tmp.path().to_str().expect("utf8");
+    let o = batpak(&["replay", dir, "--projection", art::COUNTER, "--key", "acct:1"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(out.trim(), "4", "acct:1 has 4 events");
+    let (out, _) = text(&batpak(&["replay", dir, "--projection", art::COUNTER]));
+    assert!(out.contains("\"acct:0\":4"), "{out}");
+    assert!(!tmp.path().join("proj-cli-replay.snap").exists(), "replay leaves no snapshot behind");
+    let o = batpak(&["replay", dir, "--projection", art::AMOUNT_LIMIT]);
+    assert_eq!(o.status.code(), Some(1), "a gate is not a projection");
+    assert_eq!(text(&o).1.lines().count(), 1);
+}

@@ -10,6 +10,7 @@ fn the_demo_runs_and_verifies() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("DENIED   deposit 50000 to bob"), "{stdout}");
+    assert!(stdout.contains("overdraft OVERDRAFT"), "stateful gate: {stdout}");
     assert!(stdout.contains("GATE_DEFECT"), "hostile gate contained: {stdout}");
     assert!(stdout.contains("account:alice       390"), "{stdout}");
     assert!(stdout.contains("— OK"), "verification: {stdout}");

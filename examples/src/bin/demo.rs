@@ -19,7 +19,9 @@ fn main() -> Result<()> {
 
     let amount_limit = GatePlugin::from_file(guests::AMOUNT_LIMIT)?;
     let store = Store::open(StoreConfig::new(&dir).with_gate(amount_limit))?;
-    println!("gates installed: {:?}", store.gates());
+    store.install_projection("balance", ProjectionPlugin::from_file(guests::BALANCE)?)?;
+    store.install_gate(GatePlugin::from_file(guests::OVERDRAFT)?)?;
+    println!("gates installed: {:?}; projection: balance (WASM)", store.gates());
 
     let alice = Coordinate::new("account:alice", "bank")?;
     let bob = Coordinate::new("account:bob", "bank")?;
@@ -27,6 +29,7 @@ fn main() -> Result<()> {
     report("deposit 200 to bob", store.append(&bob, DEPOSIT, &json!({"amount": 200})));
     report("deposit 50000 to bob", store.append(&bob, DEPOSIT, &json!({"amount": 50_000})));
     report("withdraw -5 from alice", store.append(&alice, WITHDRAW, &json!({"amount": -5})));
+    report("withdraw 900 from bob", store.append(&bob, WITHDRAW, &json!({"amount": 900})));
 
     println!("\nbatch transfer alice → bob of 120 (both legs or neither):");
     let transfer = vec![
@@ -84,6 +87,7 @@ fn main() -> Result<()> {
 
     println!("\nrestart …");
     let store = Store::open(StoreConfig::new(&dir))?;
+    store.install_projection("balance", ProjectionPlugin::from_file(guests::BALANCE)?)?;
     let rec = store.diagnostics().recovery;
     println!(
         "  reopened with {} events (checkpoint covered {} segment(s))",
@@ -132,14 +136,19 @@ fn report(what: &str, result: Result<AppendReceipt, StoreError>) {
 }
 
 fn print_balances(store: &Store, accounts: &[&Coordinate]) -> Result<()> {
-    println!("\nbalances:");
+    println!("\nbalances (from the WASM projection, checked against the log):");
     for account in accounts {
-        let mut balance = 0i64;
+        let mut replayed = 0i64;
         for entry in store.stream(account.entity()) {
             let amount = store.get(entry.event_id)?.event.payload["amount"].as_i64().unwrap_or(0);
-            balance += if entry.kind == WITHDRAW { -amount } else { amount };
+            replayed += if entry.kind == WITHDRAW { -amount } else { amount };
         }
-        println!("  {:<16} {balance:>6}", account.entity());
+        let projected: i64 = store
+            .projection_state("balance", account.entity())?
+            .and_then(|b| String::from_utf8(b).ok()?.parse().ok())
+            .unwrap_or(0);
+        anyhow::ensure!(projected == replayed, "projection {projected} != log {replayed}");
+        println!("  {:<16} {projected:>6}", account.entity());
     }
     Ok(())
 }

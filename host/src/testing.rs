@@ -1,5 +1,6 @@
-//! A test harness for gate authors: load a component with production
-//! limits and assert its verdicts in `cargo test`, no store needed.
+//! A test harness for guest authors: load a gate or projection component
+//! with production limits and assert its verdicts or states in
+//! `cargo test`, no store needed.
 //!
 //! ```no_run
 //! use batpak::testing::{GuestHarness, TestProposal};
@@ -14,7 +15,7 @@
 use crate::coordinate::Coordinate;
 use crate::event::EventKind;
 use crate::guard::Denial;
-use crate::plugin::{GateInput, GatePlugin, PluginError};
+use crate::plugin::{GateInput, GatePlugin, PluginError, ProjectionEvent, ProjectionPlugin};
 use std::path::Path;
 
 /// A proposal built for a test.
@@ -129,5 +130,68 @@ impl GuestHarness {
             Err(d) if d.code == code => d,
             Err(d) => panic!("gate {} denied with {} ({}), expected {code}", self.name(), d.code, d.message),
         }
+    }
+}
+
+/// One projection component under test: feed it events, read its state.
+pub struct ProjectionHarness {
+    proj: crate::plugin::LoadedProjection,
+    next_sequence: u64,
+    clocks: std::collections::HashMap<String, u32>,
+}
+
+impl ProjectionHarness {
+    /// Loads a projection component with the production limits and starts it empty.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, PluginError> {
+        Self::from_plugin(ProjectionPlugin::from_file(path)?)
+    }
+
+    /// Loads a projection with its own limits and starts it empty.
+    pub fn from_plugin(plugin: ProjectionPlugin) -> Result<Self, PluginError> {
+        let mut proj = plugin.load()?;
+        proj.init(None).map_err(PluginError::Instantiation)?;
+        Ok(Self { proj, next_sequence: 0, clocks: std::collections::HashMap::new() })
+    }
+
+    /// What the projection declared.
+    pub fn info(&self) -> &crate::plugin::ProjectionInfo {
+        &self.proj.info
+    }
+
+    /// Folds one event (if the projection wants its kind and entity); the
+    /// sequence and per-entity clock are assigned as the store would.
+    /// `Err` carries the trap message.
+    pub fn apply(
+        &mut self,
+        coord: &Coordinate,
+        kind: EventKind,
+        payload: &serde_json::Value,
+    ) -> Result<(), String> {
+        let bytes = serde_json::to_vec(payload).map_err(|e| e.to_string())?;
+        let clock = self.clocks.entry(coord.entity().to_string()).or_insert(0);
+        let event = ProjectionEvent {
+            coord,
+            kind,
+            payload: &bytes,
+            event_id: u128::from(self.next_sequence) + 1,
+            sequence: self.next_sequence,
+            clock: *clock,
+        };
+        *clock += 1;
+        self.next_sequence += 1;
+        if self.proj.wants(coord, kind) {
+            self.proj.apply(&event)?;
+        }
+        Ok(())
+    }
+
+    /// The state for `key`.
+    pub fn read(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.proj.read(key)
+    }
+
+    /// The whole state (the projection's snapshot bytes).
+    pub fn snapshot(&mut self) -> Result<Vec<u8>, String> {
+        self.proj.snapshot()
     }
 }

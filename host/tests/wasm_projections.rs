@@ -247,3 +247,19 @@ fn eight_threads_never_overdraw_through_the_overdraft_gate() {
         assert_eq!(balance(&store, n), Some(running));
     }
 }
+
+#[test]
+fn the_projection_harness_folds_and_reads_like_the_store() {
+    use batpak::testing::ProjectionHarness;
+    let mut h = ProjectionHarness::load(art::BALANCE).expect("load");
+    assert_eq!(h.info().name, "balance");
+    h.apply(&acct(1), DEPOSIT, &json!({"amount": 40})).expect("apply");
+    h.apply(&acct(1), WITHDRAW, &json!({"amount": 15})).expect("apply");
+    h.apply(&acct(1), EventKind::DATA, &json!({"amount": 1000})).expect("skipped kind");
+    assert_eq!(h.read("account:1").expect("read"), Some(b"25".to_vec()));
+    let mut fragile = ProjectionHarness::load(art::POISON_PROJECTION).expect("load");
+    assert!(
+        fragile.apply(&acct(1), DEPOSIT, &json!({"poison": true})).is_err(),
+        "a trap surfaces as an error"
+    );
+}

@@ -47,6 +47,7 @@ pub mod projection;
 pub mod store;
 pub mod testing;
 pub mod typestate;
+pub mod wire;
 
 pub use coordinate::{Coordinate, CoordinateError, DagPosition, KindFilter, Region};
 pub use event::EventKind;

@@ -55,7 +55,31 @@ fn fresh_v7() -> u128 {
     ((ms & 0xFFFF_FFFF_FFFF) << 80) | (0x7u128 << 76) | (rand_a << 64) | (0b10u128 << 62) | rand_b
 }
 
+/// 128 random bits from a per-thread xorshift128+ generator seeded once
+/// from the OS (through `RandomState`). Not cryptographic; ids only need to
+/// be unlikely to collide, and the generator above makes them unique anyway.
 fn random_u128() -> u128 {
+    thread_local! {
+        static STATE: std::cell::Cell<(u64, u64)> = std::cell::Cell::new(seed());
+    }
+    STATE.with(|cell| {
+        let (mut s0, mut s1) = cell.get();
+        let mut next = || {
+            let (mut x, y) = (s0, s1);
+            s0 = y;
+            x ^= x << 23;
+            x ^= x >> 17;
+            x ^= y ^ (y >> 26);
+            s1 = x;
+            s0.wrapping_add(s1)
+        };
+        let v = (u128::from(next()) << 64) | u128::from(next());
+        cell.set((s0, s1));
+        v
+    })
+}
+
+fn seed() -> (u64, u64) {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let state = RandomState::new();
@@ -63,7 +87,7 @@ fn random_u128() -> u128 {
     a.write_u64(n);
     let mut b = state.build_hasher();
     b.write_u64(!n);
-    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+    (a.finish() | 1, b.finish() | 2)
 }
 
 /// Defines a typed id: `define_entity_id!(OrderId, "order")` gives a

@@ -214,12 +214,15 @@ impl Store<Open> {
     pub fn append_batch(&self, items: Vec<BatchAppendItem>) -> Result<Vec<AppendReceipt>, StoreError> {
         let _span = tracing::debug_span!("batpak.append_batch", items = items.len()).entered();
         validate_batch(&self.cfg, &items)?;
+        let items: Arc<[BatchAppendItem]> = items.into();
         let req = BatchRequest {
             fresh_ids: (0..items.len()).map(|_| crate::id::generate_v7_id()).collect(),
-            items,
+            items: Arc::clone(&items),
             timestamp_us: self.cfg.now_us(),
         };
-        self.call(|reply| Command::Batch(Box::new(req), reply))
+        let result = self.call(|reply| Command::Batch(Box::new(req), reply));
+        drop(items);
+        result
     }
 
     /// [`Store::append_batch`] with every item in `correlation_id`'s chain;

@@ -11,7 +11,7 @@ use crate::store::fault_point as fp;
 use crate::store::index::{DiskPos, IndexEntry};
 use crate::store::segment::frame::{self, Record};
 use crate::store::StoreError;
-use std::collections::HashMap;
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 /// Per-item values fixed before anything is written.
@@ -117,7 +117,7 @@ impl Writer {
 
     /// Fixes ids, clocks, wall times and chain links; runs CAS and gates per item.
     fn plan_batch(&mut self, req: &BatchRequest) -> Result<Vec<ItemPlan>, StoreError> {
-        let mut heads: HashMap<Arc<str>, Head> = HashMap::new();
+        let mut heads: HashMap<Arc<str>, Head> = HashMap::default();
         let mut plans: Vec<ItemPlan> = Vec::with_capacity(req.items.len());
         for (i, item) in req.items.iter().enumerate() {
             let entity = item.coord.entity_arc();

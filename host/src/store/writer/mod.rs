@@ -86,7 +86,9 @@ pub(crate) struct SingleRequest {
 
 /// One validated batch, prepared on the caller's thread.
 pub(crate) struct BatchRequest {
-    pub items: Vec<BatchAppendItem>,
+    /// Shared with the caller, who frees the payloads after the reply (so
+    /// the writer never spends its time deallocating).
+    pub items: Arc<[BatchAppendItem]>,
     /// One fresh id per item, used unless the item carries an idempotency key.
     pub fresh_ids: Vec<u128>,
     pub timestamp_us: i64,

@@ -1,0 +1,7 @@
+//! Things that must not compile: a forged `Receipt`, an illegal typestate transition.
+
+#[test]
+fn forbidden_code_does_not_compile() {
+    let t = trybuild::TestCases::new();
+    t.compile_fail("tests/compile_fail/*.rs");
+}

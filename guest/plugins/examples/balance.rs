@@ -6,12 +6,17 @@ use std::collections::BTreeMap;
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Balances(BTreeMap<String, i64>);
 
+#[derive(serde::Deserialize)]
+struct Movement {
+    amount: i64,
+}
+
 impl Projection for Balances {
     const NAME: &'static str = "balance";
     const KINDS: &'static [u16] = &[0x1001, 0x1002];
     const ENTITY_PREFIX: &'static str = "account:";
     fn apply(&mut self, e: &Event) {
-        let amount = e.field("amount").and_then(|v| v.as_i64()).unwrap_or(0);
+        let amount = e.parse::<Movement>().map_or(0, |m| m.amount);
         let balance = self.0.entry(e.entity.clone()).or_default();
         if e.kind == 0x1001 {
             *balance += amount;

@@ -59,6 +59,12 @@ pub struct Event {
 }
 
 impl Event {
+    /// The payload parsed into `T` (fields `T` does not name are skipped,
+    /// which is much cheaper than building a whole `serde_json::Value`).
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
+        serde_json::from_slice(&self.payload).ok()
+    }
+
     /// A top-level field of a JSON object payload.
     pub fn field(&self, name: &str) -> Option<serde_json::Value> {
         match serde_json::from_slice(&self.payload).ok()? {

@@ -263,3 +263,36 @@ fn the_projection_harness_folds_and_reads_like_the_store() {
         "a trap surfaces as an error"
     );
 }
+
+#[test]
+fn a_background_projection_catches_up_off_the_append_path() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let last = {
+        let store = Store::open(StoreConfig::new(tmp.path())).expect("open");
+        store
+            .install_projection(
+                "counter",
+                ProjectionPlugin::from_file(art::COUNTER).expect("read").in_background(),
+            )
+            .expect("install");
+        let mut last = 0;
+        for i in 0..50u32 {
+            last = store.append(&acct(i % 2), DEPOSIT, &json!({"amount": 1})).expect("append").sequence;
+        }
+        let waited =
+            store.wait_for_projection("counter", last, std::time::Duration::from_secs(30)).expect("wait");
+        assert!(waited, "the projector caught up");
+        assert_eq!(store.projection_state("counter", "account:0").expect("state"), Some(b"25".to_vec()));
+        store.close().expect("close (joins the projector, persists its snapshot)");
+        last
+    };
+    let store = Store::open(StoreConfig::new(tmp.path())).expect("reopen");
+    store
+        .install_projection(
+            "counter",
+            ProjectionPlugin::from_file(art::COUNTER).expect("read").in_background(),
+        )
+        .expect("install");
+    assert!(store.wait_for_projection("counter", last, std::time::Duration::from_secs(30)).expect("wait"));
+    assert_eq!(store.projection_state("counter", "account:1").expect("state"), Some(b"25".to_vec()));
+}

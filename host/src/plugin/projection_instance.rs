@@ -19,6 +19,7 @@ pub struct ProjectionPlugin {
     bytes: Arc<[u8]>,
     limits: PluginLimits,
     snapshot_every: u64,
+    background: bool,
 }
 
 impl std::fmt::Debug for ProjectionPlugin {
@@ -33,7 +34,12 @@ impl std::fmt::Debug for ProjectionPlugin {
 impl ProjectionPlugin {
     /// A projection from component bytes (checked at install).
     pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Self {
-        Self { bytes: Arc::from(bytes.into()), limits: PluginLimits::default(), snapshot_every: 10_000 }
+        Self {
+            bytes: Arc::from(bytes.into()),
+            limits: PluginLimits::default(),
+            snapshot_every: 10_000,
+            background: false,
+        }
     }
 
     /// A projection read from a `.wasm` component file.
@@ -60,6 +66,19 @@ impl ProjectionPlugin {
     pub fn with_snapshot_every(mut self, n: u64) -> Self {
         self.snapshot_every = n;
         self
+    }
+
+    /// Fold off the append path, on the store's projector thread, after each
+    /// publish. Appends no longer wait for this projection, but its state may
+    /// lag the log, so a gate must not rely on it (gates should read
+    /// projections folded in the writer, the default).
+    pub fn in_background(mut self) -> Self {
+        self.background = true;
+        self
+    }
+
+    pub(crate) fn in_background_mode(&self) -> bool {
+        self.background
     }
 
     pub(crate) fn snapshot_every(&self) -> u64 {

@@ -75,7 +75,7 @@ pub struct Closed;
 pub struct Store<State = Open> {
     cfg: Arc<StoreConfig>,
     index: Arc<StoreIndex>,
-    reader: SegmentReader,
+    reader: Arc<SegmentReader>,
     subscribers: Arc<Subscribers>,
     provenance: Arc<Provenance>,
     tx: flume::Sender<Command>,
@@ -85,6 +85,8 @@ pub struct Store<State = Open> {
     gate_names: Mutex<Vec<String>>,
     report: RecoveryReport,
     projections: Arc<ProjectionSet>,
+    /// Folds background projections after each publish (started on demand).
+    projector: Mutex<Option<std::thread::JoinHandle<()>>>,
     cache: Box<dyn ProjectionCache>,
     closed: AtomicBool,
     /// Callers currently spinning for a reply (at most one spins).
@@ -144,7 +146,8 @@ impl Store<Open> {
         let (tx, rx) = flume::bounded(cfg.writer.channel_capacity);
         let handle = writer::spawn(writer, rx, writer_thread_name(&cfg))?;
         Ok(Self {
-            reader: SegmentReader::new(Arc::clone(&dir), cfg.fd_budget),
+            reader: Arc::new(SegmentReader::new(Arc::clone(&dir), cfg.fd_budget)),
+            projector: Mutex::new(None),
             plugins: Mutex::new(cfg.gates.clone()),
             cfg,
             index,
@@ -493,7 +496,31 @@ impl Store<Open> {
         plugin: ProjectionPlugin,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<(), StoreError> {
+        if plugin.in_background_mode() {
+            self.ensure_projector()?;
+        }
         self.projections.install(name, plugin, &self.index, &self.reader, &mut progress)
+    }
+
+    /// Starts the projector thread once: it wakes on every publish (through a
+    /// one-slot lossy subscription: a missed wake-up is covered by the next,
+    /// since each catch-up runs to the current watermark).
+    fn ensure_projector(&self) -> Result<(), StoreError> {
+        let mut slot = self.projector.lock();
+        if slot.is_some() {
+            return Ok(());
+        }
+        let sub = self.subscribers.subscribe(&Region::all(), 1);
+        let (index, reader, set) =
+            (Arc::clone(&self.index), Arc::clone(&self.reader), Arc::clone(&self.projections));
+        let handle = std::thread::Builder::new().name("batpak-projector".into()).spawn(move || loop {
+            set.catch_up_background(&index, &reader);
+            if sub.recv().is_none() {
+                return;
+            }
+        })?;
+        *slot = Some(handle);
+        Ok(())
     }
 
     /// Removes a projection and its saved snapshot.
@@ -504,6 +531,18 @@ impl Store<Open> {
     /// The state projection `name` holds for `key`, as of the last committed event.
     pub fn projection_state(&self, name: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.projections.state(name, key)
+    }
+
+    /// Waits until projection `name` has folded the event at `sequence` (for
+    /// background projections: "read your writes"); `false` on timeout or
+    /// if the projection failed.
+    pub fn wait_for_projection(
+        &self,
+        name: &str,
+        sequence: u64,
+        timeout: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        self.projections.wait_for(name, sequence, timeout)
     }
 
     /// Where projection `name` stands and what it declared.
@@ -609,6 +648,10 @@ impl<State> Store<State> {
         let Some(handle) = self.writer.lock().take() else { return Ok(()) };
         let result = self.call(Command::Shutdown);
         let _ = handle.join();
+        self.subscribers.close_all();
+        if let Some(projector) = self.projector.lock().take() {
+            let _ = projector.join();
+        }
         let persisted = self.projections.persist_all();
         match result {
             Err(StoreError::WriterCrashed) => persisted,

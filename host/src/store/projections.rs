@@ -1,6 +1,8 @@
-//! Installed WASM projections: fed every committed event in commit order,
+//! Installed WASM projections: fed every committed event in commit order —
 //! inside the writer right after the event is indexed (so a gate reading a
-//! projection sees every committed event before it), snapshotted durably,
+//! projection sees every committed event before it), or, for projections
+//! installed `in_background`, by the projector thread after each publish
+//! (off the append path; readers may see them lag) — snapshotted durably,
 //! restored on install, rebuilt from the log when the component changes.
 //! A projection that traps is marked failed with the event it failed on;
 //! appends and other projections go on.
@@ -49,6 +51,8 @@ pub(crate) struct ProjectionSet {
     dir: Arc<DataDir>,
     map: RwLock<BTreeMap<String, Arc<Mutex<Installed>>>>,
     count: AtomicUsize,
+    /// Signalled after each background catch-up.
+    progressed: (Mutex<()>, parking_lot::Condvar),
 }
 
 const SNAP_MAGIC: &[u8; 8] = b"BPSNAP01";
@@ -59,7 +63,12 @@ fn snapshot_file(name: &str) -> String {
 
 impl ProjectionSet {
     pub(crate) fn new(dir: Arc<DataDir>) -> Self {
-        Self { dir, map: RwLock::new(BTreeMap::new()), count: AtomicUsize::new(0) }
+        Self {
+            dir,
+            map: RwLock::new(BTreeMap::new()),
+            count: AtomicUsize::new(0),
+            progressed: (Mutex::new(()), parking_lot::Condvar::new()),
+        }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -76,12 +85,39 @@ impl ProjectionSet {
             self.map.read().iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect();
         for (name, inst) in installed {
             let mut p = inst.lock();
+            if p.plugin.in_background_mode() {
+                continue;
+            }
             for e in events {
                 if let Err(why) = fold(&mut p, e) {
                     tracing::warn!(projection = %name, sequence = e.sequence, error = %why, "projection failed");
                 }
             }
             self.maybe_snapshot(&name, &mut p);
+        }
+    }
+
+    /// Waits until `name` has folded `sequence` (or failed), at most `timeout`.
+    pub(crate) fn wait_for(
+        &self,
+        name: &str,
+        sequence: u64,
+        timeout: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut guard = self.progressed.0.lock();
+        loop {
+            match self.status(name) {
+                None => return Err(StoreError::Plugin(PluginError::UnknownProjection(name.into()))),
+                Some((ProjectionStatus::Failed { .. }, _)) => return Ok(false),
+                Some((ProjectionStatus::Ready { applied_through: Some(w) }, _)) if w >= sequence => {
+                    return Ok(true)
+                }
+                Some(_) => {}
+            }
+            if self.progressed.1.wait_until(&mut guard, deadline).timed_out() {
+                return Ok(false);
+            }
         }
     }
 
@@ -181,40 +217,32 @@ impl ProjectionSet {
         let from = watermark.map_or(0, |w| w + 1);
         let to = index.inserted();
         tracing::info!(projection = name, restored, from, to, "projection catching up");
-        // Segments are read whole, once each, instead of one read per event.
-        let mut segment: Option<(u64, Vec<u8>)> = None;
-        for seq in from..to {
-            let Some(entry) = index.get_any(seq) else { continue };
-            if guard.proj.wants(&entry.coord, entry.kind) {
-                let id = entry.disk_pos.segment_id;
-                if segment.as_ref().is_none_or(|(s, _)| *s != id) {
-                    segment = Some((id, reader.read_segment(id)?));
-                }
-                let bytes = segment.as_ref().map_or(&[][..], |(_, b)| b.as_slice());
-                let payload = crate::store::reader::payload_at(bytes, entry.disk_pos)?;
-                let event = ProjectionEvent {
-                    coord: &entry.coord,
-                    kind: entry.kind,
-                    payload,
-                    event_id: entry.event_id,
-                    sequence: seq,
-                    clock: entry.clock,
-                };
-                if fold(&mut guard, &event).is_err() {
-                    break;
-                }
-            } else {
-                guard.watermark = Some(seq);
-            }
-            if (seq - from) % 10_000 == 0 {
-                progress(seq - from, to - from);
-            }
-        }
-        if let ProjectionStatus::Ready { .. } = guard.status {
-            guard.status = ProjectionStatus::Ready { applied_through: guard.watermark };
-        }
-        progress(to - from, to - from);
+        catch_up(&mut guard, from, to, index, reader, true, progress)?;
         Ok(())
+    }
+
+    /// Brings every background projection up to the visible watermark
+    /// (called by the projector thread after each publish).
+    pub(crate) fn catch_up_background(&self, index: &StoreIndex, reader: &SegmentReader) {
+        let installed: Vec<(String, Arc<Mutex<Installed>>)> =
+            self.map.read().iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect();
+        for (name, inst) in installed {
+            let mut p = inst.lock();
+            if !p.plugin.in_background_mode() || matches!(p.status, ProjectionStatus::Failed { .. }) {
+                continue;
+            }
+            let from = p.watermark.map_or(0, |w| w + 1);
+            let to = index.visible();
+            if from >= to {
+                continue;
+            }
+            if let Err(e) = catch_up(&mut p, from, to, index, reader, false, &mut |_, _| {}) {
+                tracing::warn!(projection = %name, error = %e, "background projection could not read the log");
+            }
+            self.maybe_snapshot(&name, &mut p);
+        }
+        let _guard = self.progressed.0.lock();
+        self.progressed.1.notify_all();
     }
 
     /// Removes `name` (and its saved snapshot).
@@ -257,6 +285,58 @@ impl ProjectionSet {
         let seq = p.watermark.unwrap_or(0);
         p.proj.snapshot().map_err(|e| failed(name, e, seq))
     }
+}
+
+/// Folds the events `from..to`. With `bulk`, each segment is read whole
+/// once (install); otherwise one read per event (incremental, background).
+fn catch_up(
+    p: &mut Installed,
+    from: u64,
+    to: u64,
+    index: &StoreIndex,
+    reader: &SegmentReader,
+    bulk: bool,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(), StoreError> {
+    let mut segment: Option<(u64, Vec<u8>)> = None;
+    for seq in from..to {
+        let Some(entry) = index.get_any(seq) else { continue };
+        if p.proj.wants(&entry.coord, entry.kind) {
+            let single;
+            let payload = if bulk {
+                let id = entry.disk_pos.segment_id;
+                if segment.as_ref().is_none_or(|(s, _)| *s != id) {
+                    segment = Some((id, reader.read_segment(id)?));
+                }
+                let bytes = segment.as_ref().map_or(&[][..], |(_, b)| b.as_slice());
+                crate::store::reader::payload_at(bytes, entry.disk_pos)?
+            } else {
+                single = reader.read_payload_bytes(&entry)?;
+                &single[..]
+            };
+            let event = ProjectionEvent {
+                coord: &entry.coord,
+                kind: entry.kind,
+                payload,
+                event_id: entry.event_id,
+                sequence: seq,
+                clock: entry.clock,
+            };
+            if fold(p, &event).is_err() {
+                break;
+            }
+        } else if p.watermark.is_none_or(|w| w < seq) {
+            p.watermark = Some(seq);
+        }
+        if (seq - from).is_multiple_of(10_000) {
+            progress(seq - from, to - from);
+        }
+    }
+    if let ProjectionStatus::Ready { .. } = p.status {
+        p.status = ProjectionStatus::Ready { applied_through: p.watermark };
+    }
+    progress(to - from, to - from);
+    Ok(())
 }
 
 /// Folds one event unless already folded; a failure marks the projection failed.

@@ -28,6 +28,11 @@ impl Subscribers {
         Subscription { rx, region: region.clone(), dropped }
     }
 
+    /// Drops every subscriber's sender: their `recv` returns `None` (close).
+    pub(crate) fn close_all(&self) {
+        self.list.lock().clear();
+    }
+
     /// Sends each note to every subscriber whose region matches it.
     pub(crate) fn broadcast(&self, notes: &[Notification]) {
         if notes.is_empty() {

@@ -469,3 +469,35 @@ fn a_snapshot_taken_during_appends_reopens_to_a_prefix_of_the_log() {
     assert!(copy.verify().is_ok());
     copy.append(&coord("e0"), EventKind::DATA, &json!({"after": "snapshot"})).expect("the copy is a store");
 }
+
+#[test]
+fn a_log_reader_follows_a_live_store_without_rereading_sealed_segments() {
+    use batpak::store::LogReader;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = Store::open(StoreConfig::new(tmp.path()).with_segment_max_bytes(300)).expect("open");
+    for i in 0..30 {
+        store.append(&coord("e"), EventKind::DATA, &json!({"i": i})).expect("append");
+    }
+    let reader = LogReader::open(tmp.path()).expect("reader");
+    let all = reader.events_from(0).expect("read");
+    assert_eq!(all.len(), 30);
+    assert!(reader.segments().expect("segments").len() > 2, "several segments");
+    let mut next = 30;
+    for round in 0..3 {
+        for i in 0..7 {
+            store.append(&coord("e"), EventKind::DATA, &json!({"round": round, "i": i})).expect("append");
+        }
+        let new = reader.events_from(next).expect("read");
+        let seqs: Vec<u64> = new.iter().map(|e| e.entry.global_sequence).collect();
+        assert_eq!(seqs, (next..next + 7).collect::<Vec<_>>(), "round {round}");
+        let ids: Vec<u128> =
+            store.query(&Region::all()).iter().skip(next as usize).map(|e| e.event_id).collect();
+        assert_eq!(new.iter().map(|e| e.entry.event_id).collect::<Vec<_>>(), ids);
+        assert_eq!(
+            new[0].entry.hash_chain.event_hash,
+            store.query(&Region::all())[next as usize].hash_chain.event_hash
+        );
+        next += 7;
+    }
+    assert_eq!(reader.events_from(0).expect("from the start again").len(), 51);
+}

@@ -43,6 +43,19 @@ pub struct LogReader {
     dir: Dir,
     /// Chain heads carried from one segment to the next during a pass.
     heads: parking_lot::Mutex<std::collections::HashMap<Arc<str>, [u8; 32]>>,
+    /// A prefix of sealed segments already read whose events all lie below
+    /// the last `events_from` bound, with the chain heads after it, so a
+    /// follower (`tail --follow`) rereads only the segments that can change.
+    skipped: parking_lot::Mutex<SkippedPrefix>,
+}
+
+#[derive(Default)]
+struct SkippedPrefix {
+    /// Segment ids in the prefix.
+    ids: Vec<u64>,
+    /// Next sequence after the prefix.
+    next_seq: u64,
+    heads: std::collections::HashMap<Arc<str>, [u8; 32]>,
 }
 
 impl LogReader {
@@ -60,7 +73,11 @@ impl LogReader {
                 path.display()
             )));
         }
-        Ok(Self { dir, heads: parking_lot::Mutex::new(std::collections::HashMap::new()) })
+        Ok(Self {
+            dir,
+            heads: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            skipped: parking_lot::Mutex::new(SkippedPrefix::default()),
+        })
     }
 
     fn read(&self, id: u64) -> Result<Vec<u8>, StoreError> {
@@ -81,20 +98,36 @@ impl LogReader {
         Ok(out)
     }
 
-    /// Committed events with global sequence ≥ `from`, in order.
+    /// Committed events with global sequence ≥ `from`, in order. Repeated
+    /// calls with a rising `from` skip the sealed segments already passed.
     pub fn events_from(&self, from: u64) -> Result<Vec<LoggedEvent>, StoreError> {
         let ids = list_segments(&self.dir)?;
-        self.heads.lock().clear();
+        let mut skipped = self.skipped.lock();
+        let reusable = from >= skipped.next_seq && ids.starts_with(&skipped.ids);
+        if !reusable {
+            *skipped = SkippedPrefix::default();
+        }
+        *self.heads.lock() = skipped.heads.clone();
         let mut out = Vec::new();
-        for (i, &id) in ids.iter().enumerate() {
+        let mut extend_prefix = true;
+        for (i, &id) in ids.iter().enumerate().skip(skipped.ids.len()) {
             let bytes = self.read(id)?;
-            let (entries, _) = self.scan(&bytes, id, i + 1 == ids.len())?;
+            let is_last = i + 1 == ids.len();
+            let (entries, _) = self.scan(&bytes, id, is_last)?;
+            let end = entries.last().map(|e| e.global_sequence + 1);
+            let sealed = footer::footer_start(&bytes).is_some() && !is_last;
             for entry in entries.into_iter().filter(|e| e.global_sequence >= from) {
                 let at = entry.disk_pos.offset as usize;
                 let Ok((Record::Event(ev), _)) = frame::decode(bytes.get(at..).unwrap_or(&[])) else {
                     return Err(StoreError::corrupt(id, format!("offset {at}: not an event frame")));
                 };
                 out.push(LoggedEvent { timestamp_us: ev.timestamp_us, payload: ev.payload.to_vec(), entry });
+            }
+            extend_prefix &= sealed && end.is_none_or(|e| e <= from);
+            if extend_prefix {
+                skipped.ids.push(id);
+                skipped.next_seq = end.unwrap_or(skipped.next_seq);
+                skipped.heads = self.heads.lock().clone();
             }
         }
         Ok(out)

@@ -1,0 +1,6 @@
+//! The public methods of [`super::Store`], one file per concern.
+
+mod native_projection;
+mod plugins;
+mod read;
+mod write;

@@ -1,0 +1,151 @@
+//! The write side of [`Store`]: appends, batches, transitions, sync.
+
+use crate::store::*;
+
+impl Store<Open> {
+    /// Appends one event with a fresh id; its correlation id is its own id.
+    pub fn append(
+        &self,
+        coord: &Coordinate,
+        kind: EventKind,
+        payload: &impl Serialize,
+    ) -> Result<AppendReceipt, StoreError> {
+        self.append_with_options(coord, kind, payload, AppendOptions::default())
+    }
+
+    /// Appends one event caused by `causation_id` within `correlation_id`'s chain.
+    pub fn append_reaction(
+        &self,
+        coord: &Coordinate,
+        kind: EventKind,
+        payload: &impl Serialize,
+        correlation_id: u128,
+        causation_id: u128,
+    ) -> Result<AppendReceipt, StoreError> {
+        let options = AppendOptions::new().with_correlation(correlation_id).with_causation(causation_id);
+        self.append_with_options(coord, kind, payload, options)
+    }
+
+    /// Appends one event with options (CAS, idempotency, correlation, causation, flags).
+    pub fn append_with_options(
+        &self,
+        coord: &Coordinate,
+        kind: EventKind,
+        payload: &impl Serialize,
+        options: AppendOptions,
+    ) -> Result<AppendReceipt, StoreError> {
+        let _span = tracing::debug_span!("batpak.append", entity = coord.entity()).entered();
+        check_kind(kind)?;
+        let payload = serde_json::to_vec(payload)?;
+        check_payload_size(payload.len(), self.cfg.single_append_max_bytes)?;
+        let req = SingleRequest {
+            coord: coord.clone(),
+            kind,
+            payload,
+            options,
+            event_id: options.idempotency_key.unwrap_or_else(crate::id::generate_v7_id),
+            timestamp_us: self.cfg.now_us(),
+        };
+        self.call(|reply| Command::Append(Box::new(req), reply))
+    }
+
+    /// Appends every item or none. Items are validated before anything is
+    /// written; the batch is fsynced before this returns.
+    pub fn append_batch(&self, items: Vec<BatchAppendItem>) -> Result<Vec<AppendReceipt>, StoreError> {
+        let _span = tracing::debug_span!("batpak.append_batch", items = items.len()).entered();
+        validate_batch(&self.cfg, &items)?;
+        let items: Arc<[BatchAppendItem]> = items.into();
+        let req = BatchRequest {
+            fresh_ids: (0..items.len()).map(|_| crate::id::generate_v7_id()).collect(),
+            items: Arc::clone(&items),
+            timestamp_us: self.cfg.now_us(),
+        };
+        let result = self.call(|reply| Command::Batch(Box::new(req), reply));
+        drop(items);
+        result
+    }
+
+    /// [`Store::append_batch`] with every item in `correlation_id`'s chain;
+    /// items without their own causation are caused by `causation_id`.
+    pub fn append_reaction_batch(
+        &self,
+        correlation_id: u128,
+        causation_id: u128,
+        mut items: Vec<BatchAppendItem>,
+    ) -> Result<Vec<AppendReceipt>, StoreError> {
+        for item in &mut items {
+            item.options.correlation_id = Some(correlation_id);
+            if item.causation == CausationRef::None {
+                item.options.causation_id = Some(causation_id);
+            }
+        }
+        self.append_batch(items)
+    }
+
+    /// Appends the event of a typestate transition.
+    pub fn apply_transition<From, To, P: Serialize>(
+        &self,
+        coord: &Coordinate,
+        transition: crate::typestate::Transition<From, To, P>,
+    ) -> Result<AppendReceipt, StoreError> {
+        self.append(coord, transition.kind(), transition.payload())
+    }
+
+    /// Makes every acknowledged append durable.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.call(Command::Sync)
+    }
+}
+
+fn check_kind(kind: EventKind) -> Result<(), StoreError> {
+    if kind.is_reserved_for_store() {
+        return Err(StoreError::ReservedKind(kind));
+    }
+    Ok(())
+}
+
+fn check_payload_size(size: usize, max: u32) -> Result<(), StoreError> {
+    if size > max as usize {
+        return Err(StoreError::PayloadTooLarge { size, max: max as usize });
+    }
+    Ok(())
+}
+
+/// Everything about a batch that can be checked without the writer.
+fn validate_batch(cfg: &StoreConfig, items: &[BatchAppendItem]) -> Result<(), StoreError> {
+    let fail = |i: usize, stage: BatchStage, e: StoreError| Err(e.in_batch(i, stage));
+    if items.len() > cfg.batch.max_size as usize {
+        let msg = format!("batch of {} items exceeds batch.max_size {}", items.len(), cfg.batch.max_size);
+        return fail(0, BatchStage::Validation, StoreError::Configuration(msg));
+    }
+    let total: usize = items.iter().map(|i| i.payload_bytes.len()).sum();
+    if total > cfg.batch.max_bytes as usize {
+        let e = StoreError::PayloadTooLarge { size: total, max: cfg.batch.max_bytes as usize };
+        return fail(0, BatchStage::Validation, e);
+    }
+    let mut keys = std::collections::HashSet::new();
+    for (i, item) in items.iter().enumerate() {
+        if let Err(e) = check_kind(item.kind) {
+            return fail(i, BatchStage::Validation, e);
+        }
+        if let Err(e) = check_payload_size(item.payload_bytes.len(), cfg.single_append_max_bytes) {
+            return fail(i, BatchStage::Validation, e);
+        }
+        if let CausationRef::PriorItem(j) = item.causation {
+            if j >= i {
+                let msg = format!("item {i} names PriorItem({j}); it must name an earlier item");
+                return fail(i, BatchStage::Validation, StoreError::Configuration(msg));
+            }
+        }
+        if let Some(key) = item.options.idempotency_key {
+            if !keys.insert(key) {
+                let e = StoreError::IdempotencyConflict { key, detail: "key used twice in one batch".into() };
+                return fail(i, BatchStage::Validation, e);
+            }
+        }
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&item.payload_bytes) {
+            return fail(i, BatchStage::Encoding, e.into());
+        }
+    }
+    Ok(())
+}

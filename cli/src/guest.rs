@@ -18,11 +18,13 @@ pub fn info(wasm: &Path) -> Result<ExitCode> {
         if info.imports.is_empty() { "(none)".to_string() } else { info.imports.join(", ") }
     );
     println!("exports  {}", info.exports.join(", "));
-    match info.gate {
-        Ok((name, version)) => {
-            println!("world    batpak:plugin/gate-plugin — gate {name:?} version {version}")
-        }
-        Err(why) => println!("world    not a batpak gate: {why}"),
+    match (info.gate, info.projection) {
+        (Ok((name, version)), _) => println!("world    batpak:plugin/gate-plugin — gate {name:?} version {version}"),
+        (_, Ok(p)) => println!(
+            "world    batpak:plugin/projection-plugin — projection {:?} version {} schema {} kinds {:?} entity prefix {:?}",
+            p.name, p.version, p.schema_version, p.kinds, p.entity_prefix
+        ),
+        (Err(why), Err(_)) => println!("world    not a batpak gate or projection: {why}"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -121,6 +121,8 @@ fn guest_info_describes_components_and_refuses_others() {
     let (out, _) = text(&batpak(&["guest", "info", art::SNEAKY_IMPORT]));
     assert!(out.contains("read-secret"), "imports are listed: {out}");
     assert!(out.contains("not a batpak gate"), "{out}");
+    let (out, _) = text(&batpak(&["guest", "info", art::BALANCE]));
+    assert!(out.contains("projection \"balance\""), "{out}");
     let o = batpak(&["guest", "info", art::CORE_MODULE]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).1.contains("core WebAssembly module"));

@@ -180,6 +180,8 @@ pub struct ComponentInfo {
     pub exports: Vec<String>,
     /// `Ok` with the gate's name and version if it installs as a gate, else why not.
     pub gate: Result<(String, String), String>,
+    /// `Ok` with what the projection declared if it installs as a projection, else why not.
+    pub projection: Result<ProjectionInfo, String>,
 }
 
 /// Describes a component: size, hash, imports, exports, and whether it
@@ -193,7 +195,9 @@ pub fn inspect_component(bytes: &[u8]) -> Result<ComponentInfo, PluginError> {
     let gate = LoadedGate::load(&component, digest(bytes), None, PluginLimits::default(), None)
         .map(|g| (g.name, g.version))
         .map_err(|e| e.to_string());
-    Ok(ComponentInfo { size: bytes.len(), digest: hex(&digest(bytes)), imports, exports, gate })
+    let projection =
+        ProjectionPlugin::from_bytes(bytes.to_vec()).load().map(|p| p.info).map_err(|e| e.to_string());
+    Ok(ComponentInfo { size: bytes.len(), digest: hex(&digest(bytes)), imports, exports, gate, projection })
 }
 
 /// Answers a gate's `projection-state` import.

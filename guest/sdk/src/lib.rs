@@ -23,7 +23,8 @@
 //!
 //! Build with `cargo build --target wasm32-unknown-unknown --release`, then
 //! make the core module a component (the batpak test-artifacts crate does
-//! this with `wit-component`). The component imports nothing.
+//! this with `wit-component`). The component imports nothing, or only
+//! `host-state` if it calls [`projection_state`].
 //!
 //! The generated bindings live in hidden modules; authors only see
 //! [`Gate`], [`Proposal`], [`Denial`], [`export_gate!`], and for projections

@@ -1,14 +1,18 @@
 //! The WebAssembly plugin runtime: policy gates as sandboxed components.
 //!
 //! A gate is a component of the `gate-plugin` world (wit/batpak.wit) that
-//! imports nothing. The store compiles it once at install, keeps one live
+//! imports nothing but `host-state` (projection states, as of the last
+//! committed event). The store compiles it once at install, keeps one live
 //! instance per gate, and calls it inside the writer for every proposed
 //! event, before the event gets a sequence. Each call runs under hard
 //! limits (fuel, memory, stack); a guest that traps, runs out of fuel or
 //! memory fails closed with a `GATE_DEFECT` denial and is re-instantiated
 //! for the next call. It never crashes, hangs or corrupts the store.
 //!
-//! This module is not a general plugin host: no WASI, no host calls, no
+//! Projections (`ProjectionPlugin`) run under the same engine and limits.
+//!
+//! This module is not a general plugin host: no WASI, no host calls but
+//! `host-state`, no
 //! async, no threads in guests.
 
 mod bindings;
@@ -174,7 +178,7 @@ pub struct ComponentInfo {
     pub size: usize,
     /// blake3 of the bytes, hex.
     pub digest: String,
-    /// Names the component imports (a gate must import nothing).
+    /// Names the component imports (a gate may import only `host-state`).
     pub imports: Vec<String>,
     /// Names the component exports.
     pub exports: Vec<String>,

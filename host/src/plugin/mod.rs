@@ -12,8 +12,7 @@
 //! Projections (`ProjectionPlugin`) run under the same engine and limits.
 //!
 //! This module is not a general plugin host: no WASI, no host calls but
-//! `host-state`, no
-//! async, no threads in guests.
+//! `host-state`, no async, no threads in guests.
 
 mod bindings;
 mod error;

@@ -60,29 +60,101 @@ impl SegmentReader {
         entry: &IndexEntry,
     ) -> Result<StoredEvent<serde_json::Value>, StoreError> {
         let bytes = read_frame(&*self.file(entry.disk_pos.segment_id)?, entry.disk_pos)?;
-        let ev = decode_event(&bytes, entry.disk_pos)?;
-        if ev.event_id != entry.event_id || ev.global_sequence != entry.global_sequence {
-            return Err(StoreError::corrupt(
-                entry.disk_pos.segment_id,
-                format!("offset {}: frame holds another event than the index says", entry.disk_pos.offset),
-            ));
-        }
+        let ev = checked_event(&bytes, entry)?;
         let payload = serde_json::from_slice(ev.payload)?;
-        let header = EventHeader {
-            event_id: ev.event_id,
-            correlation_id: ev.correlation_id,
-            causation_id: ev.causation_id,
-            timestamp_us: ev.timestamp_us,
-            position: DagPosition::child_at(ev.clock, ev.wall_ms, 0),
-            payload_size: ev.payload.len() as u32,
-            event_kind: entry.kind,
-            flags: ev.flags,
-            content_hash: entry.hash_chain.event_hash,
-        };
-        let event = Event { header, payload, hash_chain: Some(entry.hash_chain) };
-        Ok(StoredEvent { coordinate: entry.coord.clone(), event })
+        Ok(StoredEvent { coordinate: entry.coord.clone(), event: build_event(entry, &ev, payload) })
     }
 
+    /// The events behind `entries`, in order. Frames that sit close together
+    /// in one segment are fetched with one read; with many events the JSON
+    /// payloads are parsed on two threads.
+    pub(crate) fn read_events(
+        &self,
+        entries: &[IndexEntry],
+    ) -> Result<Vec<Event<serde_json::Value>>, StoreError> {
+        const GAP: u64 = 64 * 1024;
+        const PARALLEL_FROM: usize = 2048;
+        let mut frames: Vec<(usize, Vec<u8>, u64)> = Vec::new(); // (first entry, bytes, base offset)
+        let mut runs: Vec<usize> = Vec::with_capacity(entries.len()); // run of each entry
+        let mut i = 0;
+        while i < entries.len() {
+            let seg = entries[i].disk_pos.segment_id;
+            let base = entries[i].disk_pos.offset;
+            let mut end = base + u64::from(entries[i].disk_pos.length);
+            let mut j = i + 1;
+            while j < entries.len() {
+                let p = entries[j].disk_pos;
+                if p.segment_id != seg || p.offset < end || p.offset - end > GAP {
+                    break;
+                }
+                end = p.offset + u64::from(p.length);
+                j += 1;
+            }
+            let mut buf = vec![0u8; (end - base) as usize];
+            self.file(seg)?.read_exact_at(&mut buf, base)?;
+            runs.extend(std::iter::repeat_n(frames.len(), j - i));
+            frames.push((i, buf, base));
+            i = j;
+        }
+        let parse = |range: std::ops::Range<usize>| -> Result<Vec<Event<serde_json::Value>>, StoreError> {
+            range
+                .map(|k| {
+                    let entry = &entries[k];
+                    let (_, buf, base) = &frames[runs[k]];
+                    let at = (entry.disk_pos.offset - base) as usize;
+                    let frame = buf.get(at..at + entry.disk_pos.length as usize).unwrap_or(&[]);
+                    let ev = checked_event(frame, entry)?;
+                    let payload = serde_json::from_slice(ev.payload)?;
+                    Ok(build_event(entry, &ev, payload))
+                })
+                .collect()
+        };
+        if entries.len() < PARALLEL_FROM {
+            return parse(0..entries.len());
+        }
+        let mid = entries.len() / 2;
+        let (first, second) = std::thread::scope(|s| {
+            let second = s.spawn(|| parse(mid..entries.len()));
+            (parse(0..mid), second.join())
+        });
+        let mut out = first?;
+        out.extend(second.map_err(|_| StoreError::WriterCrashed)??);
+        Ok(out)
+    }
+}
+
+/// The event frame `bytes`, checked against the index entry that points at it.
+fn checked_event<'a>(bytes: &'a [u8], entry: &IndexEntry) -> Result<EventRecord<'a>, StoreError> {
+    let ev = decode_event(bytes, entry.disk_pos)?;
+    if ev.event_id != entry.event_id || ev.global_sequence != entry.global_sequence {
+        return Err(StoreError::corrupt(
+            entry.disk_pos.segment_id,
+            format!("offset {}: frame holds another event than the index says", entry.disk_pos.offset),
+        ));
+    }
+    Ok(ev)
+}
+
+fn build_event(
+    entry: &IndexEntry,
+    ev: &EventRecord<'_>,
+    payload: serde_json::Value,
+) -> Event<serde_json::Value> {
+    let header = EventHeader {
+        event_id: ev.event_id,
+        correlation_id: ev.correlation_id,
+        causation_id: ev.causation_id,
+        timestamp_us: ev.timestamp_us,
+        position: DagPosition::child_at(ev.clock, ev.wall_ms, 0),
+        payload_size: ev.payload.len() as u32,
+        event_kind: entry.kind,
+        flags: ev.flags,
+        content_hash: entry.hash_chain.event_hash,
+    };
+    Event { header, payload, hash_chain: Some(entry.hash_chain) }
+}
+
+impl SegmentReader {
     /// The raw frame at `pos`.
     pub(crate) fn read_frame_bytes(&self, pos: DiskPos) -> Result<Vec<u8>, StoreError> {
         read_frame(&*self.file(pos.segment_id)?, pos)

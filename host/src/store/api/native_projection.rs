@@ -37,18 +37,17 @@ impl Store<Open> {
                 }
                 let incremental = T::supports_incremental_apply() && self.cfg.index.incremental_projection;
                 if incremental && meta.watermark < watermark {
-                    for e in entries.iter().filter(|e| e.global_sequence > meta.watermark) {
-                        state.apply_event(&self.reader.read_event(e)?.event);
+                    let newer: Vec<IndexEntry> =
+                        entries.iter().filter(|e| e.global_sequence > meta.watermark).cloned().collect();
+                    for event in self.reader.read_events(&newer)? {
+                        state.apply_event(&event);
                     }
                     self.cache_state(&key, &state, watermark);
                     return Ok(Some(state));
                 }
             }
         }
-        let events = entries
-            .iter()
-            .map(|e| self.reader.read_event(e).map(|s| s.event))
-            .collect::<Result<Vec<_>, _>>()?;
+        let events = self.reader.read_events(&entries)?;
         let state = T::from_events(&events);
         if let Some(s) = &state {
             self.cache_state(&key, s, watermark);

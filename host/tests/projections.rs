@@ -146,3 +146,24 @@ fn react_loop_appends_correlated_reactions_for_every_trigger() {
     drop(store);
     handle.join().expect("the reactor ends with the store");
 }
+
+#[test]
+fn long_streams_across_segments_project_exactly() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = Store::open(StoreConfig::new(tmp.path()).with_segment_max_bytes(16 * 1024)).expect("open");
+    let mut expected = 0i64;
+    for i in 0..3000i64 {
+        let kind = if i % 7 == 0 { DEC } else { INC };
+        store
+            .append(&c(if i % 3 == 0 { "other" } else { "long" }), kind, &json!({"by": i % 11}))
+            .expect("append");
+        if i % 3 != 0 {
+            expected += if kind == DEC { -(i % 11) } else { i % 11 };
+        }
+    }
+    assert!(
+        store.diagnostics().recovery.scanned == 0 && std::fs::read_dir(tmp.path()).expect("ls").count() > 5
+    );
+    let got = store.project::<Counter>("long", &Freshness::Consistent).expect("project").expect("some");
+    assert_eq!(got, Counter { value: expected, applied: 2000 });
+}

@@ -4,7 +4,8 @@
 //! reply. The writer takes one command, then whatever else is queued (up to
 //! the group-commit limit), and runs each unit along one straight line:
 //!
-//! `validate → gates → frame → write → (batch: fsync) → index insert`
+//! `validate → gates → frame → write → (batch: fsync) → index insert →
+//! in-writer projections`
 //!
 //! then, once for the whole group: `fsync policy → publish → notify → reply`.
 //! A unit that fails after writing is cut back from the file before the next

@@ -29,22 +29,6 @@ pub(crate) struct ScanResult {
     pub heads: HashMap<Arc<str>, [u8; 32]>,
 }
 
-/// Chain heads while scanning: committed ones, and those of a batch not yet committed.
-struct Heads<'a> {
-    before: &'a dyn Fn(&str) -> [u8; 32],
-    committed: HashMap<Arc<str>, [u8; 32]>,
-    batch: HashMap<Arc<str>, [u8; 32]>,
-}
-
-impl Heads<'_> {
-    fn prev(&self, entity: &str) -> [u8; 32] {
-        match self.batch.get(entity).or_else(|| self.committed.get(entity)) {
-            Some(h) => *h,
-            None => (self.before)(entity),
-        }
-    }
-}
-
 struct PendingBatch {
     batch_id: u64,
     count: u32,
@@ -64,14 +48,13 @@ pub(crate) fn scan_segment(
     frames_end: usize,
     tail: bool,
     intern: &dyn Fn(&str) -> Arc<str>,
-    before: &dyn Fn(&str) -> [u8; 32],
+    before: &(dyn Fn(&str) -> [u8; 32] + Sync),
 ) -> Result<ScanResult, StoreError> {
     SegmentHeader::decode(bytes, segment_id)?;
     let frames = bytes.get(..frames_end).unwrap_or(bytes);
     let mut out = ScanResult { valid_end: SEGMENT_HEADER_LEN as u64, ..ScanResult::default() };
     let mut strings: HashMap<u32, Arc<str>> = HashMap::default();
     let mut pending: Option<PendingBatch> = None;
-    let mut heads = Heads { before, committed: HashMap::default(), batch: HashMap::default() };
     let mut pos = SEGMENT_HEADER_LEN;
     while pos < frames.len() {
         let (record, len) = match frame::decode(&frames[pos..]) {
@@ -92,19 +75,13 @@ pub(crate) fn scan_segment(
                 let in_batch = pending.as_ref().is_some_and(|b| (b.entries.len() as u32) < b.count);
                 if !in_batch && pending.take().is_some() {
                     out.discarded_batches += 1;
-                    heads.batch.clear();
                 }
-                let entry = entry_from_record(&ev, &strings, disk, &heads).ok_or_else(|| {
+                let entry = entry_from_record(&ev, &strings, disk).ok_or_else(|| {
                     StoreError::corrupt(segment_id, format!("offset {pos}: unknown string ref"))
                 })?;
-                let (entity, hash) = (Arc::clone(entry.coord.entity_arc()), entry.hash_chain.event_hash);
                 match pending.as_mut() {
-                    Some(b) => {
-                        heads.batch.insert(entity, hash);
-                        b.entries.push(entry);
-                    }
+                    Some(b) => b.entries.push(entry),
                     None => {
-                        heads.committed.insert(entity, hash);
                         out.entries.push(entry);
                         out.valid_end = end;
                     }
@@ -114,19 +91,13 @@ pub(crate) fn scan_segment(
                 if pending.replace(PendingBatch { batch_id, count, entries: Vec::new() }).is_some() {
                     out.discarded_batches += 1;
                 }
-                heads.batch.clear();
             }
             Record::BatchCommit { batch_id, count } => match pending.take() {
                 Some(b) if b.batch_id == batch_id && b.count == count && b.entries.len() as u32 == count => {
                     out.entries.extend(b.entries);
                     out.valid_end = end;
-                    let staged = std::mem::take(&mut heads.batch);
-                    heads.committed.extend(staged);
                 }
-                _ => {
-                    out.discarded_batches += 1;
-                    heads.batch.clear();
-                }
+                _ => out.discarded_batches += 1,
             },
             Record::Str { id, value } => {
                 strings.insert(id, intern(value));
@@ -148,8 +119,76 @@ pub(crate) fn scan_segment(
     }
     out.strings = strings.into_iter().collect();
     out.strings.sort_unstable_by_key(|(id, _)| *id);
-    out.heads = heads.committed;
+    out.heads = chain_hashes(frames, segment_id, &mut out.entries, before)?;
     Ok(out)
+}
+
+/// Recomputes the chain hash of every committed entry. An entity's chain
+/// is sequential, but different entities are independent: with many
+/// entries, two threads each take half of the entities. Returns each
+/// entity's last hash.
+fn chain_hashes(
+    frames: &[u8],
+    segment_id: u64,
+    entries: &mut [IndexEntry],
+    before: &(dyn Fn(&str) -> [u8; 32] + Sync),
+) -> Result<HashMap<Arc<str>, [u8; 32]>, StoreError> {
+    const PARALLEL_FROM: usize = 4096;
+    type Part = (Vec<(usize, [u8; 32], [u8; 32])>, HashMap<Arc<str>, [u8; 32]>);
+    let shared: &[IndexEntry] = entries;
+    let part = |which: u64, parts: u64| -> Result<Part, StoreError> {
+        use std::hash::BuildHasher;
+        let split = foldhash::fast::FixedState::with_seed(0x6261_7470_616b);
+        let mut heads: HashMap<Arc<str>, [u8; 32]> = HashMap::default();
+        let mut out = Vec::new();
+        for (i, e) in shared.iter().enumerate() {
+            let entity = e.coord.entity_arc();
+            if parts > 1 && split.hash_one(&**entity) % parts != which {
+                continue;
+            }
+            let prev = heads.get(entity).copied().unwrap_or_else(|| before(entity));
+            let at = e.disk_pos.offset as usize;
+            let Ok((Record::Event(ev), _)) = frame::decode(frames.get(at..).unwrap_or(&[])) else {
+                return Err(StoreError::corrupt(segment_id, format!("offset {at}: event frame vanished")));
+            };
+            let fields = HashedFields {
+                event_id: ev.event_id,
+                correlation_id: ev.correlation_id,
+                causation_id: ev.causation_id,
+                entity,
+                scope: e.coord.scope(),
+                kind: ev.kind,
+                flags: ev.flags,
+                clock: ev.clock,
+                wall_ms: ev.wall_ms,
+                timestamp_us: ev.timestamp_us,
+                global_sequence: ev.global_sequence,
+            };
+            let hash = event_hash(&prev, &fields, ev.payload);
+            heads.insert(Arc::clone(entity), hash);
+            out.push((i, prev, hash));
+        }
+        Ok((out, heads))
+    };
+    let parts: Vec<Part> = if shared.len() < PARALLEL_FROM {
+        vec![part(0, 1)?]
+    } else {
+        let (a, b) = std::thread::scope(|s| {
+            let other = s.spawn(|| part(1, 2));
+            (part(0, 2), other.join())
+        });
+        vec![a?, b.map_err(|_| StoreError::corrupt(segment_id, "hashing thread panicked"))??]
+    };
+    let mut heads = HashMap::default();
+    for (hashes, part_heads) in parts {
+        for (i, prev_hash, event_hash) in hashes {
+            if let Some(e) = entries.get_mut(i) {
+                e.hash_chain = HashChain { prev_hash, event_hash };
+            }
+        }
+        heads.extend(part_heads);
+    }
+    Ok(heads)
 }
 
 /// A decode failure at `pos` is a torn tail when no complete frame follows it.
@@ -168,29 +207,14 @@ fn is_torn_tail(frames: &[u8], pos: usize, err: &FrameError) -> bool {
     }
 }
 
+/// The index entry of an event frame; its hash is filled in by `chain_hashes`.
 fn entry_from_record(
     ev: &EventRecord<'_>,
     strings: &HashMap<u32, Arc<str>>,
     disk_pos: DiskPos,
-    heads: &Heads<'_>,
 ) -> Option<IndexEntry> {
     let entity = Arc::clone(strings.get(&ev.entity_ref)?);
     let scope = Arc::clone(strings.get(&ev.scope_ref)?);
-    let prev_hash = heads.prev(&entity);
-    let fields = HashedFields {
-        event_id: ev.event_id,
-        correlation_id: ev.correlation_id,
-        causation_id: ev.causation_id,
-        entity: &entity,
-        scope: &scope,
-        kind: ev.kind,
-        flags: ev.flags,
-        clock: ev.clock,
-        wall_ms: ev.wall_ms,
-        timestamp_us: ev.timestamp_us,
-        global_sequence: ev.global_sequence,
-    };
-    let event_hash = event_hash(&prev_hash, &fields, ev.payload);
     Some(IndexEntry {
         event_id: ev.event_id,
         correlation_id: ev.correlation_id,
@@ -199,7 +223,7 @@ fn entry_from_record(
         kind: EventKind::from_raw(ev.kind),
         wall_ms: ev.wall_ms,
         clock: ev.clock,
-        hash_chain: HashChain { prev_hash, event_hash },
+        hash_chain: HashChain::default(),
         disk_pos,
         global_sequence: ev.global_sequence,
         flags: ev.flags,

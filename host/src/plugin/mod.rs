@@ -76,10 +76,7 @@ impl GatePlugin {
 
     /// A plugin read from a `.wasm` component file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, PluginError> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path)
-            .map_err(|source| PluginError::Read { path: path.display().to_string(), source })?;
-        Ok(Self::from_bytes(bytes))
+        Ok(Self::from_bytes(read_component(path.as_ref())?))
     }
 
     /// Installs the gate under this name instead of the one it describes itself with.
@@ -168,6 +165,11 @@ fn compile_uncached(bytes: &[u8]) -> Result<Component, PluginError> {
         ));
     }
     Component::new(engine()?, bytes).map_err(|e| PluginError::NotAComponent(error::chain(&e)))
+}
+
+/// The bytes of a component file, with the path in the error.
+pub(crate) fn read_component(path: &Path) -> Result<Vec<u8>, PluginError> {
+    std::fs::read(path).map_err(|source| PluginError::Read { path: path.display().to_string(), source })
 }
 
 /// What a component file is, as `batpak guest info` reports it.

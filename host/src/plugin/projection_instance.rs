@@ -44,10 +44,7 @@ impl ProjectionPlugin {
 
     /// A projection read from a `.wasm` component file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, PluginError> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path)
-            .map_err(|source| PluginError::Read { path: path.display().to_string(), source })?;
-        Ok(Self::from_bytes(bytes))
+        Ok(Self::from_bytes(super::read_component(path.as_ref())?))
     }
 
     /// Fuel per call (each `apply`, `read`, `snapshot`).

@@ -2,7 +2,6 @@
 //! is read (CRC-checked) and its hash recomputed from the previous hash of
 //! its entity, its header fields and its payload.
 
-use crate::event::hash::{event_hash, HashedFields};
 use crate::store::index::IndexEntry;
 use crate::store::segment::frame::{self, Record};
 use crate::store::Store;
@@ -94,20 +93,7 @@ impl Store {
         if e.hash_chain.prev_hash != prev {
             return Err("prev hash does not link to the entity's previous event".into());
         }
-        let fields = HashedFields {
-            event_id: ev.event_id,
-            correlation_id: ev.correlation_id,
-            causation_id: ev.causation_id,
-            entity: e.coord.entity(),
-            scope: e.coord.scope(),
-            kind: ev.kind,
-            flags: ev.flags,
-            clock: ev.clock,
-            wall_ms: ev.wall_ms,
-            timestamp_us: ev.timestamp_us,
-            global_sequence: ev.global_sequence,
-        };
-        if event_hash(&prev, &fields, ev.payload) != e.hash_chain.event_hash {
+        if ev.chain_hash(&prev, e.coord.entity(), e.coord.scope()) != e.hash_chain.event_hash {
             return Err("event hash does not match its contents".into());
         }
         Ok(())

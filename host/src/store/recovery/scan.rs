@@ -3,7 +3,6 @@
 //! the announced count).
 
 use crate::coordinate::Coordinate;
-use crate::event::hash::{event_hash, HashedFields};
 use crate::event::{EventKind, HashChain};
 use crate::store::index::{DiskPos, IndexEntry};
 use crate::store::segment::file::{SegmentHeader, SEGMENT_HEADER_LEN};
@@ -151,20 +150,7 @@ fn chain_hashes(
             let Ok((Record::Event(ev), _)) = frame::decode(frames.get(at..).unwrap_or(&[])) else {
                 return Err(StoreError::corrupt(segment_id, format!("offset {at}: event frame vanished")));
             };
-            let fields = HashedFields {
-                event_id: ev.event_id,
-                correlation_id: ev.correlation_id,
-                causation_id: ev.causation_id,
-                entity,
-                scope: e.coord.scope(),
-                kind: ev.kind,
-                flags: ev.flags,
-                clock: ev.clock,
-                wall_ms: ev.wall_ms,
-                timestamp_us: ev.timestamp_us,
-                global_sequence: ev.global_sequence,
-            };
-            let hash = event_hash(&prev, &fields, ev.payload);
+            let hash = ev.chain_hash(&prev, entity, e.coord.scope());
             heads.insert(Arc::clone(entity), hash);
             out.push((i, prev, hash));
         }

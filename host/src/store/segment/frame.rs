@@ -40,6 +40,27 @@ pub(crate) struct EventRecord<'a> {
     pub payload: &'a [u8],
 }
 
+impl<'a> EventRecord<'a> {
+    /// The payload hash of this record, chained to `prev` (what the writer
+    /// computed when it framed the event).
+    pub(crate) fn chain_hash(&self, prev: &[u8; 32], entity: &str, scope: &str) -> [u8; 32] {
+        let fields = crate::event::hash::HashedFields {
+            event_id: self.event_id,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            entity,
+            scope,
+            kind: self.kind,
+            flags: self.flags,
+            clock: self.clock,
+            wall_ms: self.wall_ms,
+            timestamp_us: self.timestamp_us,
+            global_sequence: self.global_sequence,
+        };
+        crate::event::hash::event_hash(prev, &fields, self.payload)
+    }
+}
+
 /// What a frame body holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Record<'a> {

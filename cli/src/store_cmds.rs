@@ -114,6 +114,8 @@ pub fn tail(
         if !follow {
             return Ok(ExitCode::SUCCESS);
         }
+        // The writer is another process: there is no signal to wait on, so
+        // the follower polls the files (each poll rereads only unsealed segments).
         std::thread::sleep(Duration::from_millis(200));
     }
 }

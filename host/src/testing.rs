@@ -6,10 +6,12 @@
 //! use batpak::testing::{GuestHarness, TestProposal};
 //! use serde_json::json;
 //!
-//! let mut gate = GuestHarness::load("amount_limit.component.wasm").unwrap();
+//! # fn main() -> Result<(), batpak::plugin::PluginError> {
+//! let mut gate = GuestHarness::load("amount_limit.component.wasm")?;
 //! gate.assert_allows(&TestProposal::json("acct:1", json!({"amount": 5})));
 //! let denial = gate.assert_denies(&TestProposal::json("acct:1", json!({"amount": 50_000})), "AMOUNT_LIMIT");
 //! assert_eq!(denial.context_value("limit"), Some("10000"));
+//! # Ok(()) }
 //! ```
 
 use crate::coordinate::Coordinate;

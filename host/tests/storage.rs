@@ -45,6 +45,12 @@ fn fill(dir: &Path, segment_max: u64, n: usize) -> Vec<AppendReceipt> {
 /// (id, sequence, clock, prev hash, event hash) of every visible event.
 type Snapshot = Vec<(u128, u64, u32, [u8; 32], [u8; 32])>;
 
+/// Where the footer of a segment file starts (its trailer's first 8 bytes).
+fn footer_start(bytes: &[u8]) -> usize {
+    let at = bytes.len() - 16;
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes")) as usize
+}
+
 fn snapshot(store: &Store) -> Snapshot {
     store
         .query(&Region::all())
@@ -76,9 +82,7 @@ fn checkpoint_footer_and_scan_paths_yield_the_same_index() {
         if path.extension().is_some_and(|x| x == "fbat") {
             let bytes = std::fs::read(&path).expect("read");
             if bytes.len() >= 16 && &bytes[bytes.len() - 4..] == b"SIDX" {
-                let start =
-                    u64::from_le_bytes(bytes[bytes.len() - 16..bytes.len() - 8].try_into().expect("8 bytes"));
-                std::fs::write(&path, &bytes[..start as usize]).expect("truncate");
+                std::fs::write(&path, &bytes[..footer_start(&bytes)]).expect("truncate");
             }
         }
     }
@@ -115,7 +119,7 @@ fn a_torn_tail_is_cut_and_every_whole_event_kept() {
     std::fs::remove_file(tmp.path().join("index.ckpt")).expect("remove checkpoint");
     let seg = tmp.path().join("000001.fbat");
     let bytes = std::fs::read(&seg).expect("read");
-    let start = u64::from_le_bytes(bytes[bytes.len() - 16..bytes.len() - 8].try_into().expect("8")) as usize;
+    let start = footer_start(&bytes);
     // Drop the footer and half of the last frame's bytes: a crash mid-write.
     let last = receipts.last().expect("some");
     let cut = last.disk_pos.offset as usize + last.disk_pos.length as usize / 2;
@@ -138,7 +142,7 @@ fn a_corrupt_frame_in_a_sealed_segment_is_an_error_naming_segment_and_offset() {
     let victim = receipts[2].disk_pos;
     let path = tmp.path().join(format!("{:06}.fbat", victim.segment_id));
     let mut bytes = std::fs::read(&path).expect("read");
-    let start = u64::from_le_bytes(bytes[bytes.len() - 16..bytes.len() - 8].try_into().expect("8")) as usize;
+    let start = footer_start(&bytes);
     bytes.truncate(start); // force the frame scan
     bytes[victim.offset as usize + 20] ^= 0xFF;
     std::fs::write(&path, &bytes).expect("corrupt");
@@ -530,7 +534,7 @@ fn a_large_frame_scan_hashes_in_parallel_and_matches_the_footer_path() {
     };
     let seg = tmp.path().join("000001.fbat");
     let bytes = std::fs::read(&seg).expect("read");
-    let start = u64::from_le_bytes(bytes[bytes.len() - 16..bytes.len() - 8].try_into().expect("8")) as usize;
+    let start = footer_start(&bytes);
     std::fs::write(&seg, &bytes[..start]).expect("strip footer");
     std::fs::remove_file(tmp.path().join("index.ckpt")).expect("remove checkpoint");
     let store = Store::open(StoreConfig::new(tmp.path())).expect("open by scan");

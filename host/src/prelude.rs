@@ -9,7 +9,8 @@ pub use crate::pipeline::{Committed, Pipeline, Proposal};
 pub use crate::plugin::{GatePlugin, PluginError, PluginLimits, ProjectionPlugin};
 pub use crate::projection::{Freshness, NoCache};
 pub use crate::store::{
-    AppendOptions, AppendReceipt, BatchAppendItem, BatchConfig, BatchStage, CausationRef, Closed, Cursor,
-    DiskPos, IndexConfig, IndexEntry, IndexLayout, Notification, Open, RestartPolicy, Store, StoreConfig,
-    StoreError, Subscription, SubscriptionOps, SyncConfig, SyncMode, WriterConfig,
+    AppendOptions, AppendReceipt, BatchAppendItem, BatchConfig, BatchStage, CausationRef, Closed,
+    CompactionConfig, CompactionStrategy, Cursor, DiskPos, IndexConfig, IndexEntry, IndexLayout,
+    Notification, Open, RestartPolicy, Store, StoreConfig, StoreError, Subscription, SubscriptionOps,
+    SyncConfig, SyncMode, WriterConfig,
 };

@@ -67,6 +67,34 @@ impl DataDir {
         Ok(self.dir.open_with(segment_filename(id), &opts)?.into_std())
     }
 
+    /// Creates file `name` for writing; fails if anything has that name.
+    pub(crate) fn create_new(&self, name: &str) -> Result<File, StoreError> {
+        let opts = OpenOptions::new().read(true).write(true).create_new(true).clone();
+        Ok(self.dir.open_with(name, &opts)?.into_std())
+    }
+
+    /// Renames `from` to `to` (replacing `to`); false if `from` does not exist.
+    pub(crate) fn rename_if_present(&self, from: &str, to: &str) -> Result<bool, StoreError> {
+        match self.dir.rename(from, &self.dir, to) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Names of the files in the directory that end with `suffix`.
+    pub(crate) fn names_ending_with(&self, suffix: &str) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.dir.entries()? {
+            if let Some(name) = entry?.file_name().to_str() {
+                if name.ends_with(suffix) {
+                    out.push(name.to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads a whole file if it exists.
     pub(crate) fn read_optional(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self.dir.read(name) {
@@ -103,14 +131,8 @@ impl DataDir {
 
     /// Removes temporary files a crash may have left behind.
     pub(crate) fn remove_stale_temporaries(&self) -> Result<(), StoreError> {
-        for entry in self.dir.entries()? {
-            let entry = entry?;
-            let name = entry.file_name();
-            if let Some(name) = name.to_str() {
-                if name.ends_with(".tmp") {
-                    self.remove_optional(name)?;
-                }
-            }
+        for name in self.names_ending_with(".tmp")? {
+            self.remove_optional(&name)?;
         }
         Ok(())
     }

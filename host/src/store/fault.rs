@@ -78,6 +78,13 @@ pub enum InjectionPoint {
         /// The segment about to be created.
         new_segment: u64,
     },
+    /// A compaction's outputs are written and fsynced; its plan is not yet written.
+    CompactionOutputsWritten {
+        /// Output segments.
+        outputs: usize,
+    },
+    /// A compaction's plan is durable (it has happened); its files are not yet in place.
+    CompactionCommitted,
 }
 
 /// Decides whether to fail at an injection point.

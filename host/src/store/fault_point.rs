@@ -38,6 +38,12 @@ mod enabled {
     pub(crate) fn rotation(old_segment: u64, new_segment: u64) -> Point {
         Some(InjectionPoint::SegmentRotation { old_segment, new_segment })
     }
+    pub(crate) fn compaction_outputs_written(outputs: usize) -> Point {
+        Some(InjectionPoint::CompactionOutputsWritten { outputs })
+    }
+    pub(crate) fn compaction_committed() -> Point {
+        Some(InjectionPoint::CompactionCommitted)
+    }
     pub(crate) fn enabled(cfg: &crate::store::StoreConfig) -> bool {
         cfg.fault_injector.is_some()
     }
@@ -75,6 +81,12 @@ mod enabled {
         None
     }
     pub(crate) fn rotation(_: u64, _: u64) -> Point {
+        None
+    }
+    pub(crate) fn compaction_outputs_written(_: usize) -> Point {
+        None
+    }
+    pub(crate) fn compaction_committed() -> Point {
         None
     }
     pub(crate) fn enabled(_: &crate::store::StoreConfig) -> bool {

@@ -6,6 +6,12 @@
 //! unit's entries. Nothing is visible until the writer advances `visible`
 //! past it with one `Release` store; every read filters `seq < visible`
 //! (`Acquire`), so a batch is seen whole or not at all.
+//!
+//! Slots never change once written, so compaction (which moves, removes or
+//! tombstones events) builds a new [`IndexGen`] beside the live one and the
+//! writer swaps it in whole; a reader keeps the generation it loaded for
+//! the length of one call. Sequences survive compaction unchanged, so they
+//! only ever rise, with gaps where events were removed.
 
 use crate::coordinate::{Coordinate, KindFilter, Region};
 use crate::event::{EventKind, HashChain};
@@ -98,6 +104,8 @@ const NO_SEQ: u32 = u32::MAX;
 const HAS_CAUSATION: u8 = 0x01;
 const HAS_GATE_SET: u8 = 0x02;
 const HAS_CORRELATION: u8 = 0x04;
+/// The entry's previous hash is not its predecessor's (compaction removed that event).
+const HAS_ANCHOR: u8 = 0x08;
 /// Events per chunk of the entry log (a chunk is allocated when first needed).
 const LOG_CHUNK: usize = 64 * 1024;
 /// Chunks of the entry log: enough for every `u32` position.
@@ -195,10 +203,18 @@ struct Maps {
     correlations: FastMap<u32, u128>,
     /// Causation ids, by position.
     causations: FastMap<u32, u128>,
+    /// Previous hashes of anchored entries, by position.
+    anchors: FastMap<u32, [u8; 32]>,
 }
 
-/// The store's index. Shared by the writer (the only mutator) and readers.
+/// The store's index: the current generation, swapped whole by compaction.
+/// Shared by the writer (the only mutator) and readers.
 pub(crate) struct StoreIndex {
+    current: arc_swap::ArcSwap<IndexGen>,
+}
+
+/// One generation of the index (see the module docs).
+pub(crate) struct IndexGen {
     log: AppendLog<Slot, LOG_CHUNK>,
     strings: AppendLog<Arc<str>, STRING_CHUNK>,
     maps: RwLock<Maps>,
@@ -217,7 +233,76 @@ pub(crate) struct EntityHead {
     pub wall_ms: u64,
 }
 
+/// Forwards each method to the current generation.
+macro_rules! forward {
+    ($($(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
+        $($(#[$doc])* pub(crate) fn $name(&self $(, $arg: $ty)*) -> $ret {
+            self.current.load().$name($($arg),*)
+        })*
+    };
+}
+
 impl StoreIndex {
+    pub(crate) fn new() -> Self {
+        Self::from_gen(IndexGen::new())
+    }
+
+    pub(crate) fn from_gen(gen: IndexGen) -> Self {
+        Self { current: arc_swap::ArcSwap::from_pointee(gen) }
+    }
+
+    /// Replaces the live generation (writer only, between groups). Readers
+    /// that loaded the old one finish their call with it.
+    pub(crate) fn replace(&self, gen: IndexGen) {
+        debug_assert!(gen.visible() >= self.visible(), "a new generation hides nothing published");
+        self.current.store(Arc::new(gen));
+    }
+
+    /// Makes room for `n` more entries.
+    pub(crate) fn reserve(&self, n: usize) {
+        self.current.load().reserve(n);
+    }
+
+    /// Makes every inserted entry visible.
+    pub(crate) fn publish(&self) {
+        self.current.load().publish();
+    }
+
+    forward! {
+        /// Returns the shared copy of `s`, allocating it once per store.
+        fn intern(&self, s: &str) -> Arc<str>;
+        /// The shared copy of `s` and its string id.
+        fn intern_with_id(&self, s: &str) -> Result<(Arc<str>, u32), String>;
+        /// Inserts entries above the watermark (see [`IndexGen::insert`]).
+        fn insert(&self, entries: Vec<IndexEntry>) -> Result<(), String>;
+        /// Inserts entries whose string ids are known.
+        fn insert_resolved(&self, entries: Vec<IndexEntry>, ids: &[(u32, u32)]) -> Result<(), String>;
+        /// Exclusive bound of visible sequences.
+        fn visible(&self) -> u64;
+        /// The next sequence.
+        fn inserted(&self) -> u64;
+        /// The entry at `seq`, visible or not.
+        fn get_any(&self, seq: u64) -> Option<IndexEntry>;
+        /// The entry at `seq` if it is visible.
+        fn get_visible(&self, seq: u64) -> Option<IndexEntry>;
+        /// The visible entry with this id.
+        fn by_id(&self, id: u128) -> Option<IndexEntry>;
+        /// The entry with this id, visible or not (writer only).
+        fn by_id_any(&self, id: u128) -> Option<IndexEntry>;
+        /// The tip of the entity's chain, visible or not (writer only).
+        fn head(&self, entity: &str) -> Option<EntityHead>;
+        /// Visible entries of exactly this entity, in order.
+        fn stream(&self, entity: &str) -> Vec<IndexEntry>;
+        /// Visible entries in `region`, in global-sequence order.
+        fn query(&self, region: &Region) -> Vec<IndexEntry>;
+        /// Up to `max` visible entries in `region` from `from`, and where to resume.
+        fn scan_from(&self, region: &Region, from: u64, max: usize) -> (Vec<IndexEntry>, u64);
+        /// Number of distinct entities.
+        fn entity_count(&self) -> usize;
+    }
+}
+
+impl IndexGen {
     pub(crate) fn new() -> Self {
         Self {
             log: AppendLog::new(LOG_CHUNKS),
@@ -232,6 +317,7 @@ impl StoreIndex {
                 by_kind: FastMap::default(),
                 correlations: FastMap::default(),
                 causations: FastMap::default(),
+                anchors: FastMap::default(),
             }),
             ids: foldhash::fast::RandomState::default(),
             inserted: AtomicU64::new(0),
@@ -285,15 +371,16 @@ impl StoreIndex {
         self.strings.get(u64::from(id)).map_or("", |s| s)
     }
 
-    /// Inserts entries whose sequences continue the log exactly. They stay
-    /// invisible until [`StoreIndex::publish`]. Fails (inserting nothing
-    /// further) on a sequence gap, a duplicate id or an out-of-range position.
+    /// Inserts entries whose sequences rise above every inserted one (gaps
+    /// only where compaction removed events). They stay invisible until
+    /// [`IndexGen::publish`]. Fails (inserting nothing further) on a
+    /// sequence that does not rise, a duplicate id or an out-of-range position.
     pub(crate) fn insert(&self, entries: Vec<IndexEntry>) -> Result<(), String> {
         self.insert_with(entries, None)
     }
 
-    /// [`StoreIndex::insert`] with each entry's (entity, scope) string ids
-    /// already known (from [`StoreIndex::intern_with_id`]).
+    /// [`IndexGen::insert`] with each entry's (entity, scope) string ids
+    /// already known (from [`IndexGen::intern_with_id`]).
     pub(crate) fn insert_resolved(&self, entries: Vec<IndexEntry>, ids: &[(u32, u32)]) -> Result<(), String> {
         if ids.len() != entries.len() {
             return Err("one string-id pair per entry is required".into());
@@ -306,8 +393,8 @@ impl StoreIndex {
         for (i, e) in entries.into_iter().enumerate() {
             let seq = e.global_sequence;
             let expected = self.inserted.load(Ordering::Relaxed);
-            if seq != expected {
-                return Err(format!("sequence {seq} inserted where {expected} was expected"));
+            if seq < expected {
+                return Err(format!("sequence {seq} inserted where {expected} or later was expected"));
             }
             let slot_no =
                 u32::try_from(seq).ok().filter(|s| *s != NO_SEQ).ok_or("index full (2^32 - 1 events)")?;
@@ -328,7 +415,18 @@ impl StoreIndex {
                 ),
             };
             let prev = *maps.heads.get(entity as usize).ok_or("unknown entity string id")?;
-            let slot = slot_of(&e, prev, entity, scope)?;
+            let derived = match prev {
+                NO_SEQ => [0u8; 32],
+                p => self.log.get(u64::from(p)).map_or([0u8; 32], |s| s.event_hash),
+            };
+            // Loaders pass a zero prev hash to mean "derive it"; a different
+            // non-zero one is a compaction anchor.
+            let anchor = e.hash_chain.prev_hash != derived && e.hash_chain.prev_hash != [0u8; 32];
+            let mut slot = slot_of(&e, prev, entity, scope)?;
+            if anchor {
+                slot.bits |= HAS_ANCHOR;
+                maps.anchors.insert(slot_no, e.hash_chain.prev_hash);
+            }
             if !self.log.set(seq, slot) {
                 return Err(format!("log slot {seq} unavailable"));
             }
@@ -395,6 +493,7 @@ impl StoreIndex {
     pub(crate) fn get_any(&self, seq: u64) -> Option<IndexEntry> {
         let s = self.log.get(seq)?;
         let prev_hash = match s.prev {
+            _ if s.bits & HAS_ANCHOR != 0 => self.maps.read().anchors.get(&(seq as u32)).copied()?,
             NO_SEQ => [0u8; 32],
             p => self.log.get(u64::from(p))?.event_hash,
         };
@@ -618,6 +717,25 @@ mod tests {
     }
 
     #[test]
+    fn sequences_may_skip_but_never_fall_and_anchors_survive() {
+        let index = IndexGen::new();
+        let mut first = entry(0, "a");
+        first.hash_chain.event_hash = [1; 32];
+        let mut anchored = entry(5, "a");
+        anchored.hash_chain = HashChain { prev_hash: [9; 32], event_hash: [2; 32] };
+        let mut linked = entry(6, "a");
+        linked.hash_chain = HashChain { prev_hash: [2; 32], event_hash: [3; 32] };
+        index.insert(vec![first, anchored, linked]).expect("gaps are allowed");
+        index.publish();
+        assert_eq!(index.inserted(), 7);
+        assert!(index.get_visible(3).is_none(), "a removed sequence stays empty");
+        assert_eq!(index.get_any(5).map(|e| e.hash_chain.prev_hash), Some([9; 32]));
+        assert_eq!(index.get_any(6).map(|e| e.hash_chain.prev_hash), Some([2; 32]));
+        assert_eq!(index.stream("a").len(), 3);
+        assert!(index.insert(vec![entry(6, "b")]).is_err(), "a sequence never falls");
+    }
+
+    #[test]
     fn every_u32_position_has_a_slot() {
         let log: AppendLog<u8, LOG_CHUNK> = AppendLog::new(LOG_CHUNKS);
         assert!(log.set(0, 1));
@@ -662,10 +780,10 @@ mod tests {
     }
 
     #[test]
-    fn gaps_and_duplicate_ids_are_refused() {
+    fn repeated_sequences_and_duplicate_ids_are_refused() {
         let index = StoreIndex::new();
-        assert!(index.insert(vec![entry(1, "a")]).is_err());
         index.insert(vec![entry(0, "a")]).expect("first");
+        assert!(index.insert(vec![entry(0, "b")]).is_err(), "a sequence is used once");
         let mut dup = entry(1, "a");
         dup.event_id = 1000;
         assert!(index.insert(vec![dup]).is_err());

@@ -8,6 +8,7 @@
 
 mod api;
 pub mod checkpoint;
+pub mod compaction;
 pub mod config;
 pub mod contracts;
 pub mod cursor;
@@ -28,6 +29,7 @@ pub mod subscription;
 pub mod verify;
 mod writer;
 
+pub use compaction::{CompactionConfig, CompactionResult, CompactionStrategy, RetentionPredicate};
 pub use config::{
     BatchConfig, Clock, IndexConfig, IndexLayout, RestartPolicy, StoreConfig, SyncConfig, SyncMode,
     WriterConfig,
@@ -75,8 +77,12 @@ pub struct Closed;
 /// An event store. `Send + Sync`; every method blocks until done.
 pub struct Store<State = Open> {
     cfg: Arc<StoreConfig>,
+    dir: Arc<DataDir>,
     index: Arc<StoreIndex>,
     reader: Arc<SegmentReader>,
+    /// Serialises compaction, snapshots and verification (each needs the
+    /// segment files to hold still).
+    maintenance: Mutex<()>,
     subscribers: Arc<Subscribers>,
     provenance: Arc<Provenance>,
     tx: flume::Sender<Command>,
@@ -147,7 +153,9 @@ impl Store<Open> {
         let (tx, rx) = flume::bounded(cfg.writer.channel_capacity);
         let handle = writer::spawn(writer, rx, writer_thread_name(&cfg))?;
         Ok(Self {
-            reader: Arc::new(SegmentReader::new(Arc::clone(&dir), cfg.fd_budget)),
+            reader: Arc::new(SegmentReader::new(Arc::clone(&dir), Arc::clone(&index), cfg.fd_budget)),
+            dir,
+            maintenance: Mutex::new(()),
             projector: Mutex::new(None),
             plugins: Mutex::new(cfg.gates.clone()),
             cfg,

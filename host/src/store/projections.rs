@@ -309,7 +309,14 @@ fn catch_up(
                     segment = Some((id, reader.read_segment(id)?));
                 }
                 let bytes = segment.as_ref().map_or(&[][..], |(_, b)| b.as_slice());
-                crate::store::reader::payload_at(bytes, entry.disk_pos)?
+                match crate::store::reader::payload_at(bytes, &entry) {
+                    Ok(payload) => payload,
+                    // Moved by a compaction since the segment was read.
+                    Err(_) => {
+                        single = reader.read_payload_bytes(&entry)?;
+                        &single[..]
+                    }
+                }
             } else {
                 single = reader.read_payload_bytes(&entry)?;
                 &single[..]

@@ -38,6 +38,11 @@ impl Provenance {
         self.sets.read().keys().next_back().copied().unwrap_or(0)
     }
 
+    /// Every recorded gate set as (id, record body).
+    pub(crate) fn records(&self) -> Vec<(u32, Vec<u8>)> {
+        self.sets.read().iter().map(|(id, body)| (*id, body.clone())).collect()
+    }
+
     /// Every recorded gate set, decoded.
     pub(crate) fn list(&self) -> Vec<GateSetInfo> {
         self.sets.read().iter().filter_map(|(id, body)| GateSetInfo::decode(*id, body)).collect()

@@ -1,13 +1,20 @@
 //! Reading committed frames back: by disk position, CRC-checked, with a
 //! small cache of open segment files.
+//!
+//! Compaction can move an event between the moment a reader takes its
+//! index entry and the moment it reads the frame. Every frame read is
+//! checked against the entry (id and sequence), so a stale position never
+//! yields another event; a failed read waits out any compaction commit in
+//! progress, drops the cached files, looks the entry up again by sequence
+//! and retries once.
 
 use crate::coordinate::DagPosition;
 use crate::event::{Event, EventHeader, StoredEvent};
 use crate::store::data_dir::DataDir;
-use crate::store::index::{DiskPos, IndexEntry};
+use crate::store::index::{DiskPos, IndexEntry, StoreIndex};
 use crate::store::segment::frame::{self, EventRecord, FrameError, Record};
 use crate::store::StoreError;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -16,13 +23,39 @@ use std::sync::Arc;
 /// Open segment files, at most `budget` at a time.
 pub(crate) struct SegmentReader {
     dir: Arc<DataDir>,
+    index: Arc<StoreIndex>,
     files: Mutex<HashMap<u64, Arc<File>>>,
     budget: usize,
+    /// Held exclusively while a compaction puts its files in place and
+    /// swaps the index; a reader whose read failed waits on it.
+    swap: RwLock<()>,
 }
 
 impl SegmentReader {
-    pub(crate) fn new(dir: Arc<DataDir>, budget: usize) -> Self {
-        Self { dir, files: Mutex::new(HashMap::new()), budget: budget.max(1) }
+    pub(crate) fn new(dir: Arc<DataDir>, index: Arc<StoreIndex>, budget: usize) -> Self {
+        Self { dir, index, files: Mutex::new(HashMap::new()), budget: budget.max(1), swap: RwLock::new(()) }
+    }
+
+    /// Blocks retrying readers while a compaction swaps files and index.
+    pub(crate) fn lock_for_swap(&self) -> RwLockWriteGuard<'_, ()> {
+        self.swap.write()
+    }
+
+    /// Closes every cached file (their names may now hold other segments).
+    pub(crate) fn forget_files(&self) {
+        self.files.lock().clear();
+    }
+
+    /// After a failed read of `entry`: waits for any compaction commit to
+    /// end, forgets cached files and returns the entry as the index has it
+    /// now (`NotFound` if compaction removed it).
+    fn refreshed(&self, entry: &IndexEntry) -> Result<IndexEntry, StoreError> {
+        drop(self.swap.read());
+        self.forget_files();
+        match self.index.get_any(entry.global_sequence) {
+            Some(now) if now.event_id == entry.event_id => Ok(now),
+            _ => Err(StoreError::NotFound(entry.event_id)),
+        }
     }
 
     fn file(&self, segment_id: u64) -> Result<Arc<File>, StoreError> {
@@ -59,6 +92,10 @@ impl SegmentReader {
         &self,
         entry: &IndexEntry,
     ) -> Result<StoredEvent<serde_json::Value>, StoreError> {
+        self.read_event_once(entry).or_else(|_| self.read_event_once(&self.refreshed(entry)?))
+    }
+
+    fn read_event_once(&self, entry: &IndexEntry) -> Result<StoredEvent<serde_json::Value>, StoreError> {
         let bytes = read_frame(&*self.file(entry.disk_pos.segment_id)?, entry.disk_pos)?;
         let ev = checked_event(&bytes, entry)?;
         let payload = serde_json::from_slice(ev.payload)?;
@@ -72,6 +109,13 @@ impl SegmentReader {
         &self,
         entries: &[IndexEntry],
     ) -> Result<Vec<Event<serde_json::Value>>, StoreError> {
+        self.read_events_once(entries).or_else(|_| {
+            let now = entries.iter().map(|e| self.refreshed(e)).collect::<Result<Vec<_>, _>>()?;
+            self.read_events_once(&now)
+        })
+    }
+
+    fn read_events_once(&self, entries: &[IndexEntry]) -> Result<Vec<Event<serde_json::Value>>, StoreError> {
         const GAP: u64 = 64 * 1024;
         const PARALLEL_FROM: usize = 2048;
         let mut frames: Vec<(usize, Vec<u8>, u64)> = Vec::new(); // (first entry, bytes, base offset)
@@ -162,18 +206,22 @@ impl SegmentReader {
 
     /// The stored payload bytes (canonical JSON) of `entry`.
     pub(crate) fn read_payload_bytes(&self, entry: &IndexEntry) -> Result<Vec<u8>, StoreError> {
-        let bytes = read_frame(&*self.file(entry.disk_pos.segment_id)?, entry.disk_pos)?;
-        Ok(decode_event(&bytes, entry.disk_pos)?.payload.to_vec())
+        let once = |e: &IndexEntry| -> Result<Vec<u8>, StoreError> {
+            let bytes = read_frame(&*self.file(e.disk_pos.segment_id)?, e.disk_pos)?;
+            Ok(checked_event(&bytes, e)?.payload.to_vec())
+        };
+        once(entry).or_else(|_| once(&self.refreshed(entry)?))
     }
 }
 
-/// The payload of the event framed at `pos` within a whole segment's bytes.
-pub(crate) fn payload_at(segment: &[u8], pos: DiskPos) -> Result<&[u8], StoreError> {
+/// The payload of the event behind `entry` within a whole segment's bytes.
+pub(crate) fn payload_at<'a>(segment: &'a [u8], entry: &IndexEntry) -> Result<&'a [u8], StoreError> {
+    let pos = entry.disk_pos;
     let start = usize::try_from(pos.offset).unwrap_or(usize::MAX);
     let frame = segment.get(start..start.saturating_add(pos.length as usize)).ok_or_else(|| {
         StoreError::corrupt(pos.segment_id, format!("offset {}: frame beyond the file", pos.offset))
     })?;
-    Ok(decode_event(frame, pos)?.payload)
+    Ok(checked_event(frame, entry)?.payload)
 }
 
 /// The payload bytes of the event framed at `pos` (opens the file itself).

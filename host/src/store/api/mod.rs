@@ -1,5 +1,6 @@
 //! The public methods of [`super::Store`], one file per concern.
 
+mod maintenance;
 mod native_projection;
 mod plugins;
 mod read;

@@ -113,6 +113,7 @@ impl Store<Open> {
                 dest.display()
             )));
         }
+        let _still = self.maintenance.lock();
         let plan = self.call(Command::SnapshotPlan)?;
         let out_dir = cap_std::fs::Dir::open_ambient_dir(dest, cap_std::ambient_authority())?;
         for (id, len) in plan {

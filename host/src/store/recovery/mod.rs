@@ -44,6 +44,7 @@ pub(crate) struct Recovered {
 /// Builds the index from the files in `dir` and publishes it.
 pub(crate) fn recover(dir: &DataDir, use_checkpoint: bool) -> Result<(StoreIndex, Recovered), StoreError> {
     dir.remove_stale_temporaries()?;
+    crate::store::compaction::plan::recover(dir)?;
     let index = StoreIndex::new();
     let segments = list_segments(dir.dir())?;
     let intern = |s: &str| index.intern(s);
@@ -178,7 +179,9 @@ fn seal_crashed_tail(
     let refs = |e: &IndexEntry| {
         (ids.get(e.coord.entity()).copied().unwrap_or(0), ids.get(e.coord.scope()).copied().unwrap_or(0))
     };
-    let bytes = footer::encode(scanned.valid_end, &strings, &scanned.gate_sets, &scanned.entries, refs);
+    let anchored = |e: &IndexEntry| scanned.anchored.contains(&e.global_sequence);
+    let bytes =
+        footer::encode(scanned.valid_end, &strings, &scanned.gate_sets, &scanned.entries, refs, anchored);
     // No fsync: the cut and the footer only repeat what the frames say. If
     // a power loss takes them, the next open cuts and seals again.
     file.write_all_at(&bytes, scanned.valid_end)?;

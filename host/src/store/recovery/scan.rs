@@ -26,6 +26,8 @@ pub(crate) struct ScanResult {
     pub strings: Vec<(u32, Arc<str>)>,
     /// Each entity's last event hash after this segment (for chaining the next).
     pub heads: HashMap<Arc<str>, [u8; 32]>,
+    /// Sequences of events whose frames carry their previous hash (compaction anchors).
+    pub anchored: std::collections::HashSet<u64>,
 }
 
 struct PendingBatch {
@@ -74,6 +76,9 @@ pub(crate) fn scan_segment(
                 let in_batch = pending.as_ref().is_some_and(|b| (b.entries.len() as u32) < b.count);
                 if !in_batch && pending.take().is_some() {
                     out.discarded_batches += 1;
+                }
+                if ev.prev_hash.is_some() {
+                    out.anchored.insert(ev.global_sequence);
                 }
                 let entry = entry_from_record(&ev, &strings, disk).ok_or_else(|| {
                     StoreError::corrupt(segment_id, format!("offset {pos}: unknown string ref"))
@@ -150,7 +155,7 @@ fn chain_hashes(
             let Ok((Record::Event(ev), _)) = frame::decode(frames.get(at..).unwrap_or(&[])) else {
                 return Err(StoreError::corrupt(segment_id, format!("offset {at}: event frame vanished")));
             };
-            let hash = ev.chain_hash(&prev, entity, e.coord.scope());
+            let (prev, hash) = ev.resolved_hash(&prev, entity, e.coord.scope());
             heads.insert(Arc::clone(entity), hash);
             out.push((i, prev, hash));
         }

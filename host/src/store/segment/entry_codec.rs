@@ -1,7 +1,8 @@
 //! The compact encoding of the index entries of one segment, used by its
 //! footer. Entries are consecutive in sequence, so the sequence is implicit
 //! (`first + i`); wall time and frame offset are stored as deltas from the
-//! previous entry; `prev_hash` is not stored (loading in order rebuilds it).
+//! previous entry; `prev_hash` is not stored (loading in order rebuilds it)
+//! except where compaction removed the entity's previous event.
 
 use super::codec::{Cursor, PutBytes, ShortRead};
 use crate::coordinate::Coordinate;
@@ -12,6 +13,8 @@ use std::sync::Arc;
 const HAS_CAUSATION: u8 = 0x01;
 const HAS_CORRELATION: u8 = 0x02;
 const HAS_GATE_SET: u8 = 0x04;
+/// The entry's previous hash is stored: compaction removed its predecessor.
+const HAS_PREV_HASH: u8 = 0x08;
 
 /// The running values deltas are taken against.
 #[derive(Default)]
@@ -28,8 +31,15 @@ fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
-/// Appends `e` with its strings given as table references.
-pub(crate) fn put_entry(out: &mut Vec<u8>, e: &IndexEntry, refs: (u32, u32), st: &mut DeltaState) {
+/// Appends `e` with its strings given as table references; `anchored`
+/// stores its previous hash too (compaction removed its predecessor).
+pub(crate) fn put_entry(
+    out: &mut Vec<u8>,
+    e: &IndexEntry,
+    refs: (u32, u32),
+    anchored: bool,
+    st: &mut DeltaState,
+) {
     let mut present = 0u8;
     if e.causation_id.is_some() {
         present |= HAS_CAUSATION;
@@ -39,6 +49,9 @@ pub(crate) fn put_entry(out: &mut Vec<u8>, e: &IndexEntry, refs: (u32, u32), st:
     }
     if e.gate_set.is_some() {
         present |= HAS_GATE_SET;
+    }
+    if anchored {
+        present |= HAS_PREV_HASH;
     }
     out.put_u128(e.event_id);
     out.put_u8(present);
@@ -58,6 +71,9 @@ pub(crate) fn put_entry(out: &mut Vec<u8>, e: &IndexEntry, refs: (u32, u32), st:
     out.put_varint(u64::from(e.clock));
     out.put_varint(zigzag(e.wall_ms.wrapping_sub(st.wall_ms) as i64));
     out.extend_from_slice(&e.hash_chain.event_hash);
+    if anchored {
+        out.extend_from_slice(&e.hash_chain.prev_hash);
+    }
     out.put_varint(zigzag(e.disk_pos.offset.wrapping_sub(st.frame_end) as i64));
     out.put_varint(u64::from(e.disk_pos.length));
     st.wall_ms = e.wall_ms;
@@ -87,6 +103,7 @@ pub(crate) fn get_entry(
     let clock = c.varint_u32("clock")?;
     let wall_ms = st.wall_ms.wrapping_add(unzigzag(c.varint("wall ms")?) as u64);
     let event_hash = c.hash("event hash")?;
+    let prev_hash = if present & HAS_PREV_HASH != 0 { c.hash("prev hash")? } else { [0u8; 32] };
     let offset = st.frame_end.wrapping_add(unzigzag(c.varint("offset")?) as u64);
     let length = c.varint_u32("length")?;
     st.wall_ms = wall_ms;
@@ -99,7 +116,7 @@ pub(crate) fn get_entry(
         kind,
         wall_ms,
         clock,
-        hash_chain: HashChain { prev_hash: [0u8; 32], event_hash },
+        hash_chain: HashChain { prev_hash, event_hash },
         disk_pos: DiskPos { segment_id, offset, length },
         global_sequence,
         flags,

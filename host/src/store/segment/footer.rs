@@ -7,6 +7,9 @@
 //! with body = `u8 version (2), varint string count, strings, varint gate-set
 //! count, (varint id, varint length, bytes)*, varint entry count, varint
 //! first sequence, entries` (entry layout: `entry_codec`). The last 16 bytes are the trailer.
+//! Version 2 has consecutive sequences (entry i is `first + i`); version 3,
+//! written for compacted segments whose sequences have gaps, puts `varint
+//! gap` (sequence − previous sequence − 1) before each entry.
 
 use super::codec::{Cursor, PutBytes};
 use super::entry_codec::{get_entry, put_entry, DeltaState};
@@ -21,18 +24,26 @@ pub(crate) type GateSetRecords = Vec<(u32, Vec<u8>)>;
 pub const FOOTER_MAGIC: &[u8; 4] = b"SIDX";
 /// Bytes of the fixed trailer at the very end of the file.
 pub const FOOTER_TRAILER_LEN: usize = 16;
-const FOOTER_VERSION: u8 = 2;
+/// Consecutive sequences.
+const FOOTER_DENSE: u8 = 2;
+/// Sequences with gaps (compacted segments).
+const FOOTER_SPARSE: u8 = 3;
 
-/// Encodes the footer for a segment that ends at `footer_start`.
+/// Encodes the footer for a segment that ends at `footer_start`. `refs`
+/// gives an entry's (entity, scope) string-table references; `anchored`
+/// says whether its previous hash must be stored (compaction removed the
+/// event it chains from).
 pub(crate) fn encode(
     footer_start: u64,
     strings: &[Arc<str>],
     gate_sets: &[(u32, Vec<u8>)],
     entries: &[IndexEntry],
     refs: impl Fn(&IndexEntry) -> (u32, u32),
+    anchored: impl Fn(&IndexEntry) -> bool,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + entries.len() * 80);
-    out.put_u8(FOOTER_VERSION);
+    let dense = entries.windows(2).all(|w| w[1].global_sequence == w[0].global_sequence + 1);
+    out.put_u8(if dense { FOOTER_DENSE } else { FOOTER_SPARSE });
     out.put_varint(strings.len() as u64);
     for s in strings {
         out.put_str(s);
@@ -46,8 +57,13 @@ pub(crate) fn encode(
     out.put_varint(entries.len() as u64);
     out.put_varint(entries.first().map_or(0, |e| e.global_sequence));
     let mut st = DeltaState::default();
+    let mut next_seq = entries.first().map_or(0, |e| e.global_sequence);
     for e in entries {
-        put_entry(&mut out, e, refs(e), &mut st);
+        if !dense {
+            out.put_varint(e.global_sequence - next_seq);
+        }
+        next_seq = e.global_sequence + 1;
+        put_entry(&mut out, e, refs(e), anchored(e), &mut st);
     }
     let crc = crc32fast::hash(&out);
     out.put_u32(crc);
@@ -77,7 +93,8 @@ pub(crate) type Sink<'a> = dyn FnMut(Vec<IndexEntry>, Vec<(u32, u32)>) -> Result
 const SINK_CHUNK: u64 = 16 * 1024;
 
 /// Decodes a footer. `region` holds the file's bytes from `start` (the
-/// footer start named by the trailer) to its end. Entries (prev hashes zero)
+/// footer start named by the trailer) to its end. Entries (prev hashes zero
+/// unless anchored)
 /// go to `sink` in chunks, after the whole footer's CRC has been checked;
 /// `reserve` is told the entry count first. Returns the gate-set records.
 pub(crate) fn decode(
@@ -101,9 +118,11 @@ pub(crate) fn decode(
     }
     let mut c = Cursor::new(body);
     let short = |e: super::codec::ShortRead| corrupt(e.0);
-    if c.u8("version").map_err(short)? != FOOTER_VERSION {
-        return Err(corrupt("unsupported version"));
-    }
+    let sparse = match c.u8("version").map_err(short)? {
+        FOOTER_DENSE => false,
+        FOOTER_SPARSE => true,
+        _ => return Err(corrupt("unsupported version")),
+    };
     let n_strings = c.varint("string count").map_err(short)?;
     let mut strings = Vec::new();
     let mut global_ids = Vec::new();
@@ -124,14 +143,20 @@ pub(crate) fn decode(
     let first_seq = c.varint("first sequence").map_err(short)?;
     reserve(n_entries);
     let mut st = DeltaState::default();
+    let mut next_seq = first_seq;
     let mut i = 0u64;
     while i < n_entries {
         let n = (n_entries - i).min(SINK_CHUNK);
         let mut chunk = Vec::with_capacity(n as usize);
         let mut ids = Vec::with_capacity(n as usize);
-        for j in i..i + n {
+        for _ in 0..n {
+            if sparse {
+                let gap = c.varint("sequence gap").map_err(short)?;
+                next_seq = next_seq.checked_add(gap).ok_or_else(|| corrupt("sequence overflow"))?;
+            }
             let (entry, (e, s)) =
-                get_entry(&mut c, &strings, segment_id, first_seq + j, &mut st).map_err(short)?;
+                get_entry(&mut c, &strings, segment_id, next_seq, &mut st).map_err(short)?;
+            next_seq += 1;
             chunk.push(entry);
             ids.push((global(e), global(s)));
         }

@@ -17,6 +17,10 @@ const TAG_GATE_SET: u8 = 5;
 const HAS_CAUSATION: u8 = 0x01;
 const HAS_CORRELATION: u8 = 0x02;
 const HAS_GATE_SET: u8 = 0x04;
+/// Compaction: the entity's previous hash is stored (its predecessor was removed).
+const HAS_PREV_HASH: u8 = 0x08;
+/// Compaction: the event hash is stored (the record was rewritten into a tombstone).
+const HAS_SEALED_HASH: u8 = 0x10;
 
 /// One committed event as it sits in a frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +40,12 @@ pub(crate) struct EventRecord<'a> {
     pub causation_id: Option<u128>,
     /// Store-wide id of the gate set that admitted the event.
     pub gate_set: Option<u32>,
+    /// The hash this event chains from, when compaction removed the
+    /// entity's previous event (otherwise it is that event's hash).
+    pub prev_hash: Option<[u8; 32]>,
+    /// The event's original hash, kept when compaction rewrote the record
+    /// into a tombstone (its contents no longer hash to it).
+    pub sealed_hash: Option<[u8; 32]>,
     /// Canonical JSON bytes.
     pub payload: &'a [u8],
 }
@@ -58,6 +68,14 @@ impl<'a> EventRecord<'a> {
             global_sequence: self.global_sequence,
         };
         crate::event::hash::event_hash(prev, &fields, self.payload)
+    }
+
+    /// The event's hash: the sealed one of a tombstone, else recomputed
+    /// from `prev` (which an anchored record overrides).
+    pub(crate) fn resolved_hash(&self, prev: &[u8; 32], entity: &str, scope: &str) -> ([u8; 32], [u8; 32]) {
+        let prev = self.prev_hash.unwrap_or(*prev);
+        let hash = self.sealed_hash.unwrap_or_else(|| self.chain_hash(&prev, entity, scope));
+        (prev, hash)
     }
 }
 
@@ -168,6 +186,12 @@ fn encode_event(out: &mut Vec<u8>, e: &EventRecord<'_>) {
     if e.gate_set.is_some() {
         present |= HAS_GATE_SET;
     }
+    if e.prev_hash.is_some() {
+        present |= HAS_PREV_HASH;
+    }
+    if e.sealed_hash.is_some() {
+        present |= HAS_SEALED_HASH;
+    }
     out.put_u8(TAG_EVENT);
     out.put_u8(e.flags);
     out.put_u8(present);
@@ -187,6 +211,9 @@ fn encode_event(out: &mut Vec<u8>, e: &EventRecord<'_>) {
     }
     if let Some(g) = e.gate_set {
         out.put_varint(u64::from(g));
+    }
+    for hash in [e.prev_hash, e.sealed_hash].into_iter().flatten() {
+        out.extend_from_slice(&hash);
     }
     out.extend_from_slice(e.payload);
 }
@@ -257,6 +284,8 @@ fn decode_event<'a>(c: &mut Cursor<'a>) -> Result<EventRecord<'a>, FrameError> {
     let correlation_id = if present & HAS_CORRELATION != 0 { c.u128("correlation")? } else { event_id };
     let causation_id = if present & HAS_CAUSATION != 0 { Some(c.u128("causation")?) } else { None };
     let gate_set = if present & HAS_GATE_SET != 0 { Some(c.varint_u32("gate set")?) } else { None };
+    let prev_hash = if present & HAS_PREV_HASH != 0 { Some(c.hash("prev hash")?) } else { None };
+    let sealed_hash = if present & HAS_SEALED_HASH != 0 { Some(c.hash("sealed hash")?) } else { None };
     Ok(EventRecord {
         flags,
         kind,
@@ -270,6 +299,8 @@ fn decode_event<'a>(c: &mut Cursor<'a>) -> Result<EventRecord<'a>, FrameError> {
         correlation_id,
         causation_id,
         gate_set,
+        prev_hash,
+        sealed_hash,
         payload: c.rest(),
     })
 }
@@ -292,6 +323,8 @@ mod tests {
             correlation_id: 0xCCDD,
             causation_id: Some(9),
             gate_set: Some(4),
+            prev_hash: None,
+            sealed_hash: None,
             payload,
         }
     }
@@ -300,6 +333,11 @@ mod tests {
     fn every_record_round_trips() {
         let records = [
             Record::Event(sample(br#"{"a":1}"#)),
+            Record::Event(EventRecord {
+                prev_hash: Some([7; 32]),
+                sealed_hash: Some([9; 32]),
+                ..sample(b"null")
+            }),
             Record::BatchBegin { batch_id: 5, count: 3 },
             Record::BatchCommit { batch_id: 5, count: 3 },
             Record::Str { id: 3, value: "entity:1" },

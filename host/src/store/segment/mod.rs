@@ -7,6 +7,7 @@ pub mod file;
 pub mod footer;
 pub(crate) mod frame;
 
+pub use crate::store::compaction::CompactionResult;
 pub use file::{
     parse_segment_filename, segment_filename, SegmentHeader, SEGMENT_EXTENSION, SEGMENT_FORMAT_VERSION,
     SEGMENT_HEADER_LEN, SEGMENT_MAGIC,

@@ -108,7 +108,8 @@ impl ActiveSegment {
             let id = |s: &Arc<str>| self.strings.get(s).copied().unwrap_or(0);
             (id(e.coord.entity_arc()), id(e.coord.scope_arc()))
         };
-        let bytes = footer::encode(self.len, &self.string_list, &self.gate_sets, &entries, refs);
+        // Writer appends always chain from the entity's head: never anchored.
+        let bytes = footer::encode(self.len, &self.string_list, &self.gate_sets, &entries, refs, |_| false);
         let written = self.file.write_all_at(&bytes, self.len).and_then(|()| self.file.sync_all());
         if let Err(e) = written {
             // Leave no half footer behind: the segment stays active and unsealed.

@@ -13,6 +13,7 @@
 
 mod active;
 mod batch;
+mod compact;
 mod shutdown;
 mod single;
 
@@ -104,6 +105,13 @@ pub(crate) enum Command {
     SetGates(GateChain, Reply<()>),
     /// The segments and the byte lengths that hold every published event.
     SnapshotPlan(Reply<Vec<(u64, u64)>>),
+    /// Names the sealed segments a compaction may rewrite.
+    CompactBegin(Reply<crate::store::compaction::CompactionStart>),
+    /// Commits a prepared compaction.
+    CompactCommit(
+        Box<crate::store::compaction::rewrite::Prepared>,
+        Reply<crate::store::compaction::CompactionResult>,
+    ),
     #[cfg(feature = "dangerous-test-hooks")]
     Panic(Reply<()>),
 }
@@ -138,6 +146,9 @@ pub(crate) struct Writer {
     poisoned: Option<String>,
     /// Whether `index.ckpt` already describes everything on disk.
     checkpoint_current: bool,
+    /// New segments get ids at least this high (compaction frees ids that
+    /// readers of an older index generation may still name).
+    next_segment_floor: u64,
     buf: Vec<u8>,
 }
 
@@ -175,6 +186,7 @@ impl Writer {
             unsynced: 0,
             poisoned: None,
             checkpoint_current,
+            next_segment_floor: 1,
             buf: Vec::with_capacity(64 * 1024),
         }
     }
@@ -282,6 +294,14 @@ impl Writer {
                 let _ = reply.send(self.snapshot_plan());
                 Flow::Continue
             }
+            Command::CompactBegin(reply) => {
+                let _ = reply.send(self.begin_compaction());
+                Flow::Continue
+            }
+            Command::CompactCommit(prepared, reply) => {
+                let _ = reply.send(self.commit_compaction(*prepared));
+                Flow::Continue
+            }
             // The test hook exists to panic the writer; the restart policy catches it.
             #[cfg(feature = "dangerous-test-hooks")]
             #[allow(clippy::panic)]
@@ -307,6 +327,12 @@ impl Writer {
                     let _ = reply.send(Err(StoreError::WriterCrashed));
                 }
                 Ok(Command::SnapshotPlan(reply)) => {
+                    let _ = reply.send(Err(StoreError::WriterCrashed));
+                }
+                Ok(Command::CompactBegin(reply)) => {
+                    let _ = reply.send(Err(StoreError::WriterCrashed));
+                }
+                Ok(Command::CompactCommit(_, reply)) => {
                     let _ = reply.send(Err(StoreError::WriterCrashed));
                 }
                 #[cfg(feature = "dangerous-test-hooks")]
@@ -358,7 +384,7 @@ impl Writer {
         if self.active.is_some() && !full {
             return Ok(());
         }
-        let next_id = self.segments.last().map_or(1, |id| id + 1);
+        let next_id = self.segments.last().map_or(1, |id| id + 1).max(self.next_segment_floor);
         if let Some(old) = &self.active {
             inject(&self.cfg, crate::store::fault_point::rotation(old.id, next_id))?;
             old.seal(&self.index, self.index.inserted())?;
@@ -441,6 +467,8 @@ fn refuse_until_shutdown(rx: &flume::Receiver<Command>) {
             Command::Sync(r) | Command::Shutdown(r) => drop(r.send(Err(StoreError::WriterCrashed))),
             Command::SetGates(_, r) => drop(r.send(Err(StoreError::WriterCrashed))),
             Command::SnapshotPlan(r) => drop(r.send(Err(StoreError::WriterCrashed))),
+            Command::CompactBegin(r) => drop(r.send(Err(StoreError::WriterCrashed))),
+            Command::CompactCommit(_, r) => drop(r.send(Err(StoreError::WriterCrashed))),
             #[cfg(feature = "dangerous-test-hooks")]
             Command::Panic(r) => drop(r.send(Err(StoreError::WriterCrashed))),
         }

@@ -73,5 +73,8 @@ impl Writer {
             }
         }
         self.index.publish();
+        if self.compaction_pending() {
+            self.poison("a compaction was interrupted by a panic; reopen the store to finish it");
+        }
     }
 }

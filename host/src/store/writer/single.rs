@@ -105,6 +105,8 @@ impl Planned<'_> {
             correlation_id: self.correlation_id,
             causation_id: self.causation_id,
             gate_set: self.gate_set,
+            prev_hash: None,
+            sealed_hash: None,
             payload: self.payload,
         }
     }

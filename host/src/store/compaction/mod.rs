@@ -36,8 +36,11 @@ pub type RetentionPredicate = Box<dyn Fn(&StoredEvent<serde_json::Value>) -> boo
 
 /// What a compaction does with the events of the sealed segments.
 #[non_exhaustive]
+#[derive(Default)]
 pub enum CompactionStrategy {
-    /// Keep every event; pack the sealed segments into as few as fit.
+    /// Keep every event; pack the sealed segments into as few as fit
+    /// (each output up to `segment_max_bytes` or 256 MiB, whichever is larger).
+    #[default]
     Merge,
     /// Keep the events for which the predicate is true, remove the rest.
     /// The last event of each entity within the sealed segments is kept as
@@ -47,12 +50,6 @@ pub enum CompactionStrategy {
     /// tombstones: kind [`crate::event::EventKind::TOMBSTONE`], payload
     /// `null`, same id, coordinate, clock and hash.
     Tombstone(RetentionPredicate),
-}
-
-impl Default for CompactionStrategy {
-    fn default() -> Self {
-        Self::Merge
-    }
 }
 
 impl std::fmt::Debug for CompactionStrategy {

@@ -24,6 +24,10 @@ const FATE_CHUNK: usize = 4096;
 const WRITE_CHUNK: usize = 1 << 20;
 /// Entries inserted into the new generation at a time.
 const INSERT_CHUNK: usize = 16 * 1024;
+/// Outputs fill up to this size when segments are small: merging many
+/// small sealed segments into few is the point of a compaction. Offsets
+/// stay far below the 3 GiB that 32-bit positions allow.
+const MERGED_SEGMENT_BYTES: u64 = 256 * 1024 * 1024;
 /// Payload of a tombstone.
 const TOMBSTONE_PAYLOAD: &[u8] = b"null";
 
@@ -259,7 +263,8 @@ impl Outputs<'_, '_> {
         tombstone: bool,
         anchored: bool,
     ) -> Result<IndexEntry, StoreError> {
-        let full = self.current.as_ref().is_some_and(|o| o.len >= self.ctx.segment_max_bytes);
+        let target = self.ctx.segment_max_bytes.max(MERGED_SEGMENT_BYTES);
+        let full = self.current.as_ref().is_some_and(|o| o.len >= target);
         if full && self.created.len() < self.ids.len() {
             self.next()?;
         }

@@ -1,0 +1,482 @@
+//! Online compaction: what each strategy keeps, that every recovery path
+//! agrees afterwards, that appends and reads go on during it, and that a
+//! SIGKILL at any point leaves the old state or the new one.
+
+use batpak::prelude::*;
+use batpak::store::segment::CompactionResult;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+const SEGMENT: u64 = 4096;
+
+fn coord(entity: &str) -> Coordinate {
+    Coordinate::new(entity, "scope").expect("valid coordinate")
+}
+
+fn config(dir: &Path) -> StoreConfig {
+    StoreConfig::new(dir).with_segment_max_bytes(SEGMENT)
+}
+
+/// `n` events over five entities (every seventh a batch of three), payload `{"i": i}`.
+fn fill(store: &Store, from: u64, n: u64) {
+    let mut i = from;
+    while i < from + n {
+        if i % 7 == 3 {
+            let items = (0..3)
+                .map(|j| {
+                    BatchAppendItem::new(
+                        coord(&format!("e{}", (i + j) % 5)),
+                        EventKind::DATA,
+                        &json!({"i": i + j}),
+                        AppendOptions::new(),
+                        CausationRef::None,
+                    )
+                    .expect("item")
+                })
+                .collect();
+            store.append_batch(items).expect("batch");
+            i += 3;
+        } else {
+            store.append(&coord(&format!("e{}", i % 5)), EventKind::DATA, &json!({"i": i})).expect("append");
+            i += 1;
+        }
+    }
+}
+
+/// Everything about each visible event except where it sits on disk.
+type Facts = Vec<(u128, u64, u32, u16, [u8; 32], [u8; 32], Value)>;
+
+fn facts(store: &Store) -> Facts {
+    store
+        .query(&Region::all())
+        .into_iter()
+        .map(|e| {
+            let payload = store.get(e.event_id).expect("every listed event reads").event.payload;
+            (
+                e.event_id,
+                e.global_sequence,
+                e.clock,
+                e.kind.as_raw(),
+                e.hash_chain.prev_hash,
+                e.hash_chain.event_hash,
+                payload,
+            )
+        })
+        .collect()
+}
+
+fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "fbat"))
+        .collect();
+    out.sort();
+    out
+}
+
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("read dir")
+        .filter_map(|e| e.expect("entry").file_name().into_string().ok())
+        .filter(|n| n.ends_with(".compact") || n == "compact.plan" || n.ends_with(".tmp"))
+        .collect()
+}
+
+/// Reopens through the checkpoint, then the footers, then a frame scan,
+/// and checks each yields `expected` and verifies.
+fn every_recovery_path_agrees(dir: &Path, expected: &Facts) {
+    let store = Store::open(config(dir)).expect("open via checkpoint");
+    assert_eq!(&facts(&store), expected, "checkpoint path");
+    assert!(store.verify().is_ok(), "{:?}", store.verify().issues);
+    store.close().expect("close");
+    let _ = std::fs::remove_file(dir.join("index.ckpt"));
+    let store = Store::open(config(dir)).expect("open via footers");
+    assert!(store.diagnostics().recovery.from_footers > 0);
+    assert_eq!(&facts(&store), expected, "footer path");
+    drop(store);
+    let _ = std::fs::remove_file(dir.join("index.ckpt"));
+    for path in segment_files(dir) {
+        let bytes = std::fs::read(&path).expect("read segment");
+        let at = bytes.len() - 16;
+        if &bytes[at + 12..] == b"SIDX" {
+            let start = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+            std::fs::write(&path, &bytes[..start as usize]).expect("strip footer");
+        }
+    }
+    let store = Store::open(config(dir)).expect("open via scan");
+    assert!(store.diagnostics().recovery.scanned > 0);
+    assert_eq!(&facts(&store), expected, "scan path");
+    assert!(store.verify().is_ok(), "{:?}", store.verify().issues);
+    store.close().expect("close");
+}
+
+#[test]
+fn merge_packs_sealed_segments_and_changes_no_event() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = Store::open(config(tmp.path())).expect("open");
+    fill(&store, 0, 600);
+    let before = facts(&store);
+    let files_before = segment_files(tmp.path()).len();
+    let result = store
+        .compact(&CompactionConfig { strategy: CompactionStrategy::Merge, min_segments: 2 })
+        .expect("compact");
+    assert!(result.segments_removed > 0, "{result:?}");
+    assert_eq!(result.events_removed + result.events_tombstoned, 0);
+    assert_eq!(segment_files(tmp.path()).len(), files_before - result.segments_removed);
+    assert_eq!(facts(&store), before, "ids, sequences, clocks, hashes and payloads unchanged");
+    assert!(store.verify().is_ok(), "{:?}", store.verify().issues);
+    fill(&store, 600, 50);
+    let after = facts(&store);
+    assert_eq!(&after[..before.len()], &before[..]);
+    assert!(leftovers(tmp.path()).is_empty());
+    store.close().expect("close");
+    every_recovery_path_agrees(tmp.path(), &after);
+}
+
+#[test]
+fn too_few_sealed_segments_is_a_no_op() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = Store::open(StoreConfig::new(tmp.path())).expect("open");
+    fill(&store, 0, 20);
+    let result = store.compact(&CompactionConfig::default()).expect("compact");
+    assert_eq!(result, CompactionResult::default());
+    assert_eq!(store.query(&Region::all()).len(), 20);
+}
+
+#[test]
+fn retention_removes_events_yet_chains_clocks_and_appends_go_on() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = Store::open(config(tmp.path())).expect("open");
+    fill(&store, 0, 500);
+    let before: HashMap<u128, (u64, IndexEntry)> = store
+        .query(&Region::all())
+        .into_iter()
+        .map(|e| {
+            let i = store.get(e.event_id).expect("get").event.payload["i"].as_u64().expect("i");
+            (e.event_id, (i, e))
+        })
+        .collect();
+    let keep = |e: &StoredEvent<Value>| e.event.payload["i"].as_u64().is_some_and(|i| i % 3 == 0);
+    let result = store
+        .compact(&CompactionConfig {
+            strategy: CompactionStrategy::Retention(Box::new(keep)),
+            min_segments: 2,
+        })
+        .expect("compact");
+    assert!(result.events_removed > 200, "{result:?}");
+    assert!(result.bytes_reclaimed > 0, "{result:?}");
+    let mut removed = 0u64;
+    let mut tombstoned = 0u64;
+    for (id, (i, old)) in &before {
+        match store.get(*id) {
+            Err(StoreError::NotFound(_)) => {
+                assert_ne!(i % 3, 0, "event {i} should have been kept");
+                removed += 1;
+            }
+            Ok(ev) if ev.event.header.event_kind == EventKind::TOMBSTONE => {
+                assert_ne!(i % 3, 0);
+                assert_eq!(ev.event.payload, Value::Null);
+                tombstoned += 1;
+            }
+            Ok(ev) => {
+                assert_eq!(ev.event.payload, json!({"i": i}), "kept payload intact");
+                let now =
+                    store.query(&Region::all()).into_iter().find(|e| e.event_id == *id).expect("listed");
+                assert_eq!((now.global_sequence, now.clock), (old.global_sequence, old.clock));
+                assert_eq!(now.hash_chain, old.hash_chain);
+            }
+            Err(e) => panic!("unexpected error for {i}: {e}"),
+        }
+    }
+    assert_eq!((removed, tombstoned), (result.events_removed, result.events_tombstoned));
+    assert!(store.verify().is_ok(), "{:?}", store.verify().issues);
+    // Each entity's chain continues from its (possibly tombstoned) last event.
+    let heads: HashMap<String, u32> = (0..5)
+        .map(|k| {
+            let name = format!("e{k}");
+            let last = store.stream(&name).last().map(|e| e.clock).expect("head kept");
+            (name, last)
+        })
+        .collect();
+    for k in 0..5 {
+        let name = format!("e{k}");
+        let r = store.append(&coord(&name), EventKind::DATA, &json!({"i": 10_000 + k})).expect("append");
+        let entry = store.stream(&name).into_iter().find(|e| e.event_id == r.event_id).expect("appended");
+        assert_eq!(entry.clock, heads[&name] + 1, "clocks continue after the removed events");
+    }
+    assert!(store.verify().is_ok(), "{:?}", store.verify().issues);
+    let after = facts(&store);
+    store.close().expect("close");
+    every_recovery_path_agrees(tmp.path(), &after);
+}
+
+#[test]
+fn tombstones_erase_payloads_but_keep_identity_order_and_hash() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = Store::open(config(tmp.path())).expect("open");
+    fill(&store, 0, 400);
+    let before = facts(&store);
+    let keep = |e: &StoredEvent<Value>| e.event.payload["i"].as_u64().is_some_and(|i| i % 4 != 0);
+    let result = store
+        .compact(&CompactionConfig {
+            strategy: CompactionStrategy::Tombstone(Box::new(keep)),
+            min_segments: 1,
+        })
+        .expect("compact");
+    assert!(result.events_tombstoned > 50, "{result:?}");
+    assert_eq!(result.events_removed, 0);
+    let after = facts(&store);
+    assert_eq!(after.len(), before.len());
+    let mut changed = 0;
+    for (old, new) in before.iter().zip(&after) {
+        assert_eq!((old.0, old.1, old.2, old.4, old.5), (new.0, new.1, new.2, new.4, new.5));
+        if new.3 == EventKind::TOMBSTONE.as_raw() {
+            assert_eq!(old.6["i"].as_u64().map(|i| i % 4), Some(0));
+            assert_eq!(new.6, Value::Null);
+            changed += 1;
+        } else {
+            assert_eq!(old.6, new.6);
+        }
+    }
+    assert_eq!(changed, result.events_tombstoned);
+    assert_eq!(store.by_fact(EventKind::TOMBSTONE).len() as u64, result.events_tombstoned);
+    assert!(store.verify().is_ok(), "{:?}", store.verify().issues);
+    store.close().expect("close");
+    every_recovery_path_agrees(tmp.path(), &after);
+}
+
+#[test]
+fn appends_and_reads_go_on_during_repeated_compactions() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = Arc::new(Store::open(config(tmp.path())).expect("open"));
+    fill(&store, 0, 300);
+    let stop = Arc::new(AtomicBool::new(false));
+    let appenders: Vec<_> = (0..2u64)
+        .map(|t| {
+            let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                let mut i = 1_000_000 * (t + 1);
+                while !stop.load(Ordering::Relaxed) {
+                    let r = store
+                        .append(&coord(&format!("t{t}-{}", i % 3)), EventKind::DATA, &json!({"i": i}))
+                        .expect("append during compaction");
+                    acked.push((r.event_id, i));
+                    i += 1;
+                }
+                acked
+            })
+        })
+        .collect();
+    let reader = {
+        let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut reads = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let mut cursor = store.cursor_guaranteed(&Region::all());
+                let mut last = None;
+                while let Some(e) = cursor.poll() {
+                    assert!(last.is_none_or(|l| l < e.global_sequence), "cursor order");
+                    last = Some(e.global_sequence);
+                    let ev = store.get(e.event_id).expect("a listed event stays readable during compaction");
+                    assert_eq!(ev.event.header.event_id, e.event_id);
+                    assert!(ev.event.payload["i"].is_u64(), "payload intact: {}", ev.event.payload);
+                    reads += 1;
+                }
+            }
+            reads
+        })
+    };
+    let mut total = CompactionResult::default();
+    for _ in 0..6 {
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let r = store.compact(&CompactionConfig::default()).expect("compact under load");
+        total.segments_removed += r.segments_removed;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<(u128, u64)> = appenders.into_iter().flat_map(|h| h.join().expect("appender")).collect();
+    let reads = reader.join().expect("reader");
+    assert!(total.segments_removed > 0, "compactions did work");
+    assert!(reads > 0);
+    for (id, i) in &acked {
+        assert_eq!(store.get(*id).expect("acknowledged").event.payload, json!({"i": i}));
+    }
+    assert!(store.verify().is_ok(), "{:?}", store.verify().issues);
+    let expected = facts(&store);
+    Arc::into_inner(store).expect("sole owner").close().expect("close");
+    every_recovery_path_agrees(tmp.path(), &expected);
+}
+
+#[test]
+fn a_snapshot_and_a_compaction_do_not_interleave() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = Arc::new(Store::open(config(tmp.path())).expect("open"));
+    fill(&store, 0, 400);
+    let copy = tmp.path().join("copy");
+    let snap = {
+        let (store, copy) = (Arc::clone(&store), copy.clone());
+        std::thread::spawn(move || store.snapshot(&copy))
+    };
+    store.compact(&CompactionConfig::default()).expect("compact");
+    snap.join().expect("thread").expect("snapshot");
+    let expected = facts(&store);
+    let copied = Store::open(config(&copy)).expect("snapshot opens");
+    assert_eq!(facts(&copied), expected);
+}
+
+const CHILD_ENV: &str = "BATPAK_COMPACT_CHILD_DIR";
+const ROUNDS: u64 = 10;
+/// How long after the child announces a compaction the parent kills it.
+const KILL_DELAYS_US: [u64; 5] = [0, 300, 1_000, 3_000, 10_000];
+
+/// Runs only as the child of `sigkill_during_compaction_leaves_old_or_new_state`:
+/// appends and compacts forever, printing each acknowledged event.
+#[test]
+fn compact_child() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let store = Store::open(StoreConfig::new(&dir).with_segment_max_bytes(2048)).expect("child open");
+    let start: u64 = std::env::var("BATPAK_COMPACT_START").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut out = std::io::stdout().lock();
+    for i in start.. {
+        let r =
+            store.append(&coord(&format!("k{}", i % 4)), EventKind::DATA, &json!({"i": i})).expect("append");
+        std::io::Write::write_fmt(&mut out, format_args!("{} {}\n", r.event_id, i)).expect("print");
+        std::io::Write::flush(&mut out).expect("flush");
+        if i % 40 == 39 {
+            let strategy = if i % 80 == 39 {
+                CompactionStrategy::Merge
+            } else {
+                let keep = |e: &StoredEvent<Value>| e.event.payload["i"].as_u64().is_none_or(|i| i % 5 != 0);
+                CompactionStrategy::Tombstone(Box::new(keep))
+            };
+            std::io::Write::write_all(&mut out, b"compacting\n").expect("print");
+            std::io::Write::flush(&mut out).expect("flush");
+            store.compact(&CompactionConfig { strategy, min_segments: 2 }).expect("child compaction");
+        }
+    }
+}
+
+#[test]
+fn sigkill_during_compaction_leaves_old_or_new_state() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let exe = std::env::current_exe().expect("test binary");
+    let mut acked: HashMap<u128, u64> = HashMap::new();
+    let mut caught_mid_compaction = 0;
+    for round in 0..ROUNDS {
+        let mut child = Command::new(&exe)
+            .args(["--exact", "compact_child", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, tmp.path())
+            .env("BATPAK_COMPACT_START", (round * 1_000_000).to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn child");
+        let stdout = child.stdout.take().expect("piped");
+        let want = 150 + round * 53;
+        let mut seen = 0;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.expect("line");
+            if line == "compacting" && seen >= want {
+                break;
+            }
+            let mut parts = line.split(' ');
+            let (Some(id), Some(i)) = (parts.next(), parts.next()) else { continue };
+            let (Ok(id), Ok(i)) = (id.parse::<u128>(), i.parse::<u64>()) else { continue };
+            acked.insert(id, i);
+            seen += 1;
+        }
+        // The child has just begun a compaction: kill it somewhere inside.
+        std::thread::sleep(std::time::Duration::from_micros(
+            KILL_DELAYS_US[round as usize % KILL_DELAYS_US.len()],
+        ));
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        if !leftovers(tmp.path()).is_empty() {
+            caught_mid_compaction += 1;
+        }
+        let store = Store::open(StoreConfig::new(tmp.path()).with_segment_max_bytes(2048))
+            .expect("reopen after kill");
+        assert!(leftovers(tmp.path()).is_empty(), "round {round}: {:?}", leftovers(tmp.path()));
+        for (id, i) in &acked {
+            let ev = store.get(*id).unwrap_or_else(|e| panic!("round {round}: acknowledged {i} lost: {e}"));
+            if ev.event.header.event_kind == EventKind::TOMBSTONE {
+                assert_eq!(i % 5, 0, "round {round}: only multiples of five become tombstones");
+            } else {
+                assert_eq!(ev.event.payload, json!({"i": i}), "round {round}");
+            }
+        }
+        for k in 0..4 {
+            let clocks: Vec<u32> = store.stream(&format!("k{k}")).iter().map(|e| e.clock).collect();
+            assert!(
+                clocks.iter().enumerate().all(|(i, c)| *c == i as u32),
+                "round {round}: clocks contiguous"
+            );
+        }
+        assert!(store.verify().is_ok(), "round {round}: {:?}", store.verify().issues);
+        store.close().expect("close");
+    }
+    eprintln!(
+        "killed inside a compaction (outputs or plan on disk) in {caught_mid_compaction} of {ROUNDS} rounds"
+    );
+}
+
+#[cfg(feature = "dangerous-test-hooks")]
+mod injected {
+    use super::*;
+    use batpak::store::{CountdownAction, CountdownInjector, InjectionPoint};
+
+    fn failing_at(dir: &Path, point: fn(&InjectionPoint) -> bool) -> Store {
+        let mut cfg = config(dir);
+        let injector = CountdownInjector::new(1, CountdownAction::Fail("injected compaction fault"))
+            .with_filter(move |p| point(&p));
+        cfg.fault_injector = Some(Arc::new(injector));
+        Store::open(cfg).expect("open")
+    }
+
+    #[test]
+    fn a_failure_before_the_plan_changes_nothing() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = failing_at(tmp.path(), |p| matches!(p, InjectionPoint::CompactionOutputsWritten { .. }));
+        fill(&store, 0, 300);
+        let before = facts(&store);
+        let files = segment_files(tmp.path());
+        let err = store.compact(&CompactionConfig::default()).expect_err("injected");
+        assert!(matches!(err, StoreError::FaultInjected(_)), "{err}");
+        assert!(leftovers(tmp.path()).is_empty(), "outputs removed: {:?}", leftovers(tmp.path()));
+        assert_eq!(segment_files(tmp.path()), files);
+        assert_eq!(facts(&store), before);
+        fill(&store, 300, 10);
+        let after = facts(&store);
+        store.close().expect("close");
+        every_recovery_path_agrees(tmp.path(), &after);
+    }
+
+    #[test]
+    fn a_failure_after_the_plan_is_finished_by_the_next_open() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = failing_at(tmp.path(), |p| matches!(p, InjectionPoint::CompactionCommitted));
+        fill(&store, 0, 300);
+        let before = facts(&store);
+        let files = segment_files(tmp.path()).len();
+        let err = store.compact(&CompactionConfig::default()).expect_err("injected");
+        assert!(matches!(err, StoreError::Poisoned(_)), "{err}");
+        assert!(leftovers(tmp.path()).iter().any(|n| n == "compact.plan"), "the plan is the commit point");
+        assert_eq!(facts(&store), before, "reads still see the old files");
+        let refused = store.append(&coord("e0"), EventKind::DATA, &json!({"i": 1}));
+        assert!(matches!(refused, Err(StoreError::Poisoned(_))), "{refused:?}");
+        drop(store);
+        let reopened = Store::open(config(tmp.path())).expect("reopen finishes the compaction");
+        assert!(leftovers(tmp.path()).is_empty(), "{:?}", leftovers(tmp.path()));
+        assert!(segment_files(tmp.path()).len() < files, "the new state, not the old");
+        assert_eq!(facts(&reopened), before);
+        assert!(reopened.verify().is_ok(), "{:?}", reopened.verify().issues);
+        reopened.close().expect("close");
+        every_recovery_path_agrees(tmp.path(), &before);
+    }
+}

@@ -119,6 +119,24 @@ fn main() -> anyhow::Result<()> {
             Line::higher("cursor_drain_100k_poll_batch_100", o, r, "ev/s").print();
         }
     }
+    for segments in [10usize, 50, 100] {
+        let name = format!("compaction_merge_{segments}_segments");
+        if plan.wants(&name) {
+            let (mut o_files, mut r_files) = (0, 0);
+            let o = median(plan.runs(), || {
+                let (ms, files) = ours::compact_merge(segments);
+                o_files = files;
+                ms
+            });
+            let r = median(plan.runs(), || {
+                let (ms, files) = reference::compact_merge(segments);
+                r_files = files;
+                ms
+            });
+            Line::lower(&name, o, r, "ms").print();
+            println!("  (segment files before: ours {o_files}, batpak-0.3.0 {r_files})");
+        }
+    }
     if plan.wants("gates") {
         ours::gate_workloads(&plan)?;
     }

@@ -160,3 +160,20 @@ pub fn cursor_drain(dir: &Path) -> f64 {
     }
     n as f64 / start.elapsed().as_secs_f64()
 }
+
+/// Milliseconds to Merge-compact a store of `segments` sealed segments of
+/// about 100 events each; also returns how many segments the store had.
+pub fn compact_merge(segments: usize) -> (f64, usize) {
+    let dir = tmp();
+    let cfg = StoreConfig::new(dir.path()).with_segment_max_bytes(56_000);
+    let store = Store::open(cfg).expect("open");
+    for i in 0..segments * 100 {
+        store.append(&coord(i), EventKind::DATA, &payload(i)).expect("append");
+    }
+    let files = crate::util::count_files(dir.path(), "fbat");
+    let start = Instant::now();
+    store.compact(&CompactionConfig::default()).expect("compact");
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    store.close().expect("close");
+    (ms, files)
+}

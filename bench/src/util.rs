@@ -100,3 +100,12 @@ pub fn payload(i: usize) -> serde_json::Value {
     let len = serde_json::to_vec(&base).map(|v| v.len()).unwrap_or(20);
     serde_json::json!({"i": i, "pad": "x".repeat(100usize.saturating_sub(len))})
 }
+
+/// Number of files in `dir` with extension `ext`.
+pub fn count_files(dir: &Path, ext: &str) -> usize {
+    std::fs::read_dir(dir)
+        .map(|it| {
+            it.filter_map(|e| e.ok()).filter(|e| e.path().extension().is_some_and(|x| x == ext)).count()
+        })
+        .unwrap_or(0)
+}

@@ -37,12 +37,17 @@ pub trait StateMarker: Copy + Default + 'static {}
 /// Declares a state trait and one unit struct per state:
 /// `define_state_machine!(DoorState { Open, Closed, Locked });`
 /// Transitions are then methods on `Thing<Open>` etc., so a transition from
-/// the wrong state does not compile.
+/// the wrong state does not compile. The trait is sealed: its supertrait is
+/// keyed by the machine's own states, so no other type can implement it
+/// (short of naming `#[doc(hidden)]` internals).
 #[macro_export]
 macro_rules! define_state_machine {
     ($trait_name:ident { $($state:ident),+ $(,)? }) => {
-        #[doc = concat!("The states of `", stringify!($trait_name), "`.")]
-        pub trait $trait_name: $crate::typestate::StateMarker {}
+        #[doc = concat!("The states of `", stringify!($trait_name), "` (sealed).")]
+        pub trait $trait_name:
+            $crate::typestate::StateMarker + $crate::typestate::__private::Sealed<($($state,)+)>
+        {
+        }
         $(
             #[doc = concat!("State `", stringify!($state), "`.")]
             #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,7 +55,24 @@ macro_rules! define_state_machine {
             impl $crate::typestate::StateMarker for $state {}
             impl $trait_name for $state {}
         )+
+        $crate::__seal_states!(($($state,)+); $($state),+);
     };
+}
+
+/// Implements the seal of one state machine for each of its states.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __seal_states {
+    ($machine:ty; $($state:ident),+) => {
+        $(impl $crate::typestate::__private::Sealed<$machine> for $state {})+
+    };
+}
+
+/// Not public API: the seal behind [`define_state_machine!`].
+#[doc(hidden)]
+pub mod __private {
+    /// Implemented only by the states of the machine `M` (the tuple of its states).
+    pub trait Sealed<M> {}
 }
 
 /// Declares a struct tagged with a typestate parameter:

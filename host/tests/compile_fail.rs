@@ -1,4 +1,5 @@
-//! Things that must not compile: a forged `Receipt`, an illegal typestate transition.
+//! Things that must not compile: a forged `Receipt`, an illegal typestate
+//! transition, a foreign type joining a sealed state machine.
 
 #[test]
 fn forbidden_code_does_not_compile() {

@@ -1,0 +1,8 @@
+// A state machine's trait is sealed: a type from outside the machine
+// (here another machine's state) cannot join it.
+batpak::define_state_machine!(DoorState { Open, Closed, Locked });
+batpak::define_state_machine!(LightState { On, Off });
+
+impl DoorState for On {}
+
+fn main() {}

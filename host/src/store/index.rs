@@ -582,7 +582,10 @@ impl IndexGen {
     pub(crate) fn stream(&self, entity: &str) -> Vec<IndexEntry> {
         let visible = self.visible();
         let Some(head) = self.head_seq(entity) else { return Vec::new() };
-        self.chain(head, visible).into_iter().filter_map(|s| self.get_any(s)).collect()
+        let seqs = self.chain(head, visible);
+        let mut out = Vec::with_capacity(seqs.len());
+        out.extend(seqs.into_iter().filter_map(|s| self.get_any(s)));
+        out
     }
 
     /// Visible entries in `region`, in global-sequence order.

@@ -11,12 +11,10 @@ impl Store<Open> {
         T: EventSourced<serde_json::Value> + Serialize + DeserializeOwned + 'static,
     {
         let kinds = T::relevant_event_kinds();
-        let entries: Vec<IndexEntry> = self
-            .index
-            .stream(entity)
-            .into_iter()
-            .filter(|e| kinds.is_empty() || kinds.contains(&e.kind))
-            .collect();
+        let mut entries = self.index.stream(entity);
+        if !kinds.is_empty() {
+            entries.retain(|e| kinds.contains(&e.kind));
+        }
         let Some(watermark) = entries.last().map(|e| e.global_sequence) else { return Ok(None) };
         let key = crate::projection::cache_key::<T>(entity, T::schema_version());
         let cached = self.cache.get(&key).unwrap_or_else(|e| {

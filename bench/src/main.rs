@@ -142,6 +142,8 @@ fn main() -> anyhow::Result<()> {
     }
     if plan.wants("projections") {
         projections::run(&plan)?;
+    } else if plan.wants("native_project") {
+        projections::native_project(&plan)?;
     }
     Ok(())
 }

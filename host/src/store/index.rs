@@ -225,6 +225,15 @@ pub(crate) struct IndexGen {
     visible: AtomicU64,
 }
 
+/// What a reader needs to fetch and label one event's frame.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReadTarget {
+    pub event_id: u128,
+    pub disk_pos: DiskPos,
+    pub kind: EventKind,
+    pub hash_chain: HashChain,
+}
+
 /// The tip of an entity's chain.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct EntityHead {
@@ -256,6 +265,11 @@ impl StoreIndex {
     pub(crate) fn replace(&self, gen: IndexGen) {
         debug_assert!(gen.visible() >= self.visible(), "a new generation hides nothing published");
         self.current.store(Arc::new(gen));
+    }
+
+    /// The live generation, for a reader doing many lookups in one call.
+    pub(crate) fn generation(&self) -> arc_swap::Guard<Arc<IndexGen>> {
+        self.current.load()
     }
 
     /// Makes room for `n` more entries.
@@ -299,6 +313,10 @@ impl StoreIndex {
         fn scan_from(&self, region: &Region, from: u64, max: usize) -> (Vec<IndexEntry>, u64);
         /// Number of distinct entities.
         fn entity_count(&self) -> usize;
+        /// The kind of the event at `seq`.
+        fn kind_at(&self, seq: u64) -> Option<EventKind>;
+        /// Visible sequences of exactly this entity, in order.
+        fn stream_seqs(&self, entity: &str) -> Vec<u64>;
     }
 }
 
@@ -576,6 +594,40 @@ impl IndexGen {
         }
         out.reverse();
         out
+    }
+
+    /// Where the event at `seq` sits.
+    pub(crate) fn disk_pos(&self, seq: u64) -> Option<DiskPos> {
+        let s = self.log.get(seq)?;
+        Some(DiskPos { segment_id: u64::from(s.segment_id), offset: u64::from(s.offset), length: s.length })
+    }
+
+    /// The kind of the event at `seq`.
+    pub(crate) fn kind_at(&self, seq: u64) -> Option<EventKind> {
+        self.log.get(seq).map(|s| EventKind::from_raw(s.kind))
+    }
+
+    /// Id, position, kind and chain link of the event at `seq`, without
+    /// the strings and side ids a full [`IndexEntry`] carries.
+    pub(crate) fn read_target(&self, seq: u64) -> Option<ReadTarget> {
+        let s = self.log.get(seq)?;
+        let prev_hash = match s.prev {
+            _ if s.bits & HAS_ANCHOR != 0 => self.maps.read().anchors.get(&(seq as u32)).copied()?,
+            NO_SEQ => [0u8; 32],
+            p => self.log.get(u64::from(p))?.event_hash,
+        };
+        Some(ReadTarget {
+            event_id: s.event_id.get(),
+            disk_pos: self.disk_pos(seq)?,
+            kind: EventKind::from_raw(s.kind),
+            hash_chain: HashChain { prev_hash, event_hash: s.event_hash },
+        })
+    }
+
+    /// Visible sequences of exactly this entity, in order.
+    pub(crate) fn stream_seqs(&self, entity: &str) -> Vec<u64> {
+        let visible = self.visible();
+        self.head_seq(entity).map_or_else(Vec::new, |head| self.chain(head, visible))
     }
 
     /// Visible entries of exactly this entity, in order.

@@ -102,60 +102,71 @@ impl SegmentReader {
         Ok(StoredEvent { coordinate: entry.coord.clone(), event: build_event(entry, &ev, payload) })
     }
 
-    /// The events behind `entries`, in order. Frames that sit close together
-    /// in one segment are fetched with one read; with many events the JSON
-    /// payloads are parsed on two threads.
+    /// The events behind `entries`, in order (as the index has them now).
     pub(crate) fn read_events(
         &self,
         entries: &[IndexEntry],
     ) -> Result<Vec<Event<serde_json::Value>>, StoreError> {
-        self.read_events_once(entries).or_else(|_| {
-            let now = entries.iter().map(|e| self.refreshed(e)).collect::<Result<Vec<_>, _>>()?;
-            self.read_events_once(&now)
+        let seqs: Vec<u64> = entries.iter().map(|e| e.global_sequence).collect();
+        self.read_events_at(&seqs)
+    }
+
+    /// The events at these sequences, in order; sequences a compaction
+    /// removed are skipped. Frames that sit close together in one segment
+    /// are fetched with one read; with many events the frames are decoded
+    /// and the JSON payloads parsed on two threads.
+    pub(crate) fn read_events_at(&self, seqs: &[u64]) -> Result<Vec<Event<serde_json::Value>>, StoreError> {
+        self.read_events_once(seqs).or_else(|_| {
+            drop(self.swap.read());
+            self.forget_files();
+            self.read_events_once(seqs)
         })
     }
 
-    fn read_events_once(&self, entries: &[IndexEntry]) -> Result<Vec<Event<serde_json::Value>>, StoreError> {
+    fn read_events_once(&self, seqs: &[u64]) -> Result<Vec<Event<serde_json::Value>>, StoreError> {
         const GAP: u64 = 64 * 1024;
         const PARALLEL_FROM: usize = 2048;
-        let mut frames: Vec<(usize, Vec<u8>, u64)> = Vec::new(); // (first entry, bytes, base offset)
-        let mut runs: Vec<usize> = Vec::with_capacity(entries.len()); // run of each entry
+        let gen = self.index.generation();
+        let at: Vec<(u64, DiskPos)> = seqs.iter().filter_map(|s| Some((*s, gen.disk_pos(*s)?))).collect();
+        let mut frames: Vec<(Vec<u8>, u64)> = Vec::new(); // (bytes, base offset)
+        let mut runs: Vec<usize> = Vec::with_capacity(at.len()); // run of each event
         let mut i = 0;
-        while i < entries.len() {
-            let seg = entries[i].disk_pos.segment_id;
-            let base = entries[i].disk_pos.offset;
-            let mut end = base + u64::from(entries[i].disk_pos.length);
+        while i < at.len() {
+            let first = at[i].1;
+            let mut end = first.offset + u64::from(first.length);
             let mut j = i + 1;
-            while j < entries.len() {
-                let p = entries[j].disk_pos;
-                if p.segment_id != seg || p.offset < end || p.offset - end > GAP {
+            while let Some((_, p)) = at.get(j) {
+                if p.segment_id != first.segment_id || p.offset < end || p.offset - end > GAP {
                     break;
                 }
                 end = p.offset + u64::from(p.length);
                 j += 1;
             }
-            let mut buf = vec![0u8; (end - base) as usize];
-            self.file(seg)?.read_exact_at(&mut buf, base)?;
+            let mut buf = vec![0u8; (end - first.offset) as usize];
+            self.file(first.segment_id)?.read_exact_at(&mut buf, first.offset)?;
             runs.extend(std::iter::repeat_n(frames.len(), j - i));
-            frames.push((i, buf, base));
+            frames.push((buf, first.offset));
             i = j;
         }
-        // Fills `out` (sized up front: growing a vector of events by
+        // Fills a vector sized up front (growing a vector of events by
         // doubling costs more than parsing them).
         let parse = |range: std::ops::Range<usize>, capacity: usize| {
             let mut out = Vec::with_capacity(capacity);
             for k in range {
-                let entry = &entries[k];
-                let (_, buf, base) = &frames[runs[k]];
-                let at = (entry.disk_pos.offset - base) as usize;
-                let frame = buf.get(at..at + entry.disk_pos.length as usize).unwrap_or(&[]);
-                let ev = checked_event(frame, entry)?;
+                let (seq, pos) = at[k];
+                let target = gen
+                    .read_target(seq)
+                    .ok_or_else(|| StoreError::corrupt(pos.segment_id, "event moved while being read"))?;
+                let (buf, base) = &frames[runs[k]];
+                let from = (pos.offset - base) as usize;
+                let frame = buf.get(from..from + pos.length as usize).unwrap_or(&[]);
+                let ev = checked_record(frame, target.event_id, seq, target.disk_pos)?;
                 let payload = serde_json::from_slice(ev.payload)?;
-                out.push(build_event(entry, &ev, payload));
+                out.push(event_of(target.kind, target.hash_chain, &ev, payload));
             }
             Ok::<_, StoreError>(out)
         };
-        let n = entries.len();
+        let n = at.len();
         if n < PARALLEL_FROM {
             return parse(0..n, n);
         }
@@ -170,13 +181,38 @@ impl SegmentReader {
     }
 }
 
+/// Frees the payloads of many events on two threads: freeing each JSON
+/// tree costs as much as a fifth of reading it, and would otherwise be
+/// serial. Each thread empties the payloads of its half in place.
+pub(crate) fn drop_in_parallel(mut events: Vec<Event<serde_json::Value>>) {
+    const PARALLEL_FROM: usize = 4096;
+    if events.len() >= PARALLEL_FROM {
+        let mid = events.len() / 2;
+        let (first, second) = events.split_at_mut(mid);
+        let clear = |part: &mut [Event<serde_json::Value>]| {
+            for e in part {
+                drop(std::mem::take(&mut e.payload));
+            }
+        };
+        std::thread::scope(|s| {
+            s.spawn(|| clear(second));
+            clear(first);
+        });
+    }
+}
+
 /// The event frame `bytes`, checked against the index entry that points at it.
 fn checked_event<'a>(bytes: &'a [u8], entry: &IndexEntry) -> Result<EventRecord<'a>, StoreError> {
-    let ev = decode_event(bytes, entry.disk_pos)?;
-    if ev.event_id != entry.event_id || ev.global_sequence != entry.global_sequence {
+    checked_record(bytes, entry.event_id, entry.global_sequence, entry.disk_pos)
+}
+
+/// The event frame `bytes` read from `pos`, if it holds event `id` at `seq`.
+fn checked_record(bytes: &[u8], id: u128, seq: u64, pos: DiskPos) -> Result<EventRecord<'_>, StoreError> {
+    let ev = decode_event(bytes, pos)?;
+    if ev.event_id != id || ev.global_sequence != seq {
         return Err(StoreError::corrupt(
-            entry.disk_pos.segment_id,
-            format!("offset {}: frame holds another event than the index says", entry.disk_pos.offset),
+            pos.segment_id,
+            format!("offset {}: frame holds another event than the index says", pos.offset),
         ));
     }
     Ok(ev)
@@ -187,6 +223,15 @@ fn build_event(
     ev: &EventRecord<'_>,
     payload: serde_json::Value,
 ) -> Event<serde_json::Value> {
+    event_of(entry.kind, entry.hash_chain, ev, payload)
+}
+
+fn event_of(
+    kind: crate::event::EventKind,
+    hash_chain: crate::event::HashChain,
+    ev: &EventRecord<'_>,
+    payload: serde_json::Value,
+) -> Event<serde_json::Value> {
     let header = EventHeader {
         event_id: ev.event_id,
         correlation_id: ev.correlation_id,
@@ -194,11 +239,11 @@ fn build_event(
         timestamp_us: ev.timestamp_us,
         position: DagPosition::child_at(ev.clock, ev.wall_ms, 0),
         payload_size: ev.payload.len() as u32,
-        event_kind: entry.kind,
+        event_kind: kind,
         flags: ev.flags,
-        content_hash: entry.hash_chain.event_hash,
+        content_hash: hash_chain.event_hash,
     };
-    Event { header, payload, hash_chain: Some(entry.hash_chain) }
+    Event { header, payload, hash_chain: Some(hash_chain) }
 }
 
 impl SegmentReader {

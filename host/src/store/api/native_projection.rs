@@ -11,11 +11,11 @@ impl Store<Open> {
         T: EventSourced<serde_json::Value> + Serialize + DeserializeOwned + 'static,
     {
         let kinds = T::relevant_event_kinds();
-        let mut entries = self.index.stream(entity);
+        let mut seqs = self.index.stream_seqs(entity);
         if !kinds.is_empty() {
-            entries.retain(|e| kinds.contains(&e.kind));
+            seqs.retain(|s| self.index.kind_at(*s).is_some_and(|k| kinds.contains(&k)));
         }
-        let Some(watermark) = entries.last().map(|e| e.global_sequence) else { return Ok(None) };
+        let Some(&watermark) = seqs.last() else { return Ok(None) };
         let key = crate::projection::cache_key::<T>(entity, T::schema_version());
         let cached = self.cache.get(&key).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "projection cache read failed");
@@ -35,9 +35,8 @@ impl Store<Open> {
                 }
                 let incremental = T::supports_incremental_apply() && self.cfg.index.incremental_projection;
                 if incremental && meta.watermark < watermark {
-                    let newer: Vec<IndexEntry> =
-                        entries.iter().filter(|e| e.global_sequence > meta.watermark).cloned().collect();
-                    for event in self.reader.read_events(&newer)? {
+                    let newer = &seqs[seqs.partition_point(|s| *s <= meta.watermark)..];
+                    for event in self.reader.read_events_at(newer)? {
                         state.apply_event(&event);
                     }
                     self.cache_state(&key, &state, watermark);
@@ -45,8 +44,9 @@ impl Store<Open> {
                 }
             }
         }
-        let events = self.reader.read_events(&entries)?;
+        let events = self.reader.read_events_at(&seqs)?;
         let state = T::from_events(&events);
+        crate::store::reader::drop_in_parallel(events);
         if let Some(s) = &state {
             self.cache_state(&key, s, watermark);
         }

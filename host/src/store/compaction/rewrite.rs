@@ -178,6 +178,9 @@ fn decide(
     let mut fates = Vec::with_capacity(entries.len());
     for chunk in entries.chunks(FATE_CHUNK) {
         let events = ctx.reader.read_events(chunk)?;
+        if events.len() != chunk.len() {
+            return Err(internal("events vanished while their fate was decided".to_string()));
+        }
         for (entry, event) in chunk.iter().zip(events) {
             let already_tombstone = entry.kind == EventKind::TOMBSTONE && dropped == Fate::Tombstone;
             let stored = StoredEvent { coordinate: entry.coord.clone(), event };

@@ -125,36 +125,45 @@ pub fn __event(e: t::Event) -> Event {
     }
 }
 
-/// Exports a [`Projection`] as the component's `projection` interface.
+/// Exports a [`Projection`] as the component's `projection` interface: the
+/// projection's value becomes the interface's `state` resource.
 #[macro_export]
 macro_rules! export_projection {
     ($proj:ty) => {
-        std::thread_local! {
-            static __BATPAK_STATE: std::cell::RefCell<$proj> = std::cell::RefCell::new(<$proj>::default());
-        }
-
         #[doc(hidden)]
         pub struct __BatpakProjectionExport;
 
+        /// The `state` resource: the projection's value behind a cell
+        /// (resource methods take `&self`).
+        #[doc(hidden)]
+        pub struct __BatpakProjectionState(std::cell::RefCell<$proj>);
+
         impl $crate::projection::wit::exports::batpak::plugin::projection::Guest for __BatpakProjectionExport {
+            type State = __BatpakProjectionState;
+
             fn describe() -> $crate::projection::wit::batpak::plugin::types::ProjectionDescription {
                 $crate::projection::__describe::<$proj>()
             }
-            fn init(snapshot: Option<Vec<u8>>) {
+        }
+
+        impl $crate::projection::wit::exports::batpak::plugin::projection::GuestState
+            for __BatpakProjectionState
+        {
+            fn new(snapshot: Option<Vec<u8>>) -> Self {
                 let state = snapshot
                     .and_then(|b| <$proj as $crate::projection::Projection>::restore(&b))
                     .unwrap_or_default();
-                __BATPAK_STATE.with(|s| *s.borrow_mut() = state);
+                Self(std::cell::RefCell::new(state))
             }
-            fn apply(event: $crate::projection::wit::batpak::plugin::types::Event) {
+            fn apply(&self, event: $crate::projection::wit::batpak::plugin::types::Event) {
                 let event = $crate::projection::__event(event);
-                __BATPAK_STATE.with(|s| $crate::projection::Projection::apply(&mut *s.borrow_mut(), &event));
+                $crate::projection::Projection::apply(&mut *self.0.borrow_mut(), &event);
             }
-            fn snapshot() -> Vec<u8> {
-                __BATPAK_STATE.with(|s| $crate::projection::Projection::snapshot(&*s.borrow()))
+            fn snapshot(&self) -> Vec<u8> {
+                $crate::projection::Projection::snapshot(&*self.0.borrow())
             }
-            fn read(key: String) -> Option<Vec<u8>> {
-                __BATPAK_STATE.with(|s| $crate::projection::Projection::read(&*s.borrow(), &key))
+            fn read(&self, key: String) -> Option<Vec<u8>> {
+                $crate::projection::Projection::read(&*self.0.borrow(), &key)
             }
         }
 

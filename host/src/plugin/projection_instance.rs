@@ -10,7 +10,7 @@ use crate::coordinate::Coordinate;
 use crate::event::EventKind;
 use std::path::Path;
 use std::sync::Arc;
-use wasmtime::component::Linker;
+use wasmtime::component::{Linker, ResourceAny};
 use wasmtime::Store;
 
 /// A projection component to install, with its limits.
@@ -119,7 +119,15 @@ pub(crate) struct LoadedProjection {
     pub info: ProjectionInfo,
     limits: PluginLimits,
     pre: ProjectionPluginPre<GuestState>,
-    live: Option<(Store<GuestState>, WitProjection)>,
+    live: Option<Live>,
+}
+
+/// An instance and the one `state` resource it holds for the host.
+struct Live {
+    store: Store<GuestState>,
+    instance: WitProjection,
+    /// Built by `init`; `None` until then.
+    state: Option<ResourceAny>,
 }
 
 impl LoadedProjection {
@@ -143,7 +151,7 @@ impl LoadedProjection {
         };
         me.instantiate().map_err(|e| PluginError::Instantiation(chain(&e)))?;
         let desc = me
-            .call(|inst, store| inst.batpak_plugin_projection().call_describe(store))
+            .call(|inst, store, _| inst.batpak_plugin_projection().call_describe(store))
             .map_err(|e| PluginError::Instantiation(format!("describe() failed: {e}")))?;
         me.info.name = truncate_utf8(desc.name, 64);
         me.info.version = truncate_utf8(desc.version, 64);
@@ -160,19 +168,21 @@ impl LoadedProjection {
         store.limiter(|s| s);
         store.set_fuel(self.limits.fuel_per_call)?;
         let instance = self.pre.instantiate(&mut store)?;
-        self.live = Some((store, instance));
+        self.live = Some(Live { store, instance, state: None });
         Ok(())
     }
 
     /// Runs one guest call under a fresh fuel budget; a trap drops the instance.
     fn call<R>(
         &mut self,
-        f: impl FnOnce(&WitProjection, &mut Store<GuestState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&WitProjection, &mut Store<GuestState>, Option<ResourceAny>) -> wasmtime::Result<R>,
     ) -> Result<R, String> {
-        let Some((store, instance)) = self.live.as_mut() else { return Err("no live instance".into()) };
+        let Some(Live { store, instance, state }) = self.live.as_mut() else {
+            return Err("no live instance".into());
+        };
         store.set_fuel(self.limits.fuel_per_call).map_err(|e| chain(&e))?;
         store.data_mut().memory_refused = false;
-        match f(instance, store) {
+        match f(instance, store, *state) {
             Ok(r) => Ok(r),
             Err(e) => {
                 let why = match e.downcast_ref::<wasmtime::Trap>() {
@@ -186,12 +196,32 @@ impl LoadedProjection {
         }
     }
 
-    /// Starts the state afresh, or from a snapshot.
+    /// Starts the state afresh, or from a snapshot: drops the old `state`
+    /// resource (if any) and constructs a new one.
     pub(crate) fn init(&mut self, snapshot: Option<Vec<u8>>) -> Result<(), String> {
         if self.live.is_none() {
             self.instantiate().map_err(|e| chain(&e))?;
         }
-        self.call(|i, s| i.batpak_plugin_projection().call_init(s, snapshot.as_deref()))
+        if let Some(old) = self.live.as_mut().and_then(|l| l.state.take()) {
+            self.call(|_, s, _| old.resource_drop(s))?;
+        }
+        let built = self
+            .call(|i, s, _| i.batpak_plugin_projection().state().call_constructor(s, snapshot.as_deref()))?;
+        if let Some(live) = self.live.as_mut() {
+            live.state = Some(built);
+        }
+        Ok(())
+    }
+
+    /// The same call with the live `state` resource, which `init` built.
+    fn with_state<R>(
+        &mut self,
+        f: impl FnOnce(&WitProjection, &mut Store<GuestState>, ResourceAny) -> wasmtime::Result<R>,
+    ) -> Result<R, String> {
+        self.call(|i, s, state| match state {
+            Some(state) => f(i, s, state),
+            None => Err(wasmtime::Error::msg("the projection state was not built (init not called)")),
+        })
     }
 
     /// Whether the projection wants this event.
@@ -212,14 +242,14 @@ impl LoadedProjection {
             sequence: e.sequence,
             clock: e.clock,
         };
-        self.call(|i, s| i.batpak_plugin_projection().call_apply(s, &event))
+        self.with_state(|i, s, st| i.batpak_plugin_projection().state().call_apply(s, st, &event))
     }
 
     pub(crate) fn snapshot(&mut self) -> Result<Vec<u8>, String> {
-        self.call(|i, s| i.batpak_plugin_projection().call_snapshot(s))
+        self.with_state(|i, s, st| i.batpak_plugin_projection().state().call_snapshot(s, st))
     }
 
     pub(crate) fn read(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
-        self.call(|i, s| i.batpak_plugin_projection().call_read(s, key))
+        self.with_state(|i, s, st| i.batpak_plugin_projection().state().call_read(s, st, key))
     }
 }

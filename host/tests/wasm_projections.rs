@@ -202,6 +202,66 @@ fn a_trapping_projection_is_contained() {
     assert!(matches!(store.projection_status("fragile").expect("x").0, ProjectionStatus::Ready { .. }));
 }
 
+/// Appends `good` ordinary deposits to account 1, then one poisoned one
+/// (returned), then `good` more.
+fn with_poison_in_the_middle(store: &Store, good: u32) -> AppendReceipt {
+    for _ in 0..good {
+        store.append(&acct(1), DEPOSIT, &json!({"amount": 1})).expect("append");
+    }
+    let poison = store.append(&acct(1), DEPOSIT, &json!({"amount": 1, "poison": true})).expect("poison");
+    for _ in 0..good {
+        store.append(&acct(1), DEPOSIT, &json!({"amount": 1})).expect("append");
+    }
+    poison
+}
+
+fn failed_at(store: &Store, name: &str) -> u64 {
+    match store.projection_status(name).expect("installed").0 {
+        ProjectionStatus::Failed { sequence, error } => {
+            assert!(!error.is_empty());
+            sequence
+        }
+        other => panic!("expected failed, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_trap_inside_a_packed_rebuild_names_its_event() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = Store::open(StoreConfig::new(tmp.path())).expect("open");
+    let poison = with_poison_in_the_middle(&store, 150);
+    store
+        .install_projection("fragile", ProjectionPlugin::from_file(art::POISON_PROJECTION).expect("read"))
+        .expect("a failing rebuild still installs");
+    assert_eq!(failed_at(&store, "fragile"), poison.sequence, "the event, not its batch");
+    // Background catch-up packs too.
+    store.remove_projection("fragile").expect("remove");
+    let plugin = ProjectionPlugin::from_file(art::POISON_PROJECTION).expect("read").in_background();
+    store.install_projection("fragile", plugin).expect("install");
+    assert_eq!(failed_at(&store, "fragile"), poison.sequence);
+}
+
+#[test]
+fn a_trap_after_a_restored_snapshot_names_its_event() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    {
+        let store = Store::open(StoreConfig::new(tmp.path())).expect("open");
+        let plugin =
+            ProjectionPlugin::from_file(art::POISON_PROJECTION).expect("read").with_snapshot_every(50);
+        store.install_projection("fragile", plugin).expect("install");
+        for _ in 0..120 {
+            store.append(&acct(1), DEPOSIT, &json!({"amount": 1})).expect("append");
+        }
+        store.close().expect("close persists the snapshot");
+    }
+    let store = Store::open(StoreConfig::new(tmp.path())).expect("reopen");
+    let poison = with_poison_in_the_middle(&store, 100);
+    store
+        .install_projection("fragile", ProjectionPlugin::from_file(art::POISON_PROJECTION).expect("read"))
+        .expect("install");
+    assert_eq!(failed_at(&store, "fragile"), poison.sequence);
+}
+
 #[test]
 fn eight_threads_never_overdraw_through_the_overdraft_gate() {
     let tmp = tempfile::tempdir().expect("tmp");

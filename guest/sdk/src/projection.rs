@@ -125,6 +125,54 @@ pub fn __event(e: t::Event) -> Event {
     }
 }
 
+/// Decodes the events of an `apply-packed` call (layout in
+/// docs/guest-abi.md), calling `each` on every one in order. Stops at the
+/// first malformed record (the host never sends one).
+#[doc(hidden)]
+pub fn __unpack(bytes: &[u8], mut each: impl FnMut(Event)) {
+    let mut r = Unpacker { bytes, at: 0 };
+    while r.at < bytes.len() {
+        match r.event() {
+            Some(e) => each(e),
+            None => return,
+        }
+    }
+}
+
+/// A cursor over packed events.
+struct Unpacker<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Unpacker<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let out = self.bytes.get(self.at..self.at.checked_add(N)?)?;
+        self.at += N;
+        out.try_into().ok()
+    }
+
+    fn bytes(&mut self) -> Option<Vec<u8>> {
+        let n = u32::from_le_bytes(self.take::<4>()?) as usize;
+        let out = self.bytes.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(out.to_vec())
+    }
+
+    fn event(&mut self) -> Option<Event> {
+        let kind = u16::from_le_bytes(self.take()?);
+        let sequence = u64::from_le_bytes(self.take()?);
+        let clock = u32::from_le_bytes(self.take()?);
+        let hi = u64::from_le_bytes(self.take()?);
+        let lo = u64::from_le_bytes(self.take()?);
+        let entity = String::from_utf8(self.bytes()?).ok()?;
+        let scope = String::from_utf8(self.bytes()?).ok()?;
+        let payload = self.bytes()?;
+        let event_id = (u128::from(hi) << 64) | u128::from(lo);
+        Some(Event { entity, scope, kind, payload, event_id, sequence, clock })
+    }
+}
+
 /// Exports a [`Projection`] as the component's `projection` interface: the
 /// projection's value becomes the interface's `state` resource.
 #[macro_export]
@@ -158,6 +206,12 @@ macro_rules! export_projection {
             fn apply(&self, event: $crate::projection::wit::batpak::plugin::types::Event) {
                 let event = $crate::projection::__event(event);
                 $crate::projection::Projection::apply(&mut *self.0.borrow_mut(), &event);
+            }
+            fn apply_packed(&self, events: Vec<u8>) {
+                let mut state = self.0.borrow_mut();
+                $crate::projection::__unpack(&events, |e| {
+                    $crate::projection::Projection::apply(&mut *state, &e)
+                });
             }
             fn snapshot(&self) -> Vec<u8> {
                 $crate::projection::Projection::snapshot(&*self.0.borrow())

@@ -22,7 +22,7 @@ mod projection_instance;
 
 pub use error::PluginError;
 pub use limits::PluginLimits;
-pub(crate) use projection_instance::{LoadedProjection, ProjectionEvent};
+pub(crate) use projection_instance::{pack, LoadedProjection, ProjectionEvent};
 pub use projection_instance::{ProjectionInfo, ProjectionPlugin};
 
 use crate::coordinate::Coordinate;

@@ -177,10 +177,19 @@ impl LoadedProjection {
         &mut self,
         f: impl FnOnce(&WitProjection, &mut Store<GuestState>, Option<ResourceAny>) -> wasmtime::Result<R>,
     ) -> Result<R, String> {
+        self.call_with_fuel(self.limits.fuel_per_call, f)
+    }
+
+    /// [`LoadedProjection::call`] with a budget of `fuel`.
+    fn call_with_fuel<R>(
+        &mut self,
+        fuel: u64,
+        f: impl FnOnce(&WitProjection, &mut Store<GuestState>, Option<ResourceAny>) -> wasmtime::Result<R>,
+    ) -> Result<R, String> {
         let Some(Live { store, instance, state }) = self.live.as_mut() else {
             return Err("no live instance".into());
         };
-        store.set_fuel(self.limits.fuel_per_call).map_err(|e| chain(&e))?;
+        store.set_fuel(fuel).map_err(|e| chain(&e))?;
         store.data_mut().memory_refused = false;
         match f(instance, store, *state) {
             Ok(r) => Ok(r),
@@ -218,7 +227,15 @@ impl LoadedProjection {
         &mut self,
         f: impl FnOnce(&WitProjection, &mut Store<GuestState>, ResourceAny) -> wasmtime::Result<R>,
     ) -> Result<R, String> {
-        self.call(|i, s, state| match state {
+        self.with_state_fuel(self.limits.fuel_per_call, f)
+    }
+
+    fn with_state_fuel<R>(
+        &mut self,
+        fuel: u64,
+        f: impl FnOnce(&WitProjection, &mut Store<GuestState>, ResourceAny) -> wasmtime::Result<R>,
+    ) -> Result<R, String> {
+        self.call_with_fuel(fuel, |i, s, state| match state {
             Some(state) => f(i, s, state),
             None => Err(wasmtime::Error::msg("the projection state was not built (init not called)")),
         })
@@ -245,11 +262,35 @@ impl LoadedProjection {
         self.with_state(|i, s, st| i.batpak_plugin_projection().state().call_apply(s, st, &event))
     }
 
+    /// Folds `count` events packed by [`pack`] in one guest call, with the
+    /// fuel of `count` single calls.
+    pub(crate) fn apply_packed(&mut self, packed: &[u8], count: usize) -> Result<(), String> {
+        let fuel = self.limits.fuel_per_call.saturating_mul(count.max(1) as u64);
+        self.with_state_fuel(fuel, |i, s, st| {
+            i.batpak_plugin_projection().state().call_apply_packed(s, st, packed)
+        })
+    }
+
     pub(crate) fn snapshot(&mut self) -> Result<Vec<u8>, String> {
         self.with_state(|i, s, st| i.batpak_plugin_projection().state().call_snapshot(s, st))
     }
 
     pub(crate) fn read(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
         self.with_state(|i, s, st| i.batpak_plugin_projection().state().call_read(s, st, key))
+    }
+}
+
+/// Appends `e` to a batch for `apply-packed` (layout in docs/guest-abi.md):
+/// `u16 kind, u64 sequence, u32 clock, u64 id high, u64 id low`, then
+/// entity, scope and payload, each as `u32 length, bytes`; little-endian.
+pub(crate) fn pack(out: &mut Vec<u8>, e: &ProjectionEvent<'_>) {
+    out.extend_from_slice(&e.kind.as_raw().to_le_bytes());
+    out.extend_from_slice(&e.sequence.to_le_bytes());
+    out.extend_from_slice(&e.clock.to_le_bytes());
+    out.extend_from_slice(&((e.event_id >> 64) as u64).to_le_bytes());
+    out.extend_from_slice(&(e.event_id as u64).to_le_bytes());
+    for field in [e.coord.entity().as_bytes(), e.coord.scope().as_bytes(), e.payload] {
+        out.extend_from_slice(&(field.len() as u32).to_le_bytes());
+        out.extend_from_slice(field);
     }
 }

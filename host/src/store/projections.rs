@@ -39,6 +39,10 @@ pub enum ProjectionStatus {
 }
 
 struct Installed {
+    /// The name it is installed under (its snapshot file's name).
+    name: String,
+    /// Where its snapshot file lives.
+    dir: Arc<DataDir>,
     plugin: ProjectionPlugin,
     proj: LoadedProjection,
     status: ProjectionStatus,
@@ -161,22 +165,7 @@ impl ProjectionSet {
 
     /// A saved snapshot for `info`, if one exists and matches it exactly.
     fn saved(&self, name: &str, info: &ProjectionInfo) -> Option<(Vec<u8>, Option<u64>)> {
-        let bytes = self.dir.read_optional(&snapshot_file(name)).ok()??;
-        let mut c = Cursor::new(&bytes);
-        if c.take(8, "magic").ok()? != SNAP_MAGIC || c.str("digest").ok()? != info.digest {
-            return None;
-        }
-        if c.u64("schema").ok()? != info.schema_version {
-            return None;
-        }
-        let watermark = match c.u64("watermark").ok()? {
-            u64::MAX => None,
-            w => Some(w),
-        };
-        let crc = c.u32("crc").ok()?;
-        let len = usize::try_from(c.varint("len").ok()?).ok()?;
-        let state = c.take(len, "state").ok()?;
-        (crc32fast::hash(state) == crc).then(|| (state.to_vec(), watermark))
+        saved(&self.dir, name, info)
     }
 
     /// Installs (or replaces) `name`: restore its snapshot if it matches the
@@ -204,6 +193,8 @@ impl ProjectionSet {
         let restored = snapshot.is_some();
         proj.init(snapshot).map_err(|e| StoreError::Plugin(PluginError::Instantiation(e)))?;
         let inst = Arc::new(Mutex::new(Installed {
+            name: name.to_string(),
+            dir: Arc::clone(&self.dir),
             plugin,
             proj,
             status: ProjectionStatus::Ready { applied_through: watermark },
@@ -287,8 +278,23 @@ impl ProjectionSet {
     }
 }
 
-/// Folds the events `from..to`. With `bulk`, each segment is read whole
-/// once (install); otherwise one read per event (incremental, background).
+/// Wanted events packed into one guest call while catching up.
+const PACK_EVENTS: usize = 64;
+/// A pack also ends once it holds this many bytes.
+const PACK_BYTES: usize = 1 << 20;
+
+/// Events waiting to be folded with one `apply-packed` call.
+#[derive(Default)]
+struct Pack {
+    bytes: Vec<u8>,
+    seqs: Vec<u64>,
+    /// Highest sequence looked at since the last flush (wanted or not).
+    high: Option<u64>,
+}
+
+/// Folds the events `from..to`, packed into few guest calls. With `bulk`,
+/// each segment is read whole once (install); otherwise one read per event
+/// (background).
 fn catch_up(
     p: &mut Installed,
     from: u64,
@@ -298,52 +304,164 @@ fn catch_up(
     bulk: bool,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(), StoreError> {
-    let mut segment: Option<(u64, Vec<u8>)> = None;
-    for seq in from..to {
-        let Some(entry) = index.get_any(seq) else { continue };
-        if p.proj.wants(&entry.coord, entry.kind) {
-            let single;
-            let payload = if bulk {
-                let id = entry.disk_pos.segment_id;
-                if segment.as_ref().is_none_or(|(s, _)| *s != id) {
-                    segment = Some((id, reader.read_segment(id)?));
-                }
-                let bytes = segment.as_ref().map_or(&[][..], |(_, b)| b.as_slice());
-                match crate::store::reader::payload_at(bytes, &entry) {
-                    Ok(payload) => payload,
-                    // Moved by a compaction since the segment was read.
-                    Err(_) => {
-                        single = reader.read_payload_bytes(&entry)?;
-                        &single[..]
-                    }
-                }
-            } else {
-                single = reader.read_payload_bytes(&entry)?;
-                &single[..]
-            };
-            let event = ProjectionEvent {
-                coord: &entry.coord,
-                kind: entry.kind,
-                payload,
-                event_id: entry.event_id,
-                sequence: seq,
-                clock: entry.clock,
-            };
-            if fold(p, &event).is_err() {
+    let how = Replay { index, reader, bulk, pack_limit: PACK_EVENTS, may_blame: true };
+    how.run(p, from, to, progress)
+}
+
+/// How to fold a range of the log into a projection.
+struct Replay<'a> {
+    index: &'a StoreIndex,
+    reader: &'a SegmentReader,
+    bulk: bool,
+    pack_limit: usize,
+    /// Whether a failed pack is replayed event by event to name its event.
+    may_blame: bool,
+}
+
+impl Replay<'_> {
+    fn run(
+        &self,
+        p: &mut Installed,
+        from: u64,
+        to: u64,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<(), StoreError> {
+        let mut segment: Option<(u64, Vec<u8>)> = None;
+        let mut pack = Pack::default();
+        for seq in from..to {
+            if matches!(p.status, ProjectionStatus::Failed { .. }) {
                 break;
             }
-        } else if p.watermark.is_none_or(|w| w < seq) {
-            p.watermark = Some(seq);
+            let Some(entry) = self.index.get_any(seq) else { continue };
+            if p.watermark.is_some_and(|w| seq <= w) {
+                continue;
+            }
+            if p.proj.wants(&entry.coord, entry.kind) {
+                let single;
+                let payload = if self.bulk {
+                    let id = entry.disk_pos.segment_id;
+                    if segment.as_ref().is_none_or(|(s, _)| *s != id) {
+                        segment = Some((id, self.reader.read_segment(id)?));
+                    }
+                    let bytes = segment.as_ref().map_or(&[][..], |(_, b)| b.as_slice());
+                    match crate::store::reader::payload_at(bytes, &entry) {
+                        Ok(payload) => payload,
+                        // Moved by a compaction since the segment was read.
+                        Err(_) => {
+                            single = self.reader.read_payload_bytes(&entry)?;
+                            &single[..]
+                        }
+                    }
+                } else {
+                    single = self.reader.read_payload_bytes(&entry)?;
+                    &single[..]
+                };
+                let event = ProjectionEvent {
+                    coord: &entry.coord,
+                    kind: entry.kind,
+                    payload,
+                    event_id: entry.event_id,
+                    sequence: seq,
+                    clock: entry.clock,
+                };
+                crate::plugin::pack(&mut pack.bytes, &event);
+                pack.seqs.push(seq);
+            }
+            pack.high = Some(seq);
+            if pack.seqs.len() >= self.pack_limit || pack.bytes.len() >= PACK_BYTES {
+                self.flush(p, &mut pack)?;
+            } else if pack.seqs.is_empty() {
+                p.watermark = Some(seq);
+                pack.high = None;
+            }
+            if (seq - from).is_multiple_of(10_000) {
+                progress(seq - from, to - from);
+            }
         }
-        if (seq - from).is_multiple_of(10_000) {
-            progress(seq - from, to - from);
+        self.flush(p, &mut pack)?;
+        if let ProjectionStatus::Ready { .. } = p.status {
+            p.status = ProjectionStatus::Ready { applied_through: p.watermark };
         }
+        progress(to - from, to - from);
+        Ok(())
     }
-    if let ProjectionStatus::Ready { .. } = p.status {
-        p.status = ProjectionStatus::Ready { applied_through: p.watermark };
+
+    /// Folds the pack in one guest call. A failure marks the projection
+    /// failed at the event that failed (found by [`Replay::blame`]).
+    fn flush(&self, p: &mut Installed, pack: &mut Pack) -> Result<(), StoreError> {
+        let result = match pack.seqs.len() {
+            0 => Ok(()),
+            n => p.proj.apply_packed(&pack.bytes, n),
+        };
+        match result {
+            Ok(()) => {
+                p.since_snapshot += pack.seqs.len() as u64;
+                if pack.high.is_some() {
+                    p.watermark = pack.high;
+                }
+            }
+            Err(why) if pack.seqs.len() == 1 || !self.may_blame => {
+                let sequence = pack.seqs.first().copied().unwrap_or(0);
+                p.status = ProjectionStatus::Failed { error: why, sequence };
+            }
+            Err(why) => self.blame(p, &pack.seqs, why)?,
+        }
+        *pack = Pack::default();
+        Ok(())
     }
-    progress(to - from, to - from);
-    Ok(())
+
+    /// A pack failed somewhere in `seqs`. Projections are deterministic, so
+    /// rebuilding the state from the saved snapshot (or from nothing),
+    /// folding up to the pack and then its events one at a time fails at
+    /// the same event, which names it.
+    fn blame(&self, p: &mut Installed, seqs: &[u64], why: String) -> Result<(), StoreError> {
+        let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else { return Ok(()) };
+        let origin = saved(&p.dir, &p.name, &p.proj.info).filter(|(_, w)| w.is_none_or(|w| w < first));
+        let (snapshot, watermark) = origin.map_or((None, None), |(s, w)| (Some(s), w));
+        if let Err(e) = p.proj.init(snapshot) {
+            p.status = ProjectionStatus::Failed {
+                error: format!("{why}; rebuilding to find the event: {e}"),
+                sequence: first,
+            };
+            return Ok(());
+        }
+        p.watermark = watermark;
+        p.status = ProjectionStatus::Ready { applied_through: watermark };
+        let quiet = &mut |_: u64, _: u64| {};
+        let before = Replay { pack_limit: PACK_EVENTS, may_blame: false, ..*self };
+        before.run(p, watermark.map_or(0, |w| w + 1), first, quiet)?;
+        let exact = Replay { pack_limit: 1, may_blame: false, ..*self };
+        exact.run(p, first, last + 1, quiet)?;
+        if let ProjectionStatus::Ready { .. } = p.status {
+            // Not reproduced: the component is not deterministic. Stay failed.
+            p.status = ProjectionStatus::Failed {
+                error: format!("{why} (not reproduced event by event: the projection is not deterministic)"),
+                sequence: first,
+            };
+        }
+        Ok(())
+    }
+}
+
+/// The snapshot saved for projection `name`, if it exists and matches
+/// `info` exactly: its state bytes and the last sequence folded into them.
+fn saved(dir: &DataDir, name: &str, info: &ProjectionInfo) -> Option<(Vec<u8>, Option<u64>)> {
+    let bytes = dir.read_optional(&snapshot_file(name)).ok()??;
+    let mut c = Cursor::new(&bytes);
+    if c.take(8, "magic").ok()? != SNAP_MAGIC || c.str("digest").ok()? != info.digest {
+        return None;
+    }
+    if c.u64("schema").ok()? != info.schema_version {
+        return None;
+    }
+    let watermark = match c.u64("watermark").ok()? {
+        u64::MAX => None,
+        w => Some(w),
+    };
+    let crc = c.u32("crc").ok()?;
+    let len = usize::try_from(c.varint("len").ok()?).ok()?;
+    let state = c.take(len, "state").ok()?;
+    (crc32fast::hash(state) == crc).then(|| (state.to_vec(), watermark))
 }
 
 /// Folds one event unless already folded; a failure marks the projection failed.

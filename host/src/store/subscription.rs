@@ -33,14 +33,16 @@ impl Subscribers {
         self.list.lock().clear();
     }
 
-    /// Sends each note to every subscriber whose region matches it.
-    pub(crate) fn broadcast(&self, notes: &[Notification]) {
-        if notes.is_empty() {
+    /// Sends the notes `make` builds to every subscriber whose region
+    /// matches them; `make` runs only if anyone is subscribed.
+    pub(crate) fn broadcast_with(&self, make: impl FnOnce() -> Vec<Notification>) {
+        let mut list = self.list.lock();
+        if list.is_empty() {
             return;
         }
-        let mut list = self.list.lock();
+        let notes = make();
         list.retain(|s| {
-            for n in notes {
+            for n in &notes {
                 if !s.region.matches_event(n.coord.entity(), n.coord.scope(), n.kind) {
                     continue;
                 }

@@ -54,7 +54,7 @@ impl Store<Open> {
     pub fn append_batch(&self, items: Vec<BatchAppendItem>) -> Result<Vec<AppendReceipt>, StoreError> {
         let _span = tracing::debug_span!("batpak.append_batch", items = items.len()).entered();
         validate_batch(&self.cfg, &items)?;
-        let items: Arc<[BatchAppendItem]> = items.into();
+        let items = Arc::new(items);
         let req = BatchRequest {
             fresh_ids: (0..items.len()).map(|_| crate::id::generate_v7_id()).collect(),
             items: Arc::clone(&items),

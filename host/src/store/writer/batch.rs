@@ -2,7 +2,7 @@
 //! contiguously in one segment, fsynced before it is indexed. Any failure
 //! cuts the file back to where the batch started.
 
-use super::single::{check_cas, notification, receipt, Head, Planned};
+use super::single::{check_cas, receipt, Head, Planned};
 use super::{inject, BatchRequest, Staged, Writer};
 use crate::plugin::GateInput;
 use crate::store::contracts::{BatchAppendItem, CausationRef};
@@ -30,7 +30,7 @@ impl Writer {
     pub(super) fn stage_batch(&mut self, req: BatchRequest) -> Result<Staged, StoreError> {
         self.check_poisoned()?;
         if req.items.is_empty() {
-            return Ok(Staged { receipts: Vec::new(), notes: Vec::new(), wrote: false });
+            return Ok(Staged { receipts: Vec::new(), wrote: false });
         }
         if let Some(replayed) = self.replay_batch(&req.items)? {
             return Ok(replayed);
@@ -64,7 +64,6 @@ impl Writer {
             .collect();
         let hashes: Vec<[u8; 32]> = plans.iter().map(|p| p.hash).collect();
         let entries = self.write_batch(base, &planned, &hashes)?;
-        let notes = entries.iter().map(notification).collect();
         let receipts = entries.iter().map(receipt).collect();
         self.index.insert(entries).map_err(|why| {
             self.poison(&why);
@@ -75,7 +74,7 @@ impl Writer {
             self.projections.apply(&events);
         }
         self.unsynced = 0;
-        Ok(Staged { receipts, notes, wrote: true })
+        Ok(Staged { receipts, wrote: true })
     }
 
     /// A batch whose items all carry idempotency keys already stored is a
@@ -98,11 +97,7 @@ impl Writer {
         }
         match (found.is_empty(), first_missing) {
             (true, _) => Ok(None),
-            (false, None) => Ok(Some(Staged {
-                receipts: found.iter().map(receipt).collect(),
-                notes: Vec::new(),
-                wrote: false,
-            })),
+            (false, None) => Ok(Some(Staged { receipts: found.iter().map(receipt).collect(), wrote: false })),
             (false, Some(i)) => Err(StoreError::IdempotencyConflict {
                 key: items[i].options.idempotency_key.unwrap_or_default(),
                 detail: format!(

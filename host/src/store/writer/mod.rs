@@ -19,7 +19,7 @@ mod single;
 
 use crate::plugin::GateChain;
 use crate::store::config::StoreConfig;
-use crate::store::contracts::{AppendOptions, AppendReceipt, BatchAppendItem, Notification};
+use crate::store::contracts::{AppendOptions, AppendReceipt, BatchAppendItem};
 use crate::store::data_dir::DataDir;
 use crate::store::index::StoreIndex;
 use crate::store::provenance::Provenance;
@@ -90,7 +90,7 @@ pub(crate) struct SingleRequest {
 pub(crate) struct BatchRequest {
     /// Shared with the caller, who frees the payloads after the reply (so
     /// the writer never spends its time deallocating).
-    pub items: Arc<[BatchAppendItem]>,
+    pub items: Arc<Vec<BatchAppendItem>>,
     /// One fresh id per item, used unless the item carries an idempotency key.
     pub fresh_ids: Vec<u128>,
     pub timestamp_us: i64,
@@ -119,7 +119,6 @@ pub(crate) enum Command {
 /// A unit that went through the writer, waiting for the group's end.
 struct Staged {
     receipts: Vec<AppendReceipt>,
-    notes: Vec<Notification>,
     /// Whether it wrote anything (a replayed idempotent append did not).
     wrote: bool,
 }
@@ -258,20 +257,36 @@ impl Writer {
             match w {
                 Waiting::One(result, reply) => {
                     let result = result.and_then(|s| {
-                        self.subscribers.broadcast(&s.notes);
+                        self.notify(&s);
                         s.receipts.into_iter().next().ok_or(StoreError::WriterCrashed)
                     });
                     let _ = reply.send(result);
                 }
                 Waiting::Many(result, reply) => {
                     let result = result.map(|s| {
-                        self.subscribers.broadcast(&s.notes);
+                        self.notify(&s);
                         s.receipts
                     });
                     let _ = reply.send(result);
                 }
             }
         }
+    }
+
+    /// Tells subscribers about a published unit. Notifications are built
+    /// from the index only when someone is subscribed.
+    fn notify(&self, staged: &Staged) {
+        if !staged.wrote {
+            return;
+        }
+        self.subscribers.broadcast_with(|| {
+            staged
+                .receipts
+                .iter()
+                .filter_map(|r| self.index.get_any(r.sequence))
+                .map(|e| single::notification(&e))
+                .collect()
+        });
     }
 
     fn control(&mut self, cmd: Command, rx: &flume::Receiver<Command>) -> Flow {

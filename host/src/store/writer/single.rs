@@ -162,7 +162,7 @@ impl Writer {
         if let Some(key) = req.options.idempotency_key {
             if let Some(original) = self.index.by_id_any(key) {
                 self.check_same_event(&original, &req.coord, req.kind, &req.payload)?;
-                return Ok(Staged { receipts: vec![receipt(&original)], notes: Vec::new(), wrote: false });
+                return Ok(Staged { receipts: vec![receipt(&original)], wrote: false });
             }
         }
         let head = Head::of(&self.index, entity);
@@ -195,8 +195,7 @@ impl Writer {
             gate_set,
         };
         let entry = self.write_single(&plan)?;
-        let staged =
-            Staged { receipts: vec![receipt(&entry)], notes: vec![notification(&entry)], wrote: true };
+        let staged = Staged { receipts: vec![receipt(&entry)], wrote: true };
         self.index.insert(vec![entry]).map_err(|why| {
             self.poison(&why);
             StoreError::Poisoned(why)

@@ -88,6 +88,28 @@ impl IndexEntry {
     }
 }
 
+/// An entry whose entity and scope are already store-wide string ids:
+/// what loaders hand the index (no names, so no shared-string traffic).
+#[derive(Clone, Debug)]
+pub(crate) struct LoadedEntry {
+    pub event_id: u128,
+    pub correlation_id: u128,
+    pub causation_id: Option<u128>,
+    pub kind: EventKind,
+    pub wall_ms: u64,
+    pub clock: u32,
+    /// A zero `prev_hash` means "the entity's previous event's hash".
+    pub hash_chain: HashChain,
+    pub disk_pos: DiskPos,
+    pub global_sequence: u64,
+    pub flags: u8,
+    pub gate_set: Option<u32>,
+    /// String id of the entity name.
+    pub entity: u32,
+    /// String id of the scope name.
+    pub scope: u32,
+}
+
 /// Ordering key of an entity's stream: wall clock, then clock, then id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ClockKey {
@@ -290,7 +312,7 @@ impl StoreIndex {
         /// Inserts entries above the watermark (see [`IndexGen::insert`]).
         fn insert(&self, entries: Vec<IndexEntry>) -> Result<(), String>;
         /// Inserts entries whose string ids are known.
-        fn insert_resolved(&self, entries: Vec<IndexEntry>, ids: &[(u32, u32)]) -> Result<(), String>;
+        fn insert_loaded(&self, entries: Vec<LoadedEntry>) -> Result<(), String>;
         /// Exclusive bound of visible sequences.
         fn visible(&self) -> u64;
         /// The next sequence.
@@ -394,84 +416,80 @@ impl IndexGen {
     /// [`IndexGen::publish`]. Fails (inserting nothing further) on a
     /// sequence that does not rise, a duplicate id or an out-of-range position.
     pub(crate) fn insert(&self, entries: Vec<IndexEntry>) -> Result<(), String> {
-        self.insert_with(entries, None)
-    }
-
-    /// [`IndexGen::insert`] with each entry's (entity, scope) string ids
-    /// already known (from [`IndexGen::intern_with_id`]).
-    pub(crate) fn insert_resolved(&self, entries: Vec<IndexEntry>, ids: &[(u32, u32)]) -> Result<(), String> {
-        if ids.len() != entries.len() {
-            return Err("one string-id pair per entry is required".into());
-        }
-        self.insert_with(entries, Some(ids))
-    }
-
-    fn insert_with(&self, entries: Vec<IndexEntry>, ids: Option<&[(u32, u32)]>) -> Result<(), String> {
         let mut maps = self.maps.write();
-        for (i, e) in entries.into_iter().enumerate() {
-            let seq = e.global_sequence;
-            let expected = self.inserted.load(Ordering::Relaxed);
-            if seq < expected {
-                return Err(format!("sequence {seq} inserted where {expected} or later was expected"));
-            }
-            let slot_no =
-                u32::try_from(seq).ok().filter(|s| *s != NO_SEQ).ok_or("index full (2^32 - 1 events)")?;
-            let log = &self.log;
-            let rises = maps
-                .rising
-                .last()
-                .and_then(|s| log.get(u64::from(*s)))
-                .is_none_or(|last| e.event_id > last.event_id.get());
-            if !rises && self.find_locked(&maps, e.event_id).is_some() {
-                return Err(format!("event id {:032x} appears twice", e.event_id));
-            }
-            let (entity, scope) = match ids.and_then(|ids| ids.get(i)) {
-                Some(pair) => *pair,
-                None => (
-                    self.intern_locked(&mut maps, e.coord.entity())?,
-                    self.intern_locked(&mut maps, e.coord.scope())?,
-                ),
-            };
-            let prev = *maps.heads.get(entity as usize).ok_or("unknown entity string id")?;
-            let derived = match prev {
-                NO_SEQ => [0u8; 32],
-                p => self.log.get(u64::from(p)).map_or([0u8; 32], |s| s.event_hash),
-            };
-            // Loaders pass a zero prev hash to mean "derive it"; a different
-            // non-zero one is a compaction anchor.
-            let anchor = e.hash_chain.prev_hash != derived && e.hash_chain.prev_hash != [0u8; 32];
-            let mut slot = slot_of(&e, prev, entity, scope)?;
-            if anchor {
-                slot.bits |= HAS_ANCHOR;
-                maps.anchors.insert(slot_no, e.hash_chain.prev_hash);
-            }
-            if !self.log.set(seq, slot) {
-                return Err(format!("log slot {seq} unavailable"));
-            }
-            if rises {
-                maps.rising.push(slot_no);
-            } else {
-                let hash = self.hash_id(e.event_id);
-                maps.by_id.insert_unique(hash, slot_no, |s| {
-                    log.get(u64::from(*s)).map_or(0, |x| self.hash_id(x.event_id.get()))
-                });
-            }
-            if prev == NO_SEQ {
-                maps.entity_names.insert(Arc::clone(e.coord.entity_arc()), entity);
-            }
-            if let Some(head) = maps.heads.get_mut(entity as usize) {
-                *head = slot_no;
-            }
-            maps.by_scope.entry(scope).or_default().push(slot_no);
-            maps.by_kind.entry(e.kind.as_raw()).or_default().push(slot_no);
-            if e.correlation_id != e.event_id {
-                maps.correlations.insert(slot_no, e.correlation_id);
-            }
-            if let Some(c) = e.causation_id {
-                maps.causations.insert(slot_no, c);
-            }
-            self.inserted.store(seq + 1, Ordering::Release);
+        for e in entries {
+            let entity = self.intern_locked(&mut maps, e.coord.entity())?;
+            let scope = self.intern_locked(&mut maps, e.coord.scope())?;
+            self.insert_one(&mut maps, loaded(e, entity, scope))?;
         }
+        Ok(())
+    }
+
+    /// [`IndexGen::insert`] for entries whose entity and scope are string
+    /// ids already (from [`IndexGen::intern_with_id`]).
+    pub(crate) fn insert_loaded(&self, entries: Vec<LoadedEntry>) -> Result<(), String> {
+        let mut maps = self.maps.write();
+        entries.into_iter().try_for_each(|e| self.insert_one(&mut maps, e))
+    }
+
+    fn insert_one(&self, maps: &mut Maps, e: LoadedEntry) -> Result<(), String> {
+        let seq = e.global_sequence;
+        let expected = self.inserted.load(Ordering::Relaxed);
+        if seq < expected {
+            return Err(format!("sequence {seq} inserted where {expected} or later was expected"));
+        }
+        let slot_no =
+            u32::try_from(seq).ok().filter(|s| *s != NO_SEQ).ok_or("index full (2^32 - 1 events)")?;
+        let log = &self.log;
+        let rises = maps
+            .rising
+            .last()
+            .and_then(|s| log.get(u64::from(*s)))
+            .is_none_or(|last| e.event_id > last.event_id.get());
+        if !rises && self.find_locked(maps, e.event_id).is_some() {
+            return Err(format!("event id {:032x} appears twice", e.event_id));
+        }
+        let (entity, scope) = (e.entity, e.scope);
+        let prev = *maps.heads.get(entity as usize).ok_or("unknown entity string id")?;
+        let derived = match prev {
+            NO_SEQ => [0u8; 32],
+            p => self.log.get(u64::from(p)).map_or([0u8; 32], |s| s.event_hash),
+        };
+        // Loaders pass a zero prev hash to mean "derive it"; a different
+        // non-zero one is a compaction anchor.
+        let anchor = e.hash_chain.prev_hash != derived && e.hash_chain.prev_hash != [0u8; 32];
+        let mut slot = slot_of(&e, prev)?;
+        if anchor {
+            slot.bits |= HAS_ANCHOR;
+            maps.anchors.insert(slot_no, e.hash_chain.prev_hash);
+        }
+        if !self.log.set(seq, slot) {
+            return Err(format!("log slot {seq} unavailable"));
+        }
+        if rises {
+            maps.rising.push(slot_no);
+        } else {
+            let hash = self.hash_id(e.event_id);
+            maps.by_id.insert_unique(hash, slot_no, |s| {
+                log.get(u64::from(*s)).map_or(0, |x| self.hash_id(x.event_id.get()))
+            });
+        }
+        if prev == NO_SEQ {
+            let name = self.strings.get(u64::from(entity)).ok_or("unknown entity string id")?;
+            maps.entity_names.insert(Arc::clone(name), entity);
+        }
+        if let Some(head) = maps.heads.get_mut(entity as usize) {
+            *head = slot_no;
+        }
+        maps.by_scope.entry(scope).or_default().push(slot_no);
+        maps.by_kind.entry(e.kind.as_raw()).or_default().push(slot_no);
+        if e.correlation_id != e.event_id {
+            maps.correlations.insert(slot_no, e.correlation_id);
+        }
+        if let Some(c) = e.causation_id {
+            maps.causations.insert(slot_no, c);
+        }
+        self.inserted.store(seq + 1, Ordering::Release);
         Ok(())
     }
 
@@ -713,7 +731,26 @@ impl IndexGen {
     }
 }
 
-fn slot_of(e: &IndexEntry, prev: u32, entity: u32, scope: u32) -> Result<Slot, String> {
+/// The loader form of `e`, with its names as string ids.
+fn loaded(e: IndexEntry, entity: u32, scope: u32) -> LoadedEntry {
+    LoadedEntry {
+        event_id: e.event_id,
+        correlation_id: e.correlation_id,
+        causation_id: e.causation_id,
+        kind: e.kind,
+        wall_ms: e.wall_ms,
+        clock: e.clock,
+        hash_chain: e.hash_chain,
+        disk_pos: e.disk_pos,
+        global_sequence: e.global_sequence,
+        flags: e.flags,
+        gate_set: e.gate_set,
+        entity,
+        scope,
+    }
+}
+
+fn slot_of(e: &LoadedEntry, prev: u32) -> Result<Slot, String> {
     let narrow =
         |v: u64, what: &str| u32::try_from(v).map_err(|_| format!("{what} {v} does not fit the index"));
     let mut bits = 0u8;
@@ -731,8 +768,8 @@ fn slot_of(e: &IndexEntry, prev: u32, entity: u32, scope: u32) -> Result<Slot, S
         event_hash: e.hash_chain.event_hash,
         wall_ms: e.wall_ms,
         prev,
-        entity,
-        scope,
+        entity: e.entity,
+        scope: e.scope,
         clock: e.clock,
         segment_id: narrow(e.disk_pos.segment_id, "segment id")?,
         offset: narrow(e.disk_pos.offset, "frame offset")?,

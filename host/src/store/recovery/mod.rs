@@ -8,7 +8,7 @@ pub(crate) mod scan;
 
 use crate::store::checkpoint::{self, CHECKPOINT_FILE};
 use crate::store::data_dir::DataDir;
-use crate::store::index::{IndexEntry, StoreIndex};
+use crate::store::index::{IndexEntry, LoadedEntry, StoreIndex};
 use crate::store::segment::file::{list_segments, SEGMENT_HEADER_LEN};
 use crate::store::segment::footer::{self, FOOTER_TRAILER_LEN};
 use crate::store::StoreError;
@@ -122,12 +122,7 @@ fn load_segment(
         let mut region = vec![0u8; (len - frames_end) as usize];
         file.read_exact_at(&mut region, frames_end)?;
         let inserted_before = index.inserted();
-        let mut reserve = |n: u64| index.reserve(n as usize);
-        let resolve = |s: &str| index.intern_with_id(s);
-        let mut sink = |chunk: Vec<IndexEntry>, ids: Vec<(u32, u32)>| {
-            index.insert_resolved(chunk, &ids).map_err(|why| StoreError::corrupt(id, why))
-        };
-        match footer::decode(&region, frames_end, id, &resolve, &mut reserve, &mut sink) {
+        match load_footer(index, &region, frames_end, id) {
             Ok(sets) => {
                 report.from_footers += 1;
                 return Ok(sets);
@@ -150,6 +145,46 @@ fn load_segment(
     }
     insert(scanned.entries)?;
     Ok(scanned.gate_sets)
+}
+
+/// Chunks of decoded footer entries waiting for the index.
+const FOOTER_QUEUE: usize = 4;
+
+/// Decodes segment `id`'s footer (`region`, starting at file offset
+/// `start`) on this thread while a second thread inserts the decoded chunks
+/// into the index, so decoding and indexing overlap. Returns the footer's
+/// gate-set records.
+fn load_footer(
+    index: &StoreIndex,
+    region: &[u8],
+    start: u64,
+    id: u64,
+) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+    let resolve = |s: &str| index.intern_with_id(s);
+    let mut reserve = |n: u64| index.reserve(n as usize);
+    let insert =
+        |chunk: Vec<LoadedEntry>| index.insert_loaded(chunk).map_err(|why| StoreError::corrupt(id, why));
+    std::thread::scope(|scope| {
+        let (tx, rx) = flume::bounded::<Vec<LoadedEntry>>(FOOTER_QUEUE);
+        let inserter = std::thread::Builder::new()
+            .name("batpak-open".into())
+            .spawn_scoped(scope, move || rx.iter().try_for_each(insert));
+        let Ok(inserter) = inserter else {
+            // No second thread: insert each chunk as it is decoded.
+            let mut sink = |chunk: Vec<LoadedEntry>| insert(chunk);
+            return footer::decode(region, start, id, &resolve, &mut reserve, &mut sink);
+        };
+        let decoded = {
+            let mut sink = |chunk: Vec<LoadedEntry>| {
+                tx.send(chunk).map_err(|_| StoreError::corrupt(id, "index insertion stopped"))
+            };
+            footer::decode(region, start, id, &resolve, &mut reserve, &mut sink)
+        };
+        drop(tx);
+        let inserted = inserter.join().map_err(|_| StoreError::corrupt(id, "index insertion panicked"))?;
+        // An insertion error explains a decode that stopped early; report it first.
+        inserted.and(decoded)
+    })
 }
 
 /// Cuts a crashed segment back to its last committed unit and writes its

@@ -5,10 +5,8 @@
 //! except where compaction removed the entity's previous event.
 
 use super::codec::{Cursor, PutBytes, ShortRead};
-use crate::coordinate::Coordinate;
 use crate::event::{EventKind, HashChain};
-use crate::store::index::{DiskPos, IndexEntry};
-use std::sync::Arc;
+use crate::store::index::{DiskPos, IndexEntry, LoadedEntry};
 
 const HAS_CAUSATION: u8 = 0x01;
 const HAS_CORRELATION: u8 = 0x02;
@@ -80,15 +78,15 @@ pub(crate) fn put_entry(
     st.frame_end = e.disk_pos.offset + u64::from(e.disk_pos.length);
 }
 
-/// Reads one entry written by [`put_entry`]; also returns its (entity,
-/// scope) string-table references.
+/// Reads one entry written by [`put_entry`]; `ids` maps the footer's
+/// string-table references to store-wide string ids.
 pub(crate) fn get_entry(
     c: &mut Cursor<'_>,
-    strings: &[Arc<str>],
+    ids: &[u32],
     segment_id: u64,
     global_sequence: u64,
     st: &mut DeltaState,
-) -> Result<(IndexEntry, (u32, u32)), ShortRead> {
+) -> Result<LoadedEntry, ShortRead> {
     let event_id = c.u128("event id")?;
     let present = c.u8("presence")?;
     let correlation_id = if present & HAS_CORRELATION != 0 { c.u128("correlation")? } else { event_id };
@@ -96,10 +94,8 @@ pub(crate) fn get_entry(
     let gate_set = if present & HAS_GATE_SET != 0 { Some(c.varint_u32("gate set")?) } else { None };
     let kind = EventKind::from_raw(c.u16("kind")?);
     let flags = c.u8("flags")?;
-    let entity_ref = c.varint_u32("entity ref")?;
-    let scope_ref = c.varint_u32("scope ref")?;
-    let entity = lookup(strings, u64::from(entity_ref))?;
-    let scope = lookup(strings, u64::from(scope_ref))?;
+    let entity = lookup(ids, c.varint("entity ref")?)?;
+    let scope = lookup(ids, c.varint("scope ref")?)?;
     let clock = c.varint_u32("clock")?;
     let wall_ms = st.wall_ms.wrapping_add(unzigzag(c.varint("wall ms")?) as u64);
     let event_hash = c.hash("event hash")?;
@@ -108,11 +104,10 @@ pub(crate) fn get_entry(
     let length = c.varint_u32("length")?;
     st.wall_ms = wall_ms;
     st.frame_end = offset + u64::from(length);
-    let entry = IndexEntry {
+    Ok(LoadedEntry {
         event_id,
         correlation_id,
         causation_id,
-        coord: Coordinate::from_shared(entity, scope),
         kind,
         wall_ms,
         clock,
@@ -121,11 +116,12 @@ pub(crate) fn get_entry(
         global_sequence,
         flags,
         gate_set,
-    };
-    Ok((entry, (entity_ref, scope_ref)))
+        entity,
+        scope,
+    })
 }
 
-fn lookup(strings: &[Arc<str>], id: u64) -> Result<Arc<str>, ShortRead> {
-    let i = usize::try_from(id).map_err(|_| ShortRead("string ref"))?;
-    strings.get(i).cloned().ok_or(ShortRead("string ref out of range"))
+fn lookup(ids: &[u32], r: u64) -> Result<u32, ShortRead> {
+    let i = usize::try_from(r).map_err(|_| ShortRead("string ref"))?;
+    ids.get(i).copied().ok_or(ShortRead("string ref out of range"))
 }

@@ -13,7 +13,7 @@
 
 use super::codec::{Cursor, PutBytes};
 use super::entry_codec::{get_entry, put_entry, DeltaState};
-use crate::store::index::IndexEntry;
+use crate::store::index::{IndexEntry, LoadedEntry};
 use crate::store::StoreError;
 use std::sync::Arc;
 
@@ -86,8 +86,8 @@ pub(crate) fn footer_start(bytes: &[u8]) -> Option<u64> {
 
 /// Gives the shared copy of a name and its store-wide string id.
 pub(crate) type Resolver<'a> = dyn Fn(&str) -> Result<(Arc<str>, u32), String> + 'a;
-/// Receives decoded entries with their (entity, scope) string ids.
-pub(crate) type Sink<'a> = dyn FnMut(Vec<IndexEntry>, Vec<(u32, u32)>) -> Result<(), StoreError> + 'a;
+/// Receives decoded entries (names as store-wide string ids).
+pub(crate) type Sink<'a> = dyn FnMut(Vec<LoadedEntry>) -> Result<(), StoreError> + 'a;
 
 /// Entries handed to the sink at a time while a footer is decoded.
 const SINK_CHUNK: u64 = 16 * 1024;
@@ -124,14 +124,11 @@ pub(crate) fn decode(
         _ => return Err(corrupt("unsupported version")),
     };
     let n_strings = c.varint("string count").map_err(short)?;
-    let mut strings = Vec::new();
     let mut global_ids = Vec::new();
     for _ in 0..n_strings {
-        let (shared, id) = intern(c.str("string").map_err(short)?).map_err(|e| corrupt(&e))?;
-        strings.push(shared);
+        let (_, id) = intern(c.str("string").map_err(short)?).map_err(|e| corrupt(&e))?;
         global_ids.push(id);
     }
-    let global = |r: u32| global_ids.get(r as usize).copied().unwrap_or(u32::MAX);
     let n_sets = c.varint("gate set count").map_err(short)?;
     let mut gate_sets = Vec::new();
     for _ in 0..n_sets {
@@ -148,19 +145,15 @@ pub(crate) fn decode(
     while i < n_entries {
         let n = (n_entries - i).min(SINK_CHUNK);
         let mut chunk = Vec::with_capacity(n as usize);
-        let mut ids = Vec::with_capacity(n as usize);
         for _ in 0..n {
             if sparse {
                 let gap = c.varint("sequence gap").map_err(short)?;
                 next_seq = next_seq.checked_add(gap).ok_or_else(|| corrupt("sequence overflow"))?;
             }
-            let (entry, (e, s)) =
-                get_entry(&mut c, &strings, segment_id, next_seq, &mut st).map_err(short)?;
+            chunk.push(get_entry(&mut c, &global_ids, segment_id, next_seq, &mut st).map_err(short)?);
             next_seq += 1;
-            chunk.push(entry);
-            ids.push((global(e), global(s)));
         }
-        sink(chunk, ids)?;
+        sink(chunk)?;
         i += n;
     }
     if c.position() != body.len() {

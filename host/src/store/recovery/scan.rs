@@ -30,10 +30,18 @@ pub(crate) struct ScanResult {
     pub anchored: std::collections::HashSet<u64>,
 }
 
+/// A batch whose commit record has not been read yet. Its items are
+/// already in the result from `start` on, and are cut off if it never commits.
 struct PendingBatch {
     batch_id: u64,
     count: u32,
-    entries: Vec<IndexEntry>,
+    start: usize,
+}
+
+impl PendingBatch {
+    fn items(&self, entries: &[IndexEntry]) -> usize {
+        entries.len().saturating_sub(self.start)
+    }
 }
 
 /// Scans the frames of `bytes` (a whole segment; `frames_end` excludes any
@@ -54,6 +62,8 @@ pub(crate) fn scan_segment(
     SegmentHeader::decode(bytes, segment_id)?;
     let frames = bytes.get(..frames_end).unwrap_or(bytes);
     let mut out = ScanResult { valid_end: SEGMENT_HEADER_LEN as u64, ..ScanResult::default() };
+    // Frames of 100-byte payloads take about 150 bytes: size the result once.
+    out.entries.reserve(frames.len() / 128);
     let mut strings: HashMap<u32, Arc<str>> = HashMap::default();
     let mut pending: Option<PendingBatch> = None;
     let mut pos = SEGMENT_HEADER_LEN;
@@ -73,9 +83,12 @@ pub(crate) fn scan_segment(
         let disk = DiskPos { segment_id, offset: pos as u64, length: len as u32 };
         match record {
             Record::Event(ev) => {
-                let in_batch = pending.as_ref().is_some_and(|b| (b.entries.len() as u32) < b.count);
-                if !in_batch && pending.take().is_some() {
-                    out.discarded_batches += 1;
+                let in_batch = pending.as_ref().is_some_and(|b| (b.items(&out.entries) as u32) < b.count);
+                if !in_batch {
+                    if let Some(b) = pending.take() {
+                        out.entries.truncate(b.start);
+                        out.discarded_batches += 1;
+                    }
                 }
                 if ev.prev_hash.is_some() {
                     out.anchored.insert(ev.global_sequence);
@@ -83,25 +96,31 @@ pub(crate) fn scan_segment(
                 let entry = entry_from_record(&ev, &strings, disk).ok_or_else(|| {
                     StoreError::corrupt(segment_id, format!("offset {pos}: unknown string ref"))
                 })?;
-                match pending.as_mut() {
-                    Some(b) => b.entries.push(entry),
-                    None => {
-                        out.entries.push(entry);
-                        out.valid_end = end;
-                    }
+                out.entries.push(entry);
+                if pending.is_none() {
+                    out.valid_end = end;
                 }
             }
             Record::BatchBegin { batch_id, count } => {
-                if pending.replace(PendingBatch { batch_id, count, entries: Vec::new() }).is_some() {
+                if let Some(b) = pending.take() {
+                    out.entries.truncate(b.start);
                     out.discarded_batches += 1;
                 }
+                pending = Some(PendingBatch { batch_id, count, start: out.entries.len() });
             }
             Record::BatchCommit { batch_id, count } => match pending.take() {
-                Some(b) if b.batch_id == batch_id && b.count == count && b.entries.len() as u32 == count => {
-                    out.entries.extend(b.entries);
+                Some(b)
+                    if b.batch_id == batch_id
+                        && b.count == count
+                        && b.items(&out.entries) as u32 == count =>
+                {
                     out.valid_end = end;
                 }
-                _ => out.discarded_batches += 1,
+                Some(b) => {
+                    out.entries.truncate(b.start);
+                    out.discarded_batches += 1;
+                }
+                None => out.discarded_batches += 1,
             },
             Record::Str { id, value } => {
                 strings.insert(id, intern(value));
@@ -118,7 +137,8 @@ pub(crate) fn scan_segment(
         }
         pos += len;
     }
-    if pending.is_some() {
+    if let Some(b) = pending.take() {
+        out.entries.truncate(b.start);
         out.discarded_batches += 1;
     }
     out.strings = strings.into_iter().collect();
@@ -152,7 +172,9 @@ fn chain_hashes(
             }
             let prev = heads.get(entity).copied().unwrap_or_else(|| before(entity));
             let at = e.disk_pos.offset as usize;
-            let Ok((Record::Event(ev), _)) = frame::decode(frames.get(at..).unwrap_or(&[])) else {
+            // The first pass checked this frame's CRC.
+            let Ok((Record::Event(ev), _)) = frame::decode_checked_before(frames.get(at..).unwrap_or(&[]))
+            else {
                 return Err(StoreError::corrupt(segment_id, format!("offset {at}: event frame vanished")));
             };
             let (prev, hash) = ev.resolved_hash(&prev, entity, e.coord.scope());
@@ -220,4 +242,83 @@ fn entry_from_record(
         flags: ev.flags,
         gate_set: ev.gate_set,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::segment::frame::{encode, EventRecord};
+
+    fn event(seq: u64) -> Record<'static> {
+        Record::Event(EventRecord {
+            flags: 0,
+            kind: 0x1001,
+            entity_ref: 0,
+            scope_ref: 1,
+            global_sequence: seq,
+            clock: 0,
+            timestamp_us: 0,
+            wall_ms: 0,
+            event_id: 1000 + u128::from(seq),
+            correlation_id: 1000 + u128::from(seq),
+            causation_id: None,
+            gate_set: None,
+            prev_hash: None,
+            sealed_hash: None,
+            payload: b"{}",
+        })
+    }
+
+    /// A segment holding `records` after its header and two string records.
+    fn segment(records: &[Record<'_>]) -> Vec<u8> {
+        let mut out = SegmentHeader::new(7, 0).encode().to_vec();
+        encode(&mut out, &Record::Str { id: 0, value: "e" });
+        encode(&mut out, &Record::Str { id: 1, value: "s" });
+        for r in records {
+            encode(&mut out, r);
+        }
+        out
+    }
+
+    fn scanned_seqs(records: &[Record<'_>], tail: bool) -> (Vec<u64>, u32) {
+        let bytes = segment(records);
+        let intern = |s: &str| Arc::<str>::from(s);
+        let before = |_: &str| [0u8; 32];
+        let out = scan_segment(&bytes, 7, bytes.len(), tail, &intern, &before).expect("scans");
+        (out.entries.iter().map(|e| e.global_sequence).collect(), out.discarded_batches)
+    }
+
+    #[test]
+    fn only_committed_batches_are_kept_and_singles_never_join_a_dead_batch() {
+        let begin = |id, count| Record::BatchBegin { batch_id: id, count };
+        let commit = |id, count| Record::BatchCommit { batch_id: id, count };
+        let records = [
+            event(0),
+            begin(1, 2),
+            event(1),
+            event(2),
+            commit(1, 2),
+            // A batch abandoned by a second BEGIN.
+            begin(3, 2),
+            event(3),
+            begin(3, 1),
+            event(3),
+            commit(3, 1),
+            // A batch whose count is reached without a COMMIT: the next event is a single.
+            begin(4, 1),
+            event(4),
+            event(5),
+            // A COMMIT that does not match.
+            begin(6, 1),
+            event(6),
+            commit(99, 1),
+            event(6),
+            // Uncommitted at the end of the file.
+            begin(7, 2),
+            event(7),
+        ];
+        let (seqs, discarded) = scanned_seqs(&records, true);
+        assert_eq!(seqs, vec![0, 1, 2, 3, 5, 6]);
+        assert_eq!(discarded, 4);
+    }
 }

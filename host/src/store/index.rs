@@ -732,7 +732,7 @@ impl IndexGen {
 }
 
 /// The loader form of `e`, with its names as string ids.
-fn loaded(e: IndexEntry, entity: u32, scope: u32) -> LoadedEntry {
+pub(crate) fn loaded(e: IndexEntry, entity: u32, scope: u32) -> LoadedEntry {
     LoadedEntry {
         event_id: e.event_id,
         correlation_id: e.correlation_id,

@@ -117,7 +117,6 @@ fn load_segment(
 ) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
     let file = dir.open_segment_rw(id)?;
     let (len, frames_end) = footer_bounds(&file)?;
-    let insert = |entries: Vec<IndexEntry>| index.insert(entries).map_err(|why| StoreError::corrupt(id, why));
     if frames_end < len {
         let mut region = vec![0u8; (len - frames_end) as usize];
         file.read_exact_at(&mut region, frames_end)?;
@@ -137,14 +136,37 @@ fn load_segment(
     let mut bytes = vec![0u8; len as usize];
     file.read_exact_at(&mut bytes, 0)?;
     let tail = is_last && frames_end == len;
-    let scanned = scan::scan_segment(&bytes, id, frames_end as usize, tail, intern, &before)?;
+    let mut scanned = scan::scan_segment(&bytes, id, frames_end as usize, tail, intern, &before)?;
     report.scanned += 1;
     report.discarded_batches += scanned.discarded_batches;
     if tail {
         seal_crashed_tail(&file, id, len, &scanned, report)?;
     }
-    insert(scanned.entries)?;
-    Ok(scanned.gate_sets)
+    let gate_sets = std::mem::take(&mut scanned.gate_sets);
+    index.insert_loaded(loaded_entries(index, id, scanned)?).map_err(|why| StoreError::corrupt(id, why))?;
+    Ok(gate_sets)
+}
+
+/// A scan's entries with their names as store-wide string ids (each
+/// segment-local string is interned once, not once per event).
+fn loaded_entries(
+    index: &StoreIndex,
+    id: u64,
+    scanned: scan::ScanResult,
+) -> Result<Vec<LoadedEntry>, StoreError> {
+    let mut global: HashMap<u32, u32> = HashMap::with_capacity(scanned.strings.len());
+    for (local, name) in &scanned.strings {
+        let (_, global_id) = index.intern_with_id(name).map_err(|why| StoreError::corrupt(id, why))?;
+        global.insert(*local, global_id);
+    }
+    let resolve =
+        |r: u32| global.get(&r).copied().ok_or_else(|| StoreError::corrupt(id, "unknown string ref"));
+    scanned
+        .entries
+        .into_iter()
+        .zip(scanned.refs)
+        .map(|(e, (entity, scope))| Ok(crate::store::index::loaded(e, resolve(entity)?, resolve(scope)?)))
+        .collect()
 }
 
 /// Chunks of decoded footer entries waiting for the index.

@@ -28,6 +28,16 @@ pub(crate) struct ScanResult {
     pub heads: HashMap<Arc<str>, [u8; 32]>,
     /// Sequences of events whose frames carry their previous hash (compaction anchors).
     pub anchored: std::collections::HashSet<u64>,
+    /// Each entry's (entity, scope) segment-local string ids.
+    pub refs: Vec<(u32, u32)>,
+}
+
+impl ScanResult {
+    /// Drops the entries from `start` on (a batch that never committed).
+    fn cut(&mut self, start: usize) {
+        self.entries.truncate(start);
+        self.refs.truncate(start);
+    }
 }
 
 /// A batch whose commit record has not been read yet. Its items are
@@ -86,7 +96,7 @@ pub(crate) fn scan_segment(
                 let in_batch = pending.as_ref().is_some_and(|b| (b.items(&out.entries) as u32) < b.count);
                 if !in_batch {
                     if let Some(b) = pending.take() {
-                        out.entries.truncate(b.start);
+                        out.cut(b.start);
                         out.discarded_batches += 1;
                     }
                 }
@@ -97,13 +107,14 @@ pub(crate) fn scan_segment(
                     StoreError::corrupt(segment_id, format!("offset {pos}: unknown string ref"))
                 })?;
                 out.entries.push(entry);
+                out.refs.push((ev.entity_ref, ev.scope_ref));
                 if pending.is_none() {
                     out.valid_end = end;
                 }
             }
             Record::BatchBegin { batch_id, count } => {
                 if let Some(b) = pending.take() {
-                    out.entries.truncate(b.start);
+                    out.cut(b.start);
                     out.discarded_batches += 1;
                 }
                 pending = Some(PendingBatch { batch_id, count, start: out.entries.len() });
@@ -117,7 +128,7 @@ pub(crate) fn scan_segment(
                     out.valid_end = end;
                 }
                 Some(b) => {
-                    out.entries.truncate(b.start);
+                    out.cut(b.start);
                     out.discarded_batches += 1;
                 }
                 None => out.discarded_batches += 1,
@@ -138,7 +149,7 @@ pub(crate) fn scan_segment(
         pos += len;
     }
     if let Some(b) = pending.take() {
-        out.entries.truncate(b.start);
+        out.cut(b.start);
         out.discarded_batches += 1;
     }
     out.strings = strings.into_iter().collect();
@@ -178,7 +189,13 @@ fn chain_hashes(
                 return Err(StoreError::corrupt(segment_id, format!("offset {at}: event frame vanished")));
             };
             let (prev, hash) = ev.resolved_hash(&prev, entity, e.coord.scope());
-            heads.insert(Arc::clone(entity), hash);
+            // Both threads share the names: clone one only for an entity's first event.
+            match heads.get_mut(entity) {
+                Some(head) => *head = hash,
+                None => {
+                    heads.insert(Arc::clone(entity), hash);
+                }
+            }
             out.push((i, prev, hash));
         }
         Ok((out, heads))

@@ -420,7 +420,7 @@ impl IndexGen {
         for e in entries {
             let entity = self.intern_locked(&mut maps, e.coord.entity())?;
             let scope = self.intern_locked(&mut maps, e.coord.scope())?;
-            self.insert_one(&mut maps, loaded(e, entity, scope))?;
+            self.insert_one(&mut maps, loaded(&e, entity, scope))?;
         }
         Ok(())
     }
@@ -732,7 +732,7 @@ impl IndexGen {
 }
 
 /// The loader form of `e`, with its names as string ids.
-pub(crate) fn loaded(e: IndexEntry, entity: u32, scope: u32) -> LoadedEntry {
+pub(crate) fn loaded(e: &IndexEntry, entity: u32, scope: u32) -> LoadedEntry {
     LoadedEntry {
         event_id: e.event_id,
         correlation_id: e.correlation_id,

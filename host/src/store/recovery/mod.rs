@@ -133,18 +133,71 @@ fn load_segment(
         }
     }
     let before = |e: &str| index.head(e).map_or([0u8; 32], |h| h.hash);
-    let mut bytes = vec![0u8; len as usize];
-    file.read_exact_at(&mut bytes, 0)?;
     let tail = is_last && frames_end == len;
-    let mut scanned = scan::scan_segment(&bytes, id, frames_end as usize, tail, intern, &before)?;
+    let mut scanned = {
+        let bytes = SegmentBytes::of(&file, len)?;
+        scan::scan_segment(&bytes, id, frames_end as usize, tail, intern, &before)?
+        // The mapping ends here, before the tail may be cut below.
+    };
     report.scanned += 1;
     report.discarded_batches += scanned.discarded_batches;
-    if tail {
-        seal_crashed_tail(&file, id, len, &scanned, report)?;
-    }
     let gate_sets = std::mem::take(&mut scanned.gate_sets);
-    index.insert_loaded(loaded_entries(index, id, scanned)?).map_err(|why| StoreError::corrupt(id, why))?;
+    let loaded = loaded_entries(index, id, &scanned)?;
+    let insert = move || index.insert_loaded(loaded).map_err(|why| StoreError::corrupt(id, why));
+    if !tail {
+        insert()?;
+        return Ok(gate_sets);
+    }
+    // Cutting and sealing the crashed tail overlaps with indexing its entries.
+    std::thread::scope(|scope| {
+        let inserter = std::thread::Builder::new().name("batpak-open".into()).spawn_scoped(scope, insert);
+        let sealed = seal_crashed_tail(&file, id, len, &scanned, report);
+        let inserted = match inserter {
+            Ok(handle) => handle.join().map_err(|_| StoreError::corrupt(id, "index insertion panicked"))?,
+            // No second thread: index here, after the seal.
+            Err(_) => loaded_entries(index, id, &scanned)
+                .and_then(|again| index.insert_loaded(again).map_err(|why| StoreError::corrupt(id, why))),
+        };
+        sealed.and(inserted)
+    })?;
     Ok(gate_sets)
+}
+
+/// A whole segment's bytes for a scan: the file mapped into memory (no
+/// copy, no zeroed buffer), or read into one if it cannot be mapped.
+enum SegmentBytes {
+    Mapped(memmap2::Mmap),
+    Read(Vec<u8>),
+}
+
+impl SegmentBytes {
+    fn of(file: &File, len: u64) -> Result<Self, StoreError> {
+        // SAFETY: the mapping is read-only and lives only while the scan
+        // reads it. The store holds the data directory's exclusive lock, so
+        // no other store writes this file, and this store writes to it (the
+        // tail cut and footer) only after the mapping is dropped. A program
+        // that ignores the lock and changes the file meanwhile yields frames
+        // the CRCs reject; one that truncates it can make a read of the
+        // mapping fault (SIGBUS), as with any mapped file.
+        match unsafe { memmap2::Mmap::map(file) } {
+            Ok(map) if map.len() as u64 == len => Ok(Self::Mapped(map)),
+            _ => {
+                let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(0)];
+                file.read_exact_at(&mut bytes, 0)?;
+                Ok(Self::Read(bytes))
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for SegmentBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Mapped(map) => map,
+            Self::Read(bytes) => bytes,
+        }
+    }
 }
 
 /// A scan's entries with their names as store-wide string ids (each
@@ -152,7 +205,7 @@ fn load_segment(
 fn loaded_entries(
     index: &StoreIndex,
     id: u64,
-    scanned: scan::ScanResult,
+    scanned: &scan::ScanResult,
 ) -> Result<Vec<LoadedEntry>, StoreError> {
     let mut global: HashMap<u32, u32> = HashMap::with_capacity(scanned.strings.len());
     for (local, name) in &scanned.strings {
@@ -163,9 +216,9 @@ fn loaded_entries(
         |r: u32| global.get(&r).copied().ok_or_else(|| StoreError::corrupt(id, "unknown string ref"));
     scanned
         .entries
-        .into_iter()
-        .zip(scanned.refs)
-        .map(|(e, (entity, scope))| Ok(crate::store::index::loaded(e, resolve(entity)?, resolve(scope)?)))
+        .iter()
+        .zip(&scanned.refs)
+        .map(|(e, &(entity, scope))| Ok(crate::store::index::loaded(e, resolve(entity)?, resolve(scope)?)))
         .collect()
 }
 

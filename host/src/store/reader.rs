@@ -11,7 +11,7 @@
 use crate::coordinate::DagPosition;
 use crate::event::{Event, EventHeader, StoredEvent};
 use crate::store::data_dir::DataDir;
-use crate::store::index::{DiskPos, IndexEntry, StoreIndex};
+use crate::store::index::{DiskPos, IndexEntry, IndexGen, StoreIndex};
 use crate::store::segment::frame::{self, EventRecord, FrameError, Record};
 use crate::store::StoreError;
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
@@ -124,12 +124,36 @@ impl SegmentReader {
     }
 
     fn read_events_once(&self, seqs: &[u64]) -> Result<Vec<Event<serde_json::Value>>, StoreError> {
-        const GAP: u64 = 64 * 1024;
         const PARALLEL_FROM: usize = 2048;
         let gen = self.index.generation();
+        let n = seqs.len();
+        if n < PARALLEL_FROM {
+            return self.read_part(&gen, seqs, n);
+        }
+        // Each thread reads and parses its own half.
+        let (first, second) = seqs.split_at(n / 2);
+        let (mine, theirs) = std::thread::scope(|s| {
+            let theirs = s.spawn(|| self.read_part(&gen, second, second.len()));
+            (self.read_part(&gen, first, n), theirs.join())
+        });
+        let mut out = mine?;
+        out.append(&mut theirs.map_err(|_| StoreError::WriterCrashed)??);
+        Ok(out)
+    }
+
+    /// Reads the events at `seqs` (skipping removed ones) into a vector
+    /// with room for `capacity` (growing a vector of events by doubling
+    /// costs more than parsing them). Frames that sit close together in one
+    /// segment are fetched with one read.
+    fn read_part(
+        &self,
+        gen: &IndexGen,
+        seqs: &[u64],
+        capacity: usize,
+    ) -> Result<Vec<Event<serde_json::Value>>, StoreError> {
+        const GAP: u64 = 64 * 1024;
         let at: Vec<(u64, DiskPos)> = seqs.iter().filter_map(|s| Some((*s, gen.disk_pos(*s)?))).collect();
-        let mut frames: Vec<(Vec<u8>, u64)> = Vec::new(); // (bytes, base offset)
-        let mut runs: Vec<usize> = Vec::with_capacity(at.len()); // run of each event
+        let mut out = Vec::with_capacity(capacity);
         let mut i = 0;
         while i < at.len() {
             let first = at[i].1;
@@ -144,39 +168,18 @@ impl SegmentReader {
             }
             let mut buf = vec![0u8; (end - first.offset) as usize];
             self.file(first.segment_id)?.read_exact_at(&mut buf, first.offset)?;
-            runs.extend(std::iter::repeat_n(frames.len(), j - i));
-            frames.push((buf, first.offset));
-            i = j;
-        }
-        // Fills a vector sized up front (growing a vector of events by
-        // doubling costs more than parsing them).
-        let parse = |range: std::ops::Range<usize>, capacity: usize| {
-            let mut out = Vec::with_capacity(capacity);
-            for k in range {
-                let (seq, pos) = at[k];
+            for &(seq, pos) in &at[i..j] {
                 let target = gen
                     .read_target(seq)
                     .ok_or_else(|| StoreError::corrupt(pos.segment_id, "event moved while being read"))?;
-                let (buf, base) = &frames[runs[k]];
-                let from = (pos.offset - base) as usize;
+                let from = (pos.offset - first.offset) as usize;
                 let frame = buf.get(from..from + pos.length as usize).unwrap_or(&[]);
                 let ev = checked_record(frame, target.event_id, seq, target.disk_pos)?;
                 let payload = serde_json::from_slice(ev.payload)?;
                 out.push(event_of(target.kind, target.hash_chain, &ev, payload));
             }
-            Ok::<_, StoreError>(out)
-        };
-        let n = at.len();
-        if n < PARALLEL_FROM {
-            return parse(0..n, n);
+            i = j;
         }
-        let mid = n / 2;
-        let (first, second) = std::thread::scope(|s| {
-            let second = s.spawn(|| parse(mid..n, n - mid));
-            (parse(0..mid, n), second.join())
-        });
-        let mut out = first?;
-        out.append(&mut second.map_err(|_| StoreError::WriterCrashed)??);
         Ok(out)
     }
 }

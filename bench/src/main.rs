@@ -73,6 +73,19 @@ fn main() -> anyhow::Result<()> {
             Line::higher(&name, o, r, "ev/s").print();
         }
     }
+    if plan.wants("append_batch_10_vs_fsync") {
+        let (rounds, per) = if plan.quick { (5, 100) } else { (9, 200) };
+        let (fsync, single, batch) = ours::batch10_vs_fsync(rounds, per);
+        println!(
+            "append_batch_10_vs_fsync: batches of 10 {batch:.0} ev/s; plain write+fsync {fsync:.0}/s \
+             (x10 = {:.0}), durable single append {single:.0} ev/s (x10 = {:.0}); \
+             ratio to fsync x10 {:.3}, to durable single x10 {:.3}",
+            fsync * 10.0,
+            single * 10.0,
+            batch / (fsync * 10.0),
+            batch / (single * 10.0)
+        );
+    }
     if plan.wants("cold_open") || plan.wants("rss") || plan.wants("bytes_per_event") {
         let ours_dir = ours::populate(n_open)?;
         let ref_dir = reference::populate(n_open)?;

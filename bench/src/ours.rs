@@ -229,3 +229,55 @@ pub fn compact_merge(segments: usize) -> (f64, usize) {
     store.close().expect("close");
     (ms, files)
 }
+
+/// Side by side, in alternating rounds on one disk: a plain file's rate of
+/// (150-byte write + fsync), the store's durable single-append rate, and
+/// its event rate in batches of 10. Returns the three medians.
+pub fn batch10_vs_fsync(rounds: usize, per_round: usize) -> (f64, f64, f64) {
+    use std::io::Write;
+    let dir = tmp();
+    let store =
+        Store::open(StoreConfig::new(dir.path().join("store")).with_sync_every_n_events(1)).expect("open");
+    let mut raw = std::fs::File::create(dir.path().join("raw")).expect("raw file");
+    let (mut fsyncs, mut singles, mut batches) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let start = Instant::now();
+        for _ in 0..per_round {
+            raw.write_all(&[7u8; 150]).expect("write");
+            raw.sync_all().expect("fsync");
+        }
+        fsyncs.push(per_round as f64 / start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        for i in 0..per_round {
+            store.append(&coord(i), EventKind::DATA, &payload(i)).expect("append");
+        }
+        singles.push(per_round as f64 / start.elapsed().as_secs_f64());
+        let all: Vec<Vec<BatchAppendItem>> = (0..per_round)
+            .map(|b| {
+                (0..10)
+                    .map(|i| {
+                        let n = round * per_round * 10 + b * 10 + i;
+                        BatchAppendItem::new(
+                            coord(n),
+                            EventKind::DATA,
+                            &payload(n),
+                            AppendOptions::new(),
+                            CausationRef::None,
+                        )
+                        .expect("item")
+                    })
+                    .collect()
+            })
+            .collect();
+        let start = Instant::now();
+        for items in all {
+            store.append_batch(items).expect("batch");
+        }
+        batches.push((per_round * 10) as f64 / start.elapsed().as_secs_f64());
+    }
+    let med = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (med(fsyncs), med(singles), med(batches))
+}

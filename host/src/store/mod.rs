@@ -197,9 +197,18 @@ impl Store<Open> {
 
 impl<State> Store<State> {
     fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
+        self.call_spinning(writer::SPIN_BEFORE_PARK, make)
+    }
+
+    /// [`Store::call`], spinning for up to `spin` before sleeping on the reply.
+    fn call_spinning<T>(
+        &self,
+        spin: std::time::Duration,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, StoreError> {
         let (tx, rx) = flume::bounded(1);
         self.tx.send(make(tx)).map_err(|_| StoreError::WriterCrashed)?;
-        writer::caller_recv(&rx, &self.spinners).map_err(|_| StoreError::WriterCrashed)?
+        writer::caller_recv(&rx, &self.spinners, spin).map_err(|_| StoreError::WriterCrashed)?
     }
 
     fn shutdown(&self) -> Result<(), StoreError> {

@@ -60,7 +60,7 @@ impl Store<Open> {
             items: Arc::clone(&items),
             timestamp_us: self.cfg.now_us(),
         };
-        let result = self.call(|reply| Command::Batch(Box::new(req), reply));
+        let result = self.call_spinning(writer::SPIN_FOR_FSYNC, |reply| Command::Batch(Box::new(req), reply));
         drop(items);
         result
     }

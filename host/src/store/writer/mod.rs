@@ -36,7 +36,13 @@ const GROUP_LIMIT_MAX: usize = 4096;
 /// How long a thread spins for a message before it sleeps. A round trip
 /// to the writer usually takes a few microseconds; sleeping and waking
 /// costs more than that on each side.
-const SPIN_BEFORE_PARK: std::time::Duration = std::time::Duration::from_micros(40);
+pub(crate) const SPIN_BEFORE_PARK: std::time::Duration = std::time::Duration::from_micros(40);
+
+/// How long a caller waiting on an fsync (a batch, a durable append)
+/// spins before it sleeps: about one fsync of a small write here. Waking a
+/// sleeping thread costs tens of microseconds on a VM, a large share of a
+/// 100-microsecond fsync; only one caller spins at a time.
+pub(crate) const SPIN_FOR_FSYNC: std::time::Duration = std::time::Duration::from_micros(300);
 
 /// Receives from `rx`, spinning first only if no other caller is already
 /// spinning (`spinners` counts them): on a small machine, many spinning
@@ -44,19 +50,28 @@ const SPIN_BEFORE_PARK: std::time::Duration = std::time::Duration::from_micros(4
 pub(crate) fn caller_recv<T>(
     rx: &flume::Receiver<T>,
     spinners: &std::sync::atomic::AtomicUsize,
+    spin: std::time::Duration,
 ) -> Result<T, flume::RecvError> {
     use std::sync::atomic::Ordering;
     if spinners.fetch_add(1, Ordering::AcqRel) > 0 {
         spinners.fetch_sub(1, Ordering::AcqRel);
         return rx.recv();
     }
-    let result = spin_recv(rx);
+    let result = spin_recv_for(rx, spin);
     spinners.fetch_sub(1, Ordering::AcqRel);
     result
 }
 
 /// Receives from `rx`, spinning briefly before parking the thread.
 pub(crate) fn spin_recv<T>(rx: &flume::Receiver<T>) -> Result<T, flume::RecvError> {
+    spin_recv_for(rx, SPIN_BEFORE_PARK)
+}
+
+/// Receives from `rx`, spinning for up to `spin` before parking the thread.
+pub(crate) fn spin_recv_for<T>(
+    rx: &flume::Receiver<T>,
+    spin: std::time::Duration,
+) -> Result<T, flume::RecvError> {
     let start = std::time::Instant::now();
     loop {
         match rx.try_recv() {
@@ -64,7 +79,7 @@ pub(crate) fn spin_recv<T>(rx: &flume::Receiver<T>) -> Result<T, flume::RecvErro
             Err(flume::TryRecvError::Disconnected) => return Err(flume::RecvError::Disconnected),
             Err(flume::TryRecvError::Empty) => {}
         }
-        if start.elapsed() >= SPIN_BEFORE_PARK {
+        if start.elapsed() >= spin {
             return rx.recv();
         }
         for _ in 0..32 {

@@ -51,8 +51,9 @@ pub struct LogReader {
 
 #[derive(Default)]
 struct SkippedPrefix {
-    /// Segment ids in the prefix.
-    ids: Vec<u64>,
+    /// Segment ids in the prefix, with their file lengths (a compaction
+    /// that rewrites one under the same id changes its length).
+    ids: Vec<(u64, u64)>,
     /// Next sequence after the prefix.
     next_seq: u64,
     heads: std::collections::HashMap<Arc<str>, [u8; 32]>,
@@ -80,6 +81,10 @@ impl LogReader {
         })
     }
 
+    fn len_of(&self, id: u64) -> Option<u64> {
+        self.dir.metadata(crate::store::segment::segment_filename(id)).ok().map(|m| m.len())
+    }
+
     fn read(&self, id: u64) -> Result<Vec<u8>, StoreError> {
         Ok(self.dir.read(crate::store::segment::segment_filename(id))?)
     }
@@ -103,7 +108,13 @@ impl LogReader {
     pub fn events_from(&self, from: u64) -> Result<Vec<LoggedEvent>, StoreError> {
         let ids = list_segments(&self.dir)?;
         let mut skipped = self.skipped.lock();
-        let reusable = from >= skipped.next_seq && ids.starts_with(&skipped.ids);
+        let unchanged = skipped.ids.len() <= ids.len()
+            && skipped
+                .ids
+                .iter()
+                .zip(&ids)
+                .all(|(&(sid, len), &id)| sid == id && self.len_of(id) == Some(len));
+        let reusable = from >= skipped.next_seq && unchanged;
         if !reusable {
             *skipped = SkippedPrefix::default();
         }
@@ -125,7 +136,7 @@ impl LogReader {
             }
             extend_prefix &= sealed && end.is_none_or(|e| e <= from);
             if extend_prefix {
-                skipped.ids.push(id);
+                skipped.ids.push((id, bytes.len() as u64));
                 skipped.next_seq = end.unwrap_or(skipped.next_seq);
                 skipped.heads = self.heads.lock().clone();
             }

@@ -31,7 +31,7 @@ impl<From, To, P> Transition<From, To, P> {
     }
 }
 
-/// Implemented by every state a [`define_state_machine!`] declares.
+/// Implemented by every state a [`crate::define_state_machine!`] declares.
 pub trait StateMarker: Copy + Default + 'static {}
 
 /// Declares a state trait and one unit struct per state:
@@ -68,7 +68,7 @@ macro_rules! __seal_states {
     };
 }
 
-/// Not public API: the seal behind [`define_state_machine!`].
+/// Not public API: the seal behind [`crate::define_state_machine!`].
 #[doc(hidden)]
 pub mod __private {
     /// Implemented only by the states of the machine `M` (the tuple of its states).

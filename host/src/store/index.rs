@@ -8,7 +8,7 @@
 //! (`Acquire`), so a batch is seen whole or not at all.
 //!
 //! Slots never change once written, so compaction (which moves, removes or
-//! tombstones events) builds a new [`IndexGen`] beside the live one and the
+//! tombstones events) builds a new generation (`IndexGen`) beside the live one and the
 //! writer swaps it in whole; a reader keeps the generation it loaded for
 //! the length of one call. Sequences survive compaction unchanged, so they
 //! only ever rise, with gaps where events were removed.

@@ -6,12 +6,12 @@
 //! 1. **begin** (writer): name the sealed segments (the *run*: every
 //!    segment but the active one, so always a prefix of the log) and the
 //!    sequence everything before which is published;
-//! 2. **rewrite** (caller's thread, [`rewrite`]): decide each event's fate
+//! 2. **rewrite** (caller's thread, module `rewrite`): decide each event's fate
 //!    (kept, tombstoned, removed), write the survivors into new segments
 //!    under temporary names, fsync them, and build the next index
 //!    generation for everything up to that sequence;
 //! 3. **commit** (writer): add the entries appended meanwhile to the new
-//!    generation, write the plan (the commit point, [`plan`]), rename the
+//!    generation, write the plan (the commit point, module `plan`), rename the
 //!    outputs into place, swap the index generation, forget cached files.
 //!
 //! Sequences, ids, clocks and hashes never change. An event whose entity

@@ -294,6 +294,14 @@ impl StoreIndex {
         self.current.load()
     }
 
+    /// Inserts entries as an iterator yields them (see [`IndexGen::insert_each`]).
+    pub(crate) fn insert_each(
+        &self,
+        entries: impl IntoIterator<Item = Result<LoadedEntry, String>>,
+    ) -> Result<(), String> {
+        self.current.load().insert_each(entries)
+    }
+
     /// Makes room for `n` more entries.
     pub(crate) fn reserve(&self, n: usize) {
         self.current.load().reserve(n);
@@ -430,6 +438,16 @@ impl IndexGen {
     pub(crate) fn insert_loaded(&self, entries: Vec<LoadedEntry>) -> Result<(), String> {
         let mut maps = self.maps.write();
         entries.into_iter().try_for_each(|e| self.insert_one(&mut maps, e))
+    }
+
+    /// [`IndexGen::insert_loaded`] from an iterator, so a loader need not
+    /// build a vector of entries first; stops at the first error.
+    pub(crate) fn insert_each(
+        &self,
+        entries: impl IntoIterator<Item = Result<LoadedEntry, String>>,
+    ) -> Result<(), String> {
+        let mut maps = self.maps.write();
+        entries.into_iter().try_for_each(|e| self.insert_one(&mut maps, e?))
     }
 
     fn insert_one(&self, maps: &mut Maps, e: LoadedEntry) -> Result<(), String> {

@@ -142,8 +142,9 @@ fn load_segment(
     report.scanned += 1;
     report.discarded_batches += scanned.discarded_batches;
     let gate_sets = std::mem::take(&mut scanned.gate_sets);
-    let loaded = loaded_entries(index, id, &scanned)?;
-    let insert = move || index.insert_loaded(loaded).map_err(|why| StoreError::corrupt(id, why));
+    let global = global_string_ids(index, id, &scanned)?;
+    let scanned = &scanned;
+    let insert = || index_scanned(index, id, scanned, &global);
     if !tail {
         insert()?;
         return Ok(gate_sets);
@@ -151,12 +152,11 @@ fn load_segment(
     // Cutting and sealing the crashed tail overlaps with indexing its entries.
     std::thread::scope(|scope| {
         let inserter = std::thread::Builder::new().name("batpak-open".into()).spawn_scoped(scope, insert);
-        let sealed = seal_crashed_tail(&file, id, len, &scanned, report);
+        let sealed = seal_crashed_tail(&file, id, len, scanned, report);
         let inserted = match inserter {
             Ok(handle) => handle.join().map_err(|_| StoreError::corrupt(id, "index insertion panicked"))?,
             // No second thread: index here, after the seal.
-            Err(_) => loaded_entries(index, id, &scanned)
-                .and_then(|again| index.insert_loaded(again).map_err(|why| StoreError::corrupt(id, why))),
+            Err(_) => insert(),
         };
         sealed.and(inserted)
     })?;
@@ -200,26 +200,35 @@ impl std::ops::Deref for SegmentBytes {
     }
 }
 
-/// A scan's entries with their names as store-wide string ids (each
-/// segment-local string is interned once, not once per event).
-fn loaded_entries(
+/// The store-wide string id of each of a scanned segment's strings (each
+/// is interned once, not once per event).
+fn global_string_ids(
     index: &StoreIndex,
     id: u64,
     scanned: &scan::ScanResult,
-) -> Result<Vec<LoadedEntry>, StoreError> {
-    let mut global: HashMap<u32, u32> = HashMap::with_capacity(scanned.strings.len());
+) -> Result<HashMap<u32, u32>, StoreError> {
+    let mut global = HashMap::with_capacity(scanned.strings.len());
     for (local, name) in &scanned.strings {
         let (_, global_id) = index.intern_with_id(name).map_err(|why| StoreError::corrupt(id, why))?;
         global.insert(*local, global_id);
     }
-    let resolve =
-        |r: u32| global.get(&r).copied().ok_or_else(|| StoreError::corrupt(id, "unknown string ref"));
-    scanned
-        .entries
-        .iter()
-        .zip(&scanned.refs)
-        .map(|(e, &(entity, scope))| Ok(crate::store::index::loaded(e, resolve(entity)?, resolve(scope)?)))
-        .collect()
+    Ok(global)
+}
+
+/// Inserts a scan's entries, naming entity and scope by string id; each
+/// entry is converted as it goes in (no second copy of the segment's index).
+fn index_scanned(
+    index: &StoreIndex,
+    id: u64,
+    scanned: &scan::ScanResult,
+    global: &HashMap<u32, u32>,
+) -> Result<(), StoreError> {
+    let resolve = |r: u32| global.get(&r).copied().ok_or_else(|| "unknown string ref".to_string());
+    let entries =
+        scanned.entries.iter().zip(&scanned.refs).map(|(e, &(entity, scope))| {
+            Ok(crate::store::index::loaded(e, resolve(entity)?, resolve(scope)?))
+        });
+    index.insert_each(entries).map_err(|why| StoreError::corrupt(id, why))
 }
 
 /// Chunks of decoded footer entries waiting for the index.

@@ -82,9 +82,10 @@ pub(crate) fn spin_recv_for<T>(
         if start.elapsed() >= spin {
             return rx.recv();
         }
-        for _ in 0..32 {
-            std::hint::spin_loop();
-        }
+        // Stay runnable but let any other ready thread have the core (on
+        // a 2-core machine a spinning caller and writer could otherwise
+        // starve a third thread for the whole spin).
+        std::thread::yield_now();
     }
 }
 

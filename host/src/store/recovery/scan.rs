@@ -30,6 +30,21 @@ pub(crate) struct ScanResult {
     pub anchored: std::collections::HashSet<u64>,
     /// Each entry's (entity, scope) segment-local string ids.
     pub refs: Vec<(u32, u32)>,
+    /// What hashing each entry needs beyond its index entry.
+    hash_inputs: Vec<HashInput>,
+}
+
+/// The parts of an event's hash input that an index entry lacks, kept by
+/// the first pass so the hashing pass need not decode the frame again.
+#[derive(Default)]
+struct HashInput {
+    timestamp_us: i64,
+    /// Where the payload starts in the frames.
+    payload_at: usize,
+    payload_len: usize,
+    /// The frame carries a stored previous or event hash (a compacted
+    /// segment's anchor or tombstone): decode it again to use them.
+    stored_hashes: bool,
 }
 
 impl ScanResult {
@@ -37,6 +52,7 @@ impl ScanResult {
     fn cut(&mut self, start: usize) {
         self.entries.truncate(start);
         self.refs.truncate(start);
+        self.hash_inputs.truncate(start);
     }
 }
 
@@ -108,6 +124,12 @@ pub(crate) fn scan_segment(
                 })?;
                 out.entries.push(entry);
                 out.refs.push((ev.entity_ref, ev.scope_ref));
+                out.hash_inputs.push(HashInput {
+                    timestamp_us: ev.timestamp_us,
+                    payload_at: (ev.payload.as_ptr() as usize).saturating_sub(frames.as_ptr() as usize),
+                    payload_len: ev.payload.len(),
+                    stored_hashes: ev.prev_hash.is_some() || ev.sealed_hash.is_some(),
+                });
                 if pending.is_none() {
                     out.valid_end = end;
                 }
@@ -154,7 +176,8 @@ pub(crate) fn scan_segment(
     }
     out.strings = strings.into_iter().collect();
     out.strings.sort_unstable_by_key(|(id, _)| *id);
-    out.heads = chain_hashes(frames, segment_id, &mut out.entries, before)?;
+    let inputs = std::mem::take(&mut out.hash_inputs);
+    out.heads = chain_hashes(frames, segment_id, &mut out.entries, &inputs, before)?;
     Ok(out)
 }
 
@@ -166,6 +189,7 @@ fn chain_hashes(
     frames: &[u8],
     segment_id: u64,
     entries: &mut [IndexEntry],
+    inputs: &[HashInput],
     before: &(dyn Fn(&str) -> [u8; 32] + Sync),
 ) -> Result<HashMap<Arc<str>, [u8; 32]>, StoreError> {
     const PARALLEL_FROM: usize = 4096;
@@ -182,13 +206,25 @@ fn chain_hashes(
                 continue;
             }
             let prev = heads.get(entity).copied().unwrap_or_else(|| before(entity));
-            let at = e.disk_pos.offset as usize;
-            // The first pass checked this frame's CRC.
-            let Ok((Record::Event(ev), _)) = frame::decode_checked_before(frames.get(at..).unwrap_or(&[]))
-            else {
-                return Err(StoreError::corrupt(segment_id, format!("offset {at}: event frame vanished")));
+            let input = inputs.get(i).ok_or_else(|| StoreError::corrupt(segment_id, "hash input missing"))?;
+            let (prev, hash) = if input.stored_hashes {
+                let at = e.disk_pos.offset as usize;
+                // The first pass checked this frame's CRC.
+                let Ok((Record::Event(ev), _)) =
+                    frame::decode_checked_before(frames.get(at..).unwrap_or(&[]))
+                else {
+                    return Err(StoreError::corrupt(
+                        segment_id,
+                        format!("offset {at}: event frame vanished"),
+                    ));
+                };
+                ev.resolved_hash(&prev, entity, e.coord.scope())
+            } else {
+                let payload = frames
+                    .get(input.payload_at..input.payload_at + input.payload_len)
+                    .ok_or_else(|| StoreError::corrupt(segment_id, "payload outside the segment"))?;
+                (prev, entry_hash(e, input.timestamp_us, &prev, payload))
             };
-            let (prev, hash) = ev.resolved_hash(&prev, entity, e.coord.scope());
             // Both threads share the names: clone one only for an entity's first event.
             match heads.get_mut(entity) {
                 Some(head) => *head = hash,
@@ -219,6 +255,24 @@ fn chain_hashes(
         heads.extend(part_heads);
     }
     Ok(heads)
+}
+
+/// The chain hash of `e` (as the writer computed it) from its fields.
+fn entry_hash(e: &IndexEntry, timestamp_us: i64, prev: &[u8; 32], payload: &[u8]) -> [u8; 32] {
+    let fields = crate::event::hash::HashedFields {
+        event_id: e.event_id,
+        correlation_id: e.correlation_id,
+        causation_id: e.causation_id,
+        entity: e.coord.entity(),
+        scope: e.coord.scope(),
+        kind: e.kind.as_raw(),
+        flags: e.flags,
+        clock: e.clock,
+        wall_ms: e.wall_ms,
+        timestamp_us,
+        global_sequence: e.global_sequence,
+    };
+    crate::event::hash::event_hash(prev, &fields, payload)
 }
 
 /// A decode failure at `pos` is a torn tail when no complete frame follows it.

@@ -542,3 +542,53 @@ fn a_large_frame_scan_hashes_in_parallel_and_matches_the_footer_path() {
     assert_eq!(snapshot(&store), by_footer, "5000 events: the two-thread hash matches the writer's");
     assert!(store.verify().is_ok());
 }
+
+#[test]
+fn a_scan_of_a_segment_over_four_mebibytes_matches_the_footer_path() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let pad = "x".repeat(120);
+    {
+        let cfg = StoreConfig::new(tmp.path()).with_batch_max_size(1000).with_batch_max_bytes(1 << 20);
+        let store = Store::open(cfg).expect("open");
+        for chunk in 0..32 {
+            let items = (0..1000)
+                .map(|i| {
+                    BatchAppendItem::new(
+                        coord(&format!("q{}", (chunk * 1000 + i) % 53)),
+                        EventKind::DATA,
+                        &json!({"i": i, "pad": pad}),
+                        AppendOptions::new(),
+                        CausationRef::None,
+                    )
+                    .expect("item")
+                })
+                .collect();
+            store.append_batch(items).expect("batch");
+        }
+        // Singles between batches too, so committed prefixes end on both kinds.
+        for i in 0..100 {
+            store
+                .append(&coord(&format!("q{}", i % 7)), EventKind::DATA, &json!({"single": i}))
+                .expect("single");
+        }
+        store.close().expect("close");
+    }
+    let by_footer = {
+        let store = Store::open(StoreConfig::new(tmp.path()).with_enable_checkpoint(false)).expect("open");
+        snapshot(&store)
+    };
+    let seg = tmp.path().join("000001.fbat");
+    let bytes = std::fs::read(&seg).expect("read");
+    assert!(bytes.len() > 4 << 20, "a segment of several mebibytes");
+    let start = footer_start(&bytes);
+    std::fs::write(&seg, &bytes[..start]).expect("strip footer");
+    std::fs::remove_file(tmp.path().join("index.ckpt")).expect("remove checkpoint");
+    let store = Store::open(StoreConfig::new(tmp.path())).expect("open by scan");
+    assert_eq!(store.diagnostics().recovery.scanned, 1);
+    assert_eq!(
+        snapshot(&store),
+        by_footer,
+        "32 100 events, batches and singles: the scan matches the writer"
+    );
+    assert!(store.verify().is_ok());
+}

@@ -16,7 +16,7 @@
 
 use crate::store::checkpoint::CHECKPOINT_FILE;
 use crate::store::data_dir::DataDir;
-use crate::store::segment::codec::{Cursor, PutBytes, ShortRead};
+use crate::store::segment::codec::{envelope, open_envelope, Cursor, PutBytes, ShortRead};
 use crate::store::segment::file::segment_filename;
 use crate::store::StoreError;
 
@@ -50,27 +50,12 @@ impl Plan {
                 body.put_varint(*id);
             }
         }
-        let mut out = Vec::with_capacity(20 + body.len());
-        out.extend_from_slice(MAGIC);
-        out.put_u16(VERSION);
-        out.put_u32(crc32fast::hash(&body));
-        out.put_u64(body.len() as u64);
-        out.extend_from_slice(&body);
-        out
+        envelope(MAGIC, VERSION, &body)
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let mut c = Cursor::new(bytes);
+        let body = open_envelope(bytes, MAGIC, VERSION)?;
         let short = |e: ShortRead| format!("truncated at {}", e.0);
-        if c.take(6, "magic").map_err(short)? != MAGIC || c.u16("version").map_err(short)? != VERSION {
-            return Err("not a version-1 compaction plan".into());
-        }
-        let crc = c.u32("crc").map_err(short)?;
-        let len = usize::try_from(c.u64("length").map_err(short)?).map_err(|_| "length".to_string())?;
-        let body = c.take(len, "body").map_err(short)?;
-        if crc32fast::hash(body) != crc {
-            return Err("CRC mismatch".into());
-        }
         let mut c = Cursor::new(body);
         let mut list = || -> Result<Vec<u64>, ShortRead> {
             let n = c.varint("count")?;

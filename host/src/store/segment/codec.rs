@@ -117,6 +117,39 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Wraps `body` in the envelope of the store's small files (checkpoint,
+/// compaction plan): `magic (6) | u16 LE version | u32 LE CRC32(body) |
+/// u64 LE body length | body`.
+pub(crate) fn envelope(magic: &[u8; 6], version: u16, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(20 + body.len());
+    out.extend_from_slice(magic);
+    out.put_u16(version);
+    out.put_u32(crc32fast::hash(body));
+    out.put_u64(body.len() as u64);
+    out.extend_from_slice(body);
+    out
+}
+
+/// The body of an [`envelope`], if magic, version and CRC all hold;
+/// otherwise why not.
+pub(crate) fn open_envelope<'a>(bytes: &'a [u8], magic: &[u8; 6], version: u16) -> Result<&'a [u8], String> {
+    let mut c = Cursor::new(bytes);
+    let short = |e: ShortRead| format!("truncated at {}", e.0);
+    if c.take(6, "magic").map_err(short)? != magic {
+        return Err("bad magic".into());
+    }
+    if c.u16("version").map_err(short)? != version {
+        return Err("unsupported version".into());
+    }
+    let crc = c.u32("crc").map_err(short)?;
+    let len = usize::try_from(c.u64("length").map_err(short)?).map_err(|_| "length".to_string())?;
+    let body = c.take(len, "body").map_err(short)?;
+    if crc32fast::hash(body) != crc {
+        return Err("CRC mismatch".into());
+    }
+    Ok(body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -257,9 +257,10 @@ fn appends_and_reads_go_on_during_repeated_compactions() {
     let store = Arc::new(Store::open(config(tmp.path())).expect("open"));
     fill(&store, 0, 300);
     let stop = Arc::new(AtomicBool::new(false));
+    let appended = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let appenders: Vec<_> = (0..2u64)
         .map(|t| {
-            let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+            let (store, stop, appended) = (Arc::clone(&store), Arc::clone(&stop), Arc::clone(&appended));
             std::thread::spawn(move || {
                 let mut acked = Vec::new();
                 let mut i = 1_000_000 * (t + 1);
@@ -268,6 +269,7 @@ fn appends_and_reads_go_on_during_repeated_compactions() {
                         .append(&coord(&format!("t{t}-{}", i % 3)), EventKind::DATA, &json!({"i": i}))
                         .expect("append during compaction");
                     acked.push((r.event_id, i));
+                    appended.fetch_add(1, Ordering::Release);
                     i += 1;
                 }
                 acked
@@ -294,8 +296,12 @@ fn appends_and_reads_go_on_during_repeated_compactions() {
         })
     };
     let mut total = CompactionResult::default();
-    for _ in 0..6 {
-        std::thread::sleep(std::time::Duration::from_millis(30));
+    for round in 1..=6u64 {
+        // Each compaction starts once the appenders have added more events
+        // (enough to seal new segments), not after a fixed time.
+        while appended.load(Ordering::Acquire) < round * 150 {
+            std::thread::yield_now();
+        }
         let r = store.compact(&CompactionConfig::default()).expect("compact under load");
         total.segments_removed += r.segments_removed;
     }
@@ -421,6 +427,8 @@ fn sigkill_during_compaction_leaves_old_or_new_state() {
             seen += 1;
         }
         // The child has just begun a compaction: kill it somewhere inside.
+        // This pause is the kill's offset into the compaction, not a wait for
+        // a condition; whatever it lands on, the assertions below must hold.
         std::thread::sleep(std::time::Duration::from_micros(
             KILL_DELAYS_US[round as usize % KILL_DELAYS_US.len()],
         ));

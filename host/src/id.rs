@@ -28,12 +28,35 @@ pub trait EntityIdType:
 /// then random bits. Ids from one process are strictly increasing, so two
 /// calls never return the same id.
 pub fn generate_v7_id() -> u128 {
-    static LAST: parking_lot::Mutex<u128> = parking_lot::Mutex::new(0);
     let fresh = fresh_v7();
-    let mut last = LAST.lock();
-    let next = if fresh > *last { fresh } else { bump(*last) };
-    *last = next;
-    next
+    static_last(|last| {
+        let next = if fresh > *last { fresh } else { bump(*last) };
+        *last = next;
+        next
+    })
+}
+
+/// Runs `f` on the last id handed out in this process, under its lock.
+fn static_last<T>(f: impl FnOnce(&mut u128) -> T) -> T {
+    static LAST: parking_lot::Mutex<u128> = parking_lot::Mutex::new(0);
+    f(&mut LAST.lock())
+}
+
+/// `n` fresh UUIDv7 ids, strictly increasing and after every id handed out
+/// before: one clock read and one lock for the lot (a batch's fresh ids).
+pub(crate) fn generate_v7_ids(n: usize) -> Vec<u128> {
+    static_last(|last| {
+        let fresh = fresh_v7();
+        let mut ids = Vec::with_capacity(n);
+        let mut next = if fresh > *last { fresh } else { bump(*last) };
+        for _ in 0..n {
+            ids.push(next);
+            *last = next;
+            // Later ids keep the first one's random prefix and count up.
+            next = bump(next);
+        }
+        ids
+    })
 }
 
 /// The next id after `id` with the version and variant bits kept intact.
@@ -142,6 +165,21 @@ mod tests {
             assert_eq!((id >> 76) & 0xF, 7, "version nibble");
             assert_eq!((id >> 62) & 0b11, 0b10, "variant bits");
         }
+    }
+
+    #[test]
+    fn batch_ids_interleave_with_single_ids_in_order() {
+        let mut ids = vec![generate_v7_id()];
+        ids.extend(generate_v7_ids(1000));
+        ids.push(generate_v7_id());
+        ids.extend(generate_v7_ids(3));
+        assert_eq!(ids.len(), 1005);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "strictly increasing across both generators");
+        for id in &ids {
+            assert_eq!((id >> 76) & 0xF, 7, "version nibble");
+            assert_eq!((id >> 62) & 0b11, 0b10, "variant bits");
+        }
+        assert!(generate_v7_ids(0).is_empty());
     }
 
     #[test]

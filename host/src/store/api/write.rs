@@ -56,7 +56,7 @@ impl Store<Open> {
         validate_batch(&self.cfg, &items)?;
         let items = Arc::new(items);
         let req = BatchRequest {
-            fresh_ids: (0..items.len()).map(|_| crate::id::generate_v7_id()).collect(),
+            fresh_ids: crate::id::generate_v7_ids(items.len()),
             items: Arc::clone(&items),
             timestamp_us: self.cfg.now_us(),
         };

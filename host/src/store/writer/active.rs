@@ -9,7 +9,7 @@ use crate::store::segment::file::{SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::store::segment::footer;
 use crate::store::segment::frame::{self, Record};
 use crate::store::StoreError;
-use std::collections::HashMap;
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use std::sync::Arc;
 /// The segment being appended to.
 pub(crate) struct ActiveSegment {
     pub id: u64,
-    file: File,
+    file: Arc<File>,
     /// End of the last committed unit; bytes past it belong to no one.
     pub len: u64,
     /// Sequence of the first event in this segment.
@@ -38,10 +38,10 @@ impl ActiveSegment {
         dir.sync_dir()?;
         Ok(Self {
             id,
-            file,
+            file: Arc::new(file),
             len: SEGMENT_HEADER_LEN as u64,
             first_seq,
-            strings: HashMap::new(),
+            strings: HashMap::default(),
             string_list: Vec::new(),
             gate_sets: Vec::new(),
         })
@@ -88,6 +88,11 @@ impl ActiveSegment {
     pub(crate) fn cut_back(&self) -> Result<(), StoreError> {
         self.file.set_len(self.len)?;
         Ok(())
+    }
+
+    /// A shared handle to the file, for an fsync on another thread.
+    pub(crate) fn file_handle(&self) -> Arc<File> {
+        Arc::clone(&self.file)
     }
 
     /// Flushes written bytes to stable storage.

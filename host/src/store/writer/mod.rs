@@ -16,6 +16,7 @@ mod batch;
 mod compact;
 mod shutdown;
 mod single;
+mod syncer;
 
 use crate::plugin::GateChain;
 use crate::store::config::StoreConfig;
@@ -165,6 +166,8 @@ pub(crate) struct Writer {
     /// readers of an older index generation may still name).
     next_segment_floor: u64,
     buf: Vec<u8>,
+    /// The fsync helper for large batches, started on first use.
+    syncer: Option<syncer::Syncer>,
 }
 
 /// Whether the loop should keep serving.
@@ -203,6 +206,7 @@ impl Writer {
             checkpoint_current,
             next_segment_floor: 1,
             buf: Vec::with_capacity(64 * 1024),
+            syncer: None,
         }
     }
 

@@ -18,7 +18,7 @@ use crate::event::{EventKind, HashChain};
 use hashbrown::HashTable;
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// Where a frame sits on disk.
@@ -167,8 +167,20 @@ impl<T, const CHUNK: usize> AppendLog<T, CHUNK> {
     fn set(&self, i: u64, value: T) -> bool {
         let (k, at) = Self::locate(i);
         let Some(chunk) = self.chunks.get(k) else { return false };
-        let slots = chunk.get_or_init(|| (0..CHUNK).map(|_| OnceLock::new()).collect());
+        let slots = chunk.get_or_init(Self::fresh_chunk);
         slots.get(at).is_some_and(|slot| slot.set(value).is_ok())
+    }
+
+    /// Allocates chunk `k` now if it is in range and not allocated yet. A
+    /// thread that needs the chunk meanwhile waits for this one to finish.
+    fn prepare(&self, k: usize) {
+        if let Some(chunk) = self.chunks.get(k) {
+            chunk.get_or_init(Self::fresh_chunk);
+        }
+    }
+
+    fn fresh_chunk() -> Box<[OnceLock<T>]> {
+        (0..CHUNK).map(|_| OnceLock::new()).collect()
     }
 }
 
@@ -245,6 +257,8 @@ pub(crate) struct IndexGen {
     inserted: AtomicU64,
     /// Exclusive upper bound of visible sequences.
     visible: AtomicU64,
+    /// Log chunks `0..ahead` are allocated or being allocated in advance.
+    ahead: AtomicUsize,
 }
 
 /// What a reader needs to fetch and label one event's frame.
@@ -279,7 +293,27 @@ impl StoreIndex {
     }
 
     pub(crate) fn from_gen(gen: IndexGen) -> Self {
-        Self { current: arc_swap::ArcSwap::from_pointee(gen) }
+        let index = Self { current: arc_swap::ArcSwap::from_pointee(gen) };
+        index.prepare_ahead();
+        index
+    }
+
+    /// Allocates the log chunk the writer or loader will need next on a
+    /// short-lived thread, so that allocating and first touching its
+    /// ~6.5 MiB (64 Ki slots) does not stall an append. Called after
+    /// every insert; spawns at most once per chunk.
+    fn prepare_ahead(&self) {
+        let gen = self.current.load();
+        let wanted = gen.chunk_wanted();
+        if gen.ahead.fetch_max(wanted + 1, Ordering::AcqRel) > wanted {
+            return;
+        }
+        let gen = Arc::clone(&gen);
+        let spawned = std::thread::Builder::new()
+            .name("batpak-index-prep".into())
+            .spawn(move || gen.log.prepare(wanted));
+        // Without the thread the first insert into the chunk allocates it.
+        drop(spawned);
     }
 
     /// Replaces the live generation (writer only, between groups). Readers
@@ -287,6 +321,7 @@ impl StoreIndex {
     pub(crate) fn replace(&self, gen: IndexGen) {
         debug_assert!(gen.visible() >= self.visible(), "a new generation hides nothing published");
         self.current.store(Arc::new(gen));
+        self.prepare_ahead();
     }
 
     /// The live generation, for a reader doing many lookups in one call.
@@ -299,7 +334,23 @@ impl StoreIndex {
         &self,
         entries: impl IntoIterator<Item = Result<LoadedEntry, String>>,
     ) -> Result<(), String> {
-        self.current.load().insert_each(entries)
+        let done = self.current.load().insert_each(entries);
+        self.prepare_ahead();
+        done
+    }
+
+    /// Inserts entries above the watermark (see [`IndexGen::insert`]).
+    pub(crate) fn insert(&self, entries: Vec<IndexEntry>) -> Result<(), String> {
+        let done = self.current.load().insert(entries);
+        self.prepare_ahead();
+        done
+    }
+
+    /// Inserts entries whose string ids are known.
+    pub(crate) fn insert_loaded(&self, entries: Vec<LoadedEntry>) -> Result<(), String> {
+        let done = self.current.load().insert_loaded(entries);
+        self.prepare_ahead();
+        done
     }
 
     /// Makes room for `n` more entries.
@@ -317,10 +368,6 @@ impl StoreIndex {
         fn intern(&self, s: &str) -> Arc<str>;
         /// The shared copy of `s` and its string id.
         fn intern_with_id(&self, s: &str) -> Result<(Arc<str>, u32), String>;
-        /// Inserts entries above the watermark (see [`IndexGen::insert`]).
-        fn insert(&self, entries: Vec<IndexEntry>) -> Result<(), String>;
-        /// Inserts entries whose string ids are known.
-        fn insert_loaded(&self, entries: Vec<LoadedEntry>) -> Result<(), String>;
         /// Exclusive bound of visible sequences.
         fn visible(&self) -> u64;
         /// The next sequence.
@@ -370,7 +417,15 @@ impl IndexGen {
             ids: foldhash::fast::RandomState::default(),
             inserted: AtomicU64::new(0),
             visible: AtomicU64::new(0),
+            ahead: AtomicUsize::new(0),
         }
+    }
+
+    /// The log chunk the next inserts need soon: the current one, or the
+    /// next once the current is half full.
+    fn chunk_wanted(&self) -> usize {
+        let next = self.inserted.load(Ordering::Relaxed) as usize;
+        next / LOG_CHUNK + usize::from(next % LOG_CHUNK >= LOG_CHUNK / 2)
     }
 
     fn hash_id(&self, id: u128) -> u64 {
@@ -824,6 +879,37 @@ mod tests {
             flags: 0,
             gate_set: None,
         }
+    }
+
+    /// Waits (yielding) for a background thread's effect, failing after 10 s.
+    fn eventually(what: &str, done: impl Fn() -> bool) {
+        let start = std::time::Instant::now();
+        while !done() {
+            assert!(start.elapsed() < std::time::Duration::from_secs(10), "never happened: {what}");
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn the_next_log_chunk_is_prepared_once_the_current_is_half_full() {
+        let index = StoreIndex::new();
+        let ready = |k: usize| index.generation().log.chunks[k].get().is_some();
+        eventually("chunk 0 prepared at creation", || ready(0));
+        index.insert(vec![entry(LOG_CHUNK as u64 / 2 - 2, "a")]).expect("insert");
+        assert_eq!(
+            index.generation().ahead.load(Ordering::Acquire),
+            1,
+            "the next insert is in the first half"
+        );
+        index.insert(vec![entry(LOG_CHUNK as u64 / 2 - 1, "a")]).expect("insert");
+        assert_eq!(index.generation().ahead.load(Ordering::Acquire), 2, "chunk 1 requested once");
+        eventually("chunk 1 prepared in the background", || ready(1));
+        assert!(!ready(2));
+        index.publish();
+        assert_eq!(
+            index.get_visible(LOG_CHUNK as u64 / 2 - 1).map(|e| e.event_id),
+            Some(LOG_CHUNK as u128 / 2 + 999)
+        );
     }
 
     #[test]

@@ -54,15 +54,12 @@ impl Store<Open> {
     pub fn append_batch(&self, items: Vec<BatchAppendItem>) -> Result<Vec<AppendReceipt>, StoreError> {
         let _span = tracing::debug_span!("batpak.append_batch", items = items.len()).entered();
         validate_batch(&self.cfg, &items)?;
-        let items = Arc::new(items);
         let req = BatchRequest {
             fresh_ids: crate::id::generate_v7_ids(items.len()),
-            items: Arc::clone(&items),
+            items: Arc::new(items),
             timestamp_us: self.cfg.now_us(),
         };
-        let result = self.call_spinning(writer::SPIN_FOR_FSYNC, |reply| Command::Batch(Box::new(req), reply));
-        drop(items);
-        result
+        self.call_spinning(writer::SPIN_FOR_FSYNC, |reply| Command::Batch(Box::new(req), reply))
     }
 
     /// [`Store::append_batch`] with every item in `correlation_id`'s chain;

@@ -42,7 +42,7 @@ enum Prev {
 const OVERLAP_MIN_ITEMS: usize = 64;
 
 impl Writer {
-    pub(super) fn stage_batch(&mut self, req: BatchRequest) -> Result<Staged, StoreError> {
+    pub(super) fn stage_batch(&mut self, req: &BatchRequest) -> Result<Staged, StoreError> {
         self.check_poisoned()?;
         if req.items.is_empty() {
             return Ok(Staged { receipts: Vec::new(), wrote: false });
@@ -50,7 +50,7 @@ impl Writer {
         if let Some(replayed) = self.replay_batch(&req.items)? {
             return Ok(replayed);
         }
-        let plans = self.plan_batch(&req)?;
+        let plans = self.plan_batch(req)?;
         let base = self.index.inserted();
         let count = req.items.len();
         inject(&self.cfg, fp::batch_start(base, count)).map_err(|e| e.in_batch(0, BatchStage::Writing))?;

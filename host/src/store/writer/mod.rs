@@ -105,8 +105,8 @@ pub(crate) struct SingleRequest {
 
 /// One validated batch, prepared on the caller's thread.
 pub(crate) struct BatchRequest {
-    /// Shared with the caller, who frees the payloads after the reply (so
-    /// the writer never spends its time deallocating).
+    /// The items; the writer frees them after the reply, while the caller
+    /// goes on.
     pub items: Arc<Vec<BatchAppendItem>>,
     /// One fresh id per item, used unless the item carries an idempotency key.
     pub fresh_ids: Vec<u128>,
@@ -142,7 +142,8 @@ struct Staged {
 
 enum Waiting {
     One(Result<Staged, StoreError>, Reply<AppendReceipt>),
-    Many(Result<Staged, StoreError>, Reply<Vec<AppendReceipt>>),
+    /// The request is kept so that its items are freed after the reply.
+    Many(Result<Staged, StoreError>, Reply<Vec<AppendReceipt>>, Box<BatchRequest>),
 }
 
 /// Everything the writer thread owns.
@@ -236,7 +237,7 @@ impl Writer {
         while let Some(cmd) = next.take() {
             match cmd {
                 Command::Append(req, reply) => waiting.push(Waiting::One(self.stage_single(*req), reply)),
-                Command::Batch(req, reply) => waiting.push(Waiting::Many(self.stage_batch(*req), reply)),
+                Command::Batch(req, reply) => waiting.push(Waiting::Many(self.stage_batch(&req), reply, req)),
                 other => {
                     control = Some(other);
                     break;
@@ -262,7 +263,7 @@ impl Writer {
                 self.poison(&why);
                 for w in &mut waiting {
                     let result = match w {
-                        Waiting::One(r, _) | Waiting::Many(r, _) => r,
+                        Waiting::One(r, _) | Waiting::Many(r, _, _) => r,
                     };
                     if result.as_ref().is_ok_and(|s| s.wrote) {
                         *result = Err(StoreError::Poisoned(why.clone()));
@@ -273,6 +274,7 @@ impl Writer {
         if self.poisoned.is_none() {
             self.index.publish();
         }
+        let mut spent = Vec::new();
         for w in waiting {
             match w {
                 Waiting::One(result, reply) => {
@@ -282,15 +284,18 @@ impl Writer {
                     });
                     let _ = reply.send(result);
                 }
-                Waiting::Many(result, reply) => {
+                Waiting::Many(result, reply, request) => {
                     let result = result.map(|s| {
                         self.notify(&s);
                         s.receipts
                     });
                     let _ = reply.send(result);
+                    spent.push(request);
                 }
             }
         }
+        // Every caller has its reply: freeing the items now delays no one.
+        drop(spent);
     }
 
     /// Tells subscribers about a published unit. Notifications are built
@@ -354,7 +359,9 @@ impl Writer {
         for _ in 0..self.cfg.writer.shutdown_drain_limit {
             match rx.try_recv() {
                 Ok(Command::Append(req, reply)) => waiting.push(Waiting::One(self.stage_single(*req), reply)),
-                Ok(Command::Batch(req, reply)) => waiting.push(Waiting::Many(self.stage_batch(*req), reply)),
+                Ok(Command::Batch(req, reply)) => {
+                    waiting.push(Waiting::Many(self.stage_batch(&req), reply, req))
+                }
                 Ok(Command::Sync(reply)) | Ok(Command::Shutdown(reply)) => {
                     let _ = reply.send(Ok(()));
                 }

@@ -135,6 +135,68 @@ fn a_torn_tail_is_cut_and_every_whole_event_kept() {
 }
 
 #[test]
+fn after_a_crash_appends_continue_in_the_cut_back_segment_and_every_open_path_agrees() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let receipts = fill(tmp.path(), 1 << 30, 40);
+    std::fs::remove_file(tmp.path().join("index.ckpt")).expect("remove checkpoint");
+    let seg = tmp.path().join("000001.fbat");
+    let bytes = std::fs::read(&seg).expect("read");
+    let last = receipts.last().expect("some");
+    // A crash mid-write: no footer, a torn last frame, then junk.
+    let cut = last.disk_pos.offset as usize + 3;
+    let mut torn = bytes[..cut].to_vec();
+    torn.extend_from_slice(&[0xAB; 50]);
+    std::fs::write(&seg, &torn).expect("tear");
+    let after_crash = {
+        let store = Store::open(StoreConfig::new(tmp.path())).expect("open after tear");
+        assert_eq!(store.diagnostics().recovery.scanned, 1);
+        assert_eq!(
+            std::fs::metadata(&seg).expect("stat").len(),
+            last.disk_pos.offset,
+            "cut to the last whole unit"
+        );
+        for i in 0..5 {
+            store.append(&coord("e1"), EventKind::DATA, &json!({"after": i})).expect("append");
+        }
+        store
+            .append_batch(vec![BatchAppendItem::new(
+                coord("new"),
+                EventKind::DATA,
+                &json!({"b": 0}),
+                AppendOptions::new(),
+                CausationRef::None,
+            )
+            .expect("item")])
+            .expect("batch");
+        let segments: Vec<_> = std::fs::read_dir(tmp.path())
+            .expect("ls")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "fbat"))
+            .collect();
+        assert_eq!(segments.len(), 1, "appends went into the crashed segment, not a new one");
+        let s = snapshot(&store);
+        store.close().expect("close seals the resumed segment");
+        s
+    };
+    assert_eq!(after_crash.len(), receipts.len() - 1 + 6);
+    let by_checkpoint = snapshot(&Store::open(StoreConfig::new(tmp.path())).expect("reopen"));
+    std::fs::remove_file(tmp.path().join("index.ckpt")).expect("remove checkpoint");
+    let by_footer = {
+        let store = Store::open(StoreConfig::new(tmp.path())).expect("reopen by footer");
+        assert_eq!(store.diagnostics().recovery.from_footers, 1, "the resumed segment was sealed at close");
+        assert!(store.verify().is_ok());
+        snapshot(&store)
+    };
+    let bytes = std::fs::read(&seg).expect("read");
+    std::fs::write(&seg, &bytes[..footer_start(&bytes)]).expect("strip footer");
+    std::fs::remove_file(tmp.path().join("index.ckpt")).expect("remove checkpoint");
+    let by_scan = snapshot(&Store::open(StoreConfig::new(tmp.path())).expect("reopen by scan"));
+    assert_eq!(after_crash, by_checkpoint);
+    assert_eq!(after_crash, by_footer);
+    assert_eq!(after_crash, by_scan);
+}
+
+#[test]
 fn a_corrupt_frame_in_a_sealed_segment_is_an_error_naming_segment_and_offset() {
     let tmp = tempfile::tempdir().expect("tmp");
     let receipts = fill(tmp.path(), 2048, 60);

@@ -139,6 +139,7 @@ impl Store<Open> {
         let cfg = Arc::new(config);
         let subscribers = Arc::new(Subscribers::default());
         let checkpoint_current = recovered.report.from_checkpoint as usize == recovered.segments.len();
+        let resumed = recovered.resume.map(|r| writer::ActiveSegment::resume(&dir, r)).transpose()?;
         let writer = Writer::new(
             Arc::clone(&cfg),
             Arc::clone(&dir),
@@ -149,6 +150,7 @@ impl Store<Open> {
             chain,
             recovered.segments,
             checkpoint_current,
+            resumed,
         );
         let (tx, rx) = flume::bounded(cfg.writer.channel_capacity);
         let handle = writer::spawn(writer, rx, writer_thread_name(&cfg))?;

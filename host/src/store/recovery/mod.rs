@@ -2,17 +2,17 @@
 //! then load each segment from its footer, or by scanning its frames. Every
 //! path reads the sequences and ids that the frames carry, so all yield the
 //! same index. The last segment of a crashed run is cut back to its last
-//! committed unit and sealed.
+//! committed unit, durably, and the writer resumes appending to it.
 
 pub(crate) mod scan;
+mod stream;
 
 use crate::store::checkpoint::{self, CHECKPOINT_FILE};
 use crate::store::data_dir::DataDir;
-use crate::store::index::{IndexEntry, LoadedEntry, StoreIndex};
+use crate::store::index::{LoadedEntry, StoreIndex};
 use crate::store::segment::file::{list_segments, SEGMENT_HEADER_LEN};
 use crate::store::segment::footer::{self, FOOTER_TRAILER_LEN};
 use crate::store::StoreError;
-use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -39,6 +39,22 @@ pub(crate) struct Recovered {
     pub segments: Vec<u64>,
     pub gate_sets: Vec<(u32, Vec<u8>)>,
     pub report: RecoveryReport,
+    /// The crashed last segment, cut back, for the writer to append to.
+    pub resume: Option<Resume>,
+}
+
+/// A crashed last segment the writer appends to instead of starting a new
+/// one; it is sealed (footer written) at its rotation or at close.
+pub(crate) struct Resume {
+    pub id: u64,
+    /// End of its last committed unit (the file is cut here).
+    pub len: u64,
+    /// Sequence of its first event, or the next sequence if it has none.
+    pub first_seq: u64,
+    /// Its string table, in id order (ids are dense).
+    pub strings: Vec<Arc<str>>,
+    /// Its gate-set records.
+    pub gate_sets: Vec<(u32, Vec<u8>)>,
 }
 
 /// Builds the index from the files in `dir` and publishes it.
@@ -47,7 +63,7 @@ pub(crate) fn recover(dir: &DataDir, use_checkpoint: bool) -> Result<(StoreIndex
     crate::store::compaction::plan::recover(dir)?;
     let index = StoreIndex::new();
     let segments = list_segments(dir.dir())?;
-    let intern = |s: &str| index.intern(s);
+    let mut resume = None;
     let mut report = RecoveryReport::default();
     let mut gate_sets = Vec::new();
     if use_checkpoint {
@@ -62,11 +78,11 @@ pub(crate) fn recover(dir: &DataDir, use_checkpoint: bool) -> Result<(StoreIndex
     }
     for (i, &id) in segments.iter().enumerate() {
         let is_last = i + 1 == segments.len();
-        gate_sets.extend(load_segment(dir, &index, id, is_last, &intern, &mut report)?);
+        gate_sets.extend(load_segment(dir, &index, id, is_last, &mut report, &mut resume)?);
     }
     index.publish();
     tracing::info!(events = index.visible(), segments = segments.len(), ?report, "index recovered");
-    Ok((index, Recovered { segments, gate_sets, report }))
+    Ok((index, Recovered { segments, gate_sets, report, resume }))
 }
 
 /// Decodes the checkpoint and checks it describes the directory as it is:
@@ -106,14 +122,15 @@ fn footer_bounds(file: &File) -> Result<(u64, u64), StoreError> {
 }
 
 /// Loads one segment into `index` from its footer, or by scanning its
-/// frames; returns its gate-set records.
+/// frames; returns its gate-set records. A crashed last segment (scanned
+/// as the tail) is cut back and offered to the writer in `resume`.
 fn load_segment(
     dir: &DataDir,
     index: &StoreIndex,
     id: u64,
     is_last: bool,
-    intern: &dyn Fn(&str) -> Arc<str>,
     report: &mut RecoveryReport,
+    resume: &mut Option<Resume>,
 ) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
     let file = dir.open_segment_rw(id)?;
     let (len, frames_end) = footer_bounds(&file)?;
@@ -132,35 +149,55 @@ fn load_segment(
             Err(e) => return Err(e),
         }
     }
-    let before = |e: &str| index.head(e).map_or([0u8; 32], |h| h.hash);
     let tail = is_last && frames_end == len;
-    let mut scanned = {
+    let next_seq = index.inserted();
+    let summary = {
         let bytes = SegmentBytes::of(&file, len)?;
-        scan::scan_segment(&bytes, id, frames_end as usize, tail, intern, &before)?
-        // The mapping ends here, before the tail may be cut below.
+        stream::scan_into_index(&bytes, id, frames_end as usize, tail, index)?
+        // The mapping ends here, before the tail is cut below.
     };
     report.scanned += 1;
-    report.discarded_batches += scanned.discarded_batches;
-    let gate_sets = std::mem::take(&mut scanned.gate_sets);
-    let global = global_string_ids(index, id, &scanned)?;
-    let scanned = &scanned;
-    let insert = || index_scanned(index, id, scanned, &global);
-    if !tail {
-        insert()?;
-        return Ok(gate_sets);
+    report.discarded_batches += summary.discarded_batches;
+    if tail {
+        cut_crashed_tail(&file, id, len, summary.valid_end, report)?;
+        *resume = resumable(id, next_seq, &summary);
     }
-    // Cutting and sealing the crashed tail overlaps with indexing its entries.
-    std::thread::scope(|scope| {
-        let inserter = std::thread::Builder::new().name("batpak-open".into()).spawn_scoped(scope, insert);
-        let sealed = seal_crashed_tail(&file, id, len, scanned, report);
-        let inserted = match inserter {
-            Ok(handle) => handle.join().map_err(|_| StoreError::corrupt(id, "index insertion panicked"))?,
-            // No second thread: index here, after the seal.
-            Err(_) => insert(),
-        };
-        sealed.and(inserted)
-    })?;
-    Ok(gate_sets)
+    Ok(summary.gate_sets)
+}
+
+/// Cuts a crashed segment back to its last committed unit, durably: the
+/// writer appends after it, and a power loss must not bring back bytes of
+/// the cut tail behind those appends.
+fn cut_crashed_tail(
+    file: &File,
+    id: u64,
+    len: u64,
+    valid_end: u64,
+    report: &mut RecoveryReport,
+) -> Result<(), StoreError> {
+    if valid_end >= len {
+        return Ok(());
+    }
+    report.truncated_bytes += len - valid_end;
+    tracing::warn!(segment = id, from = valid_end, bytes = len - valid_end, "cutting uncommitted tail");
+    file.set_len(valid_end)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// The writer can append to a scanned tail segment it wrote itself: string
+/// ids dense (as the writer assigns them) and no stored hashes (which only
+/// compaction writes, and only into sealed segments). Otherwise it starts
+/// a new segment and this one, already cut back, is scanned at each open.
+fn resumable(id: u64, next_seq: u64, summary: &scan::ScanSummary) -> Option<Resume> {
+    let dense = summary.strings.iter().enumerate().all(|(i, (sid, _))| *sid as usize == i);
+    (dense && !summary.stored_hashes).then(|| Resume {
+        id,
+        len: summary.valid_end,
+        first_seq: summary.first_seq.unwrap_or(next_seq),
+        strings: summary.strings.iter().map(|(_, s)| Arc::clone(s)).collect(),
+        gate_sets: summary.gate_sets.clone(),
+    })
 }
 
 /// A whole segment's bytes for a scan: the file mapped into memory (no
@@ -198,37 +235,6 @@ impl std::ops::Deref for SegmentBytes {
             Self::Read(bytes) => bytes,
         }
     }
-}
-
-/// The store-wide string id of each of a scanned segment's strings (each
-/// is interned once, not once per event).
-fn global_string_ids(
-    index: &StoreIndex,
-    id: u64,
-    scanned: &scan::ScanResult,
-) -> Result<HashMap<u32, u32>, StoreError> {
-    let mut global = HashMap::with_capacity(scanned.strings.len());
-    for (local, name) in &scanned.strings {
-        let (_, global_id) = index.intern_with_id(name).map_err(|why| StoreError::corrupt(id, why))?;
-        global.insert(*local, global_id);
-    }
-    Ok(global)
-}
-
-/// Inserts a scan's entries, naming entity and scope by string id; each
-/// entry is converted as it goes in (no second copy of the segment's index).
-fn index_scanned(
-    index: &StoreIndex,
-    id: u64,
-    scanned: &scan::ScanResult,
-    global: &HashMap<u32, u32>,
-) -> Result<(), StoreError> {
-    let resolve = |r: u32| global.get(&r).copied().ok_or_else(|| "unknown string ref".to_string());
-    let entries =
-        scanned.entries.iter().zip(&scanned.refs).map(|(e, &(entity, scope))| {
-            Ok(crate::store::index::loaded(e, resolve(entity)?, resolve(scope)?))
-        });
-    index.insert_each(entries).map_err(|why| StoreError::corrupt(id, why))
 }
 
 /// Chunks of decoded footer entries waiting for the index.
@@ -269,40 +275,4 @@ fn load_footer(
         // An insertion error explains a decode that stopped early; report it first.
         inserted.and(decoded)
     })
-}
-
-/// Cuts a crashed segment back to its last committed unit and writes its
-/// footer, so later opens load it like any sealed segment.
-fn seal_crashed_tail(
-    file: &File,
-    id: u64,
-    len: u64,
-    scanned: &scan::ScanResult,
-    report: &mut RecoveryReport,
-) -> Result<(), StoreError> {
-    if scanned.valid_end < len {
-        report.truncated_bytes += len - scanned.valid_end;
-        tracing::warn!(
-            segment = id,
-            from = scanned.valid_end,
-            bytes = len - scanned.valid_end,
-            "cutting uncommitted tail"
-        );
-        file.set_len(scanned.valid_end)?;
-    }
-    let ids: HashMap<&str, u32> = scanned.strings.iter().map(|(i, s)| (&**s, *i)).collect();
-    let strings: Vec<Arc<str>> = scanned.strings.iter().map(|(_, s)| Arc::clone(s)).collect();
-    if scanned.strings.iter().enumerate().any(|(i, (id, _))| *id as usize != i) {
-        return Ok(()); // not a dense table: leave the segment to be scanned next time
-    }
-    let refs = |e: &IndexEntry| {
-        (ids.get(e.coord.entity()).copied().unwrap_or(0), ids.get(e.coord.scope()).copied().unwrap_or(0))
-    };
-    let anchored = |e: &IndexEntry| scanned.anchored.contains(&e.global_sequence);
-    let bytes =
-        footer::encode(scanned.valid_end, &strings, &scanned.gate_sets, &scanned.entries, refs, anchored);
-    // No fsync: the cut and the footer only repeat what the frames say. If
-    // a power loss takes them, the next open cuts and seals again.
-    file.write_all_at(&bytes, scanned.valid_end)?;
-    Ok(())
 }

@@ -1,6 +1,12 @@
 //! The slow path: read a segment frame by frame, keeping only committed
 //! units (single events, and batches whose commit record is present with
-//! the announced count).
+//! the announced count), and recompute their chain hashes.
+//!
+//! The first pass ([`first_pass`]) decodes frames and feeds the committed
+//! events, in file order and in chunks, to a consumer: [`scan_segment`]
+//! hashes them and collects index entries (the log reader); recovery's
+//! [`super::stream`] hashes them on a second thread and inserts them into
+//! the index as they come, so no segment-sized vector is ever built.
 
 use crate::coordinate::Coordinate;
 use crate::event::{EventKind, HashChain};
@@ -8,14 +14,12 @@ use crate::store::index::{DiskPos, IndexEntry};
 use crate::store::segment::file::{SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::store::segment::frame::{self, EventRecord, FrameError, Record};
 use crate::store::StoreError;
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
-/// What a frame scan found in one segment.
+/// What a scan found in one segment besides its events.
 #[derive(Default)]
-pub(crate) struct ScanResult {
-    /// Committed events, in file order, prev hashes zero.
-    pub entries: Vec<IndexEntry>,
+pub(crate) struct ScanSummary {
     /// Gate-set records (id, body).
     pub gate_sets: Vec<(u32, Vec<u8>)>,
     /// End of the last committed unit: everything after it is discardable.
@@ -24,74 +28,75 @@ pub(crate) struct ScanResult {
     pub discarded_batches: u32,
     /// The segment's string table, by id.
     pub strings: Vec<(u32, Arc<str>)>,
+    /// Committed events found.
+    pub events: u64,
+    /// Sequence of the first committed event, if any.
+    pub first_seq: Option<u64>,
+    /// Some event carries a stored hash (a compaction output's anchor or tombstone).
+    pub stored_hashes: bool,
+}
+
+/// A whole scan's result, with its index entries (the log reader's form).
+pub(crate) struct ScanResult {
+    /// Committed events, in file order, with their chain hashes.
+    pub entries: Vec<IndexEntry>,
+    /// Gate-set records (id, body).
+    pub gate_sets: Vec<(u32, Vec<u8>)>,
     /// Each entity's last event hash after this segment (for chaining the next).
     pub heads: HashMap<Arc<str>, [u8; 32]>,
-    /// Sequences of events whose frames carry their previous hash (compaction anchors).
-    pub anchored: std::collections::HashSet<u64>,
-    /// Each entry's (entity, scope) segment-local string ids.
-    pub refs: Vec<(u32, u32)>,
-    /// What hashing each entry needs beyond its index entry.
-    hash_inputs: Vec<HashInput>,
 }
 
-/// The parts of an event's hash input that an index entry lacks, kept by
-/// the first pass so the hashing pass need not decode the frame again.
-#[derive(Default)]
-struct HashInput {
-    timestamp_us: i64,
-    /// Where the payload starts in the frames.
-    payload_at: usize,
-    payload_len: usize,
-    /// The frame carries a stored previous or event hash (a compacted
-    /// segment's anchor or tombstone): decode it again to use them.
-    stored_hashes: bool,
+/// One committed event as the first pass found it.
+pub(crate) struct Scanned<'f> {
+    pub record: EventRecord<'f>,
+    pub disk_pos: DiskPos,
 }
 
-impl ScanResult {
-    /// Drops the entries from `start` on (a batch that never committed).
-    fn cut(&mut self, start: usize) {
-        self.entries.truncate(start);
-        self.refs.truncate(start);
-        self.hash_inputs.truncate(start);
-    }
+/// What the first pass hands its consumer, in file order.
+pub(crate) enum Feed<'f> {
+    /// A string record: its id and an own copy of its text (not a shared
+    /// name, whose reference count another thread may be changing).
+    Str(u32, Box<str>),
+    /// Committed events, following those already fed.
+    Events(Vec<Scanned<'f>>),
 }
+
+/// Events per [`Feed::Events`] message.
+pub(crate) const FEED_CHUNK: usize = 1024;
 
 /// A batch whose commit record has not been read yet. Its items are
-/// already in the result from `start` on, and are cut off if it never commits.
+/// held (not fed) from `start` on, and dropped if it never commits.
 struct PendingBatch {
     batch_id: u64,
     count: u32,
-    start: usize,
+    start: u64,
 }
 
-impl PendingBatch {
-    fn items(&self, entries: &[IndexEntry]) -> usize {
-        entries.len().saturating_sub(self.start)
-    }
-}
-
-/// Scans the frames of `bytes` (a whole segment; `frames_end` excludes any
-/// footer). A frame that fails to decode in a `tail` segment, with nothing
-/// decodable after it, ends the scan there (a torn write); anywhere else it
-/// is an error naming the segment and offset.
-/// Event hashes are not stored in frames; they are recomputed here, each
-/// from its entity's previous hash (`before` gives the heads of what was
-/// loaded ahead of this segment).
-pub(crate) fn scan_segment(
-    bytes: &[u8],
+/// Decodes the frames of `bytes` (a whole segment; `frames_end` excludes
+/// any footer) and feeds every committed event to `feed`. A frame that
+/// fails to decode in a `tail` segment, with nothing decodable after it,
+/// ends the scan there (a torn write); anywhere else it is an error naming
+/// the segment and offset.
+pub(crate) fn first_pass<'f>(
+    bytes: &'f [u8],
     segment_id: u64,
     frames_end: usize,
     tail: bool,
     intern: &dyn Fn(&str) -> Arc<str>,
-    before: &(dyn Fn(&str) -> [u8; 32] + Sync),
-) -> Result<ScanResult, StoreError> {
+    feed: &mut dyn FnMut(Feed<'f>) -> Result<(), StoreError>,
+) -> Result<ScanSummary, StoreError> {
     SegmentHeader::decode(bytes, segment_id)?;
     let frames = bytes.get(..frames_end).unwrap_or(bytes);
-    let mut out = ScanResult { valid_end: SEGMENT_HEADER_LEN as u64, ..ScanResult::default() };
-    // Frames of 100-byte payloads take about 150 bytes: size the result once.
-    out.entries.reserve(frames.len() / 128);
-    let mut strings: HashMap<u32, Arc<str>> = HashMap::default();
-    let mut pending: Option<PendingBatch> = None;
+    let mut pass = FirstPass {
+        summary: ScanSummary { valid_end: SEGMENT_HEADER_LEN as u64, ..ScanSummary::default() },
+        strings: HashMap::default(),
+        pending: None,
+        held: Vec::with_capacity(FEED_CHUNK),
+        held_from: 0,
+        segment_id,
+        intern,
+        feed,
+    };
     let mut pos = SEGMENT_HEADER_LEN;
     while pos < frames.len() {
         let (record, len) = match frame::decode(&frames[pos..]) {
@@ -105,174 +110,229 @@ pub(crate) fn scan_segment(
             }
             Err(e) => return Err(StoreError::corrupt(segment_id, format!("offset {pos}: {e}"))),
         };
+        pass.record(record, pos, len)?;
+        pos += len;
+    }
+    pass.finish()
+}
+
+/// The first pass's state between frames.
+struct FirstPass<'f, 'a> {
+    summary: ScanSummary,
+    strings: HashMap<u32, Arc<str>>,
+    pending: Option<PendingBatch>,
+    /// Events not fed yet: the events numbered `held_from..` in this segment.
+    held: Vec<Scanned<'f>>,
+    held_from: u64,
+    segment_id: u64,
+    intern: &'a dyn Fn(&str) -> Arc<str>,
+    feed: &'a mut dyn FnMut(Feed<'f>) -> Result<(), StoreError>,
+}
+
+impl<'f> FirstPass<'f, '_> {
+    /// Events kept so far (fed or held).
+    fn kept(&self) -> u64 {
+        self.held_from + self.held.len() as u64
+    }
+
+    fn record(&mut self, record: Record<'f>, pos: usize, len: usize) -> Result<(), StoreError> {
         let end = (pos + len) as u64;
-        let disk = DiskPos { segment_id, offset: pos as u64, length: len as u32 };
         match record {
             Record::Event(ev) => {
-                let in_batch = pending.as_ref().is_some_and(|b| (b.items(&out.entries) as u32) < b.count);
+                let in_batch =
+                    self.pending.as_ref().is_some_and(|b| self.kept() - b.start < u64::from(b.count));
                 if !in_batch {
-                    if let Some(b) = pending.take() {
-                        out.cut(b.start);
-                        out.discarded_batches += 1;
-                    }
+                    self.abandon_pending();
                 }
-                if ev.prev_hash.is_some() {
-                    out.anchored.insert(ev.global_sequence);
+                if !self.strings.contains_key(&ev.entity_ref) || !self.strings.contains_key(&ev.scope_ref) {
+                    return Err(StoreError::corrupt(
+                        self.segment_id,
+                        format!("offset {pos}: unknown string ref"),
+                    ));
                 }
-                let entry = entry_from_record(&ev, &strings, disk).ok_or_else(|| {
-                    StoreError::corrupt(segment_id, format!("offset {pos}: unknown string ref"))
-                })?;
-                out.entries.push(entry);
-                out.refs.push((ev.entity_ref, ev.scope_ref));
-                out.hash_inputs.push(HashInput {
-                    timestamp_us: ev.timestamp_us,
-                    payload_at: (ev.payload.as_ptr() as usize).saturating_sub(frames.as_ptr() as usize),
-                    payload_len: ev.payload.len(),
-                    stored_hashes: ev.prev_hash.is_some() || ev.sealed_hash.is_some(),
-                });
-                if pending.is_none() {
-                    out.valid_end = end;
+                self.summary.first_seq.get_or_insert(ev.global_sequence);
+                self.summary.stored_hashes |= ev.prev_hash.is_some() || ev.sealed_hash.is_some();
+                let disk_pos =
+                    DiskPos { segment_id: self.segment_id, offset: pos as u64, length: len as u32 };
+                self.held.push(Scanned { record: ev, disk_pos });
+                if self.pending.is_none() {
+                    self.summary.valid_end = end;
                 }
             }
             Record::BatchBegin { batch_id, count } => {
-                if let Some(b) = pending.take() {
-                    out.cut(b.start);
-                    out.discarded_batches += 1;
-                }
-                pending = Some(PendingBatch { batch_id, count, start: out.entries.len() });
+                self.abandon_pending();
+                self.pending = Some(PendingBatch { batch_id, count, start: self.kept() });
             }
-            Record::BatchCommit { batch_id, count } => match pending.take() {
+            Record::BatchCommit { batch_id, count } => match self.pending.take() {
                 Some(b)
                     if b.batch_id == batch_id
                         && b.count == count
-                        && b.items(&out.entries) as u32 == count =>
+                        && self.kept() - b.start == u64::from(count) =>
                 {
-                    out.valid_end = end;
+                    self.summary.valid_end = end;
                 }
-                Some(b) => {
-                    out.cut(b.start);
-                    out.discarded_batches += 1;
-                }
-                None => out.discarded_batches += 1,
+                Some(b) => self.cut(b.start),
+                None => self.summary.discarded_batches += 1,
             },
             Record::Str { id, value } => {
-                strings.insert(id, intern(value));
-                if pending.is_none() {
-                    out.valid_end = end;
+                self.strings.insert(id, (self.intern)(value));
+                (self.feed)(Feed::Str(id, Box::from(value)))?;
+                if self.pending.is_none() {
+                    self.summary.valid_end = end;
                 }
             }
             Record::GateSet { id, body } => {
-                out.gate_sets.push((id, body.to_vec()));
-                if pending.is_none() {
-                    out.valid_end = end;
+                self.summary.gate_sets.push((id, body.to_vec()));
+                if self.pending.is_none() {
+                    self.summary.valid_end = end;
                 }
             }
         }
-        pos += len;
+        self.flush(FEED_CHUNK)
     }
-    if let Some(b) = pending.take() {
-        out.cut(b.start);
-        out.discarded_batches += 1;
+
+    /// Drops a batch that never committed.
+    fn abandon_pending(&mut self) {
+        if let Some(b) = self.pending.take() {
+            self.cut(b.start);
+        }
     }
-    out.strings = strings.into_iter().collect();
-    out.strings.sort_unstable_by_key(|(id, _)| *id);
-    let inputs = std::mem::take(&mut out.hash_inputs);
-    out.heads = chain_hashes(frames, segment_id, &mut out.entries, &inputs, before)?;
-    Ok(out)
+
+    /// Drops the events from `start` on: a batch that never committed,
+    /// whose events are all still held.
+    fn cut(&mut self, start: u64) {
+        debug_assert!(start >= self.held_from, "an uncommitted batch is never fed");
+        self.held.truncate(start.saturating_sub(self.held_from) as usize);
+        self.summary.discarded_batches += 1;
+    }
+
+    /// Feeds the committed events held, once there are at least `min`.
+    fn flush(&mut self, min: usize) -> Result<(), StoreError> {
+        let committed = self.pending.as_ref().map_or(self.kept(), |b| b.start);
+        let n = committed.saturating_sub(self.held_from) as usize;
+        if n == 0 || n < min {
+            return Ok(());
+        }
+        let rest = self.held.split_off(n.min(self.held.len()));
+        let ready = std::mem::replace(&mut self.held, rest);
+        self.held.reserve(FEED_CHUNK);
+        self.held_from = committed;
+        self.summary.events += ready.len() as u64;
+        (self.feed)(Feed::Events(ready))
+    }
+
+    fn finish(mut self) -> Result<ScanSummary, StoreError> {
+        self.abandon_pending();
+        self.flush(1)?;
+        let mut summary = self.summary;
+        summary.strings = self.strings.into_iter().collect();
+        summary.strings.sort_unstable_by_key(|(id, _)| *id);
+        Ok(summary)
+    }
 }
 
-/// Recomputes the chain hash of every committed entry. An entity's chain
-/// is sequential, but different entities are independent: with many
-/// entries, two threads each take half of the entities. Returns each
-/// entity's last hash.
-fn chain_hashes(
-    frames: &[u8],
+/// Recomputes chain hashes in file order. An entity's chain is
+/// sequential, so one hasher sees every committed event of the segment.
+pub(crate) struct ChainHasher<'b> {
     segment_id: u64,
-    entries: &mut [IndexEntry],
-    inputs: &[HashInput],
-    before: &(dyn Fn(&str) -> [u8; 32] + Sync),
-) -> Result<HashMap<Arc<str>, [u8; 32]>, StoreError> {
-    const PARALLEL_FROM: usize = 4096;
-    type Part = (Vec<(usize, [u8; 32], [u8; 32])>, HashMap<Arc<str>, [u8; 32]>);
-    let shared: &[IndexEntry] = entries;
-    let part = |which: u64, parts: u64| -> Result<Part, StoreError> {
-        use std::hash::BuildHasher;
-        let split = foldhash::fast::FixedState::with_seed(0x6261_7470_616b);
-        let mut heads: HashMap<Arc<str>, [u8; 32]> = HashMap::default();
-        let mut out = Vec::new();
-        for (i, e) in shared.iter().enumerate() {
-            let entity = e.coord.entity_arc();
-            if parts > 1 && split.hash_one(&**entity) % parts != which {
-                continue;
-            }
-            let prev = heads.get(entity).copied().unwrap_or_else(|| before(entity));
-            let input = inputs.get(i).ok_or_else(|| StoreError::corrupt(segment_id, "hash input missing"))?;
-            let (prev, hash) = if input.stored_hashes {
-                let at = e.disk_pos.offset as usize;
-                // The first pass checked this frame's CRC.
-                let Ok((Record::Event(ev), _)) =
-                    frame::decode_checked_before(frames.get(at..).unwrap_or(&[]))
-                else {
-                    return Err(StoreError::corrupt(
-                        segment_id,
-                        format!("offset {at}: event frame vanished"),
-                    ));
-                };
-                ev.resolved_hash(&prev, entity, e.coord.scope())
-            } else {
-                let payload = frames
-                    .get(input.payload_at..input.payload_at + input.payload_len)
-                    .ok_or_else(|| StoreError::corrupt(segment_id, "payload outside the segment"))?;
-                (prev, entry_hash(e, input.timestamp_us, &prev, payload))
-            };
-            // Both threads share the names: clone one only for an entity's first event.
-            match heads.get_mut(entity) {
-                Some(head) => *head = hash,
-                None => {
-                    heads.insert(Arc::clone(entity), hash);
-                }
-            }
-            out.push((i, prev, hash));
-        }
-        Ok((out, heads))
-    };
-    let parts: Vec<Part> = if shared.len() < PARALLEL_FROM {
-        vec![part(0, 1)?]
-    } else {
-        let (a, b) = std::thread::scope(|s| {
-            let other = s.spawn(|| part(1, 2));
-            (part(0, 2), other.join())
-        });
-        vec![a?, b.map_err(|_| StoreError::corrupt(segment_id, "hashing thread panicked"))??]
-    };
-    let mut heads = HashMap::default();
-    for (hashes, part_heads) in parts {
-        for (i, prev_hash, event_hash) in hashes {
-            if let Some(e) = entries.get_mut(i) {
-                e.hash_chain = HashChain { prev_hash, event_hash };
-            }
-        }
-        heads.extend(part_heads);
-    }
-    Ok(heads)
+    /// The entity's last hash before this segment.
+    before: &'b (dyn Fn(&str) -> [u8; 32] + Sync),
+    names: HashMap<u32, Box<str>>,
+    /// Each entity's last hash, by segment-local string id.
+    heads: HashMap<u32, [u8; 32]>,
 }
 
-/// The chain hash of `e` (as the writer computed it) from its fields.
-fn entry_hash(e: &IndexEntry, timestamp_us: i64, prev: &[u8; 32], payload: &[u8]) -> [u8; 32] {
-    let fields = crate::event::hash::HashedFields {
-        event_id: e.event_id,
-        correlation_id: e.correlation_id,
-        causation_id: e.causation_id,
-        entity: e.coord.entity(),
-        scope: e.coord.scope(),
-        kind: e.kind.as_raw(),
-        flags: e.flags,
-        clock: e.clock,
-        wall_ms: e.wall_ms,
-        timestamp_us,
-        global_sequence: e.global_sequence,
-    };
-    crate::event::hash::event_hash(prev, &fields, payload)
+impl<'b> ChainHasher<'b> {
+    pub(crate) fn new(segment_id: u64, before: &'b (dyn Fn(&str) -> [u8; 32] + Sync)) -> Self {
+        Self { segment_id, before, names: HashMap::default(), heads: HashMap::default() }
+    }
+
+    pub(crate) fn learn(&mut self, id: u32, name: Box<str>) {
+        self.names.insert(id, name);
+    }
+
+    /// The hash link of each event, in order.
+    pub(crate) fn hash(&mut self, events: &[Scanned<'_>]) -> Result<Vec<HashChain>, StoreError> {
+        let mut chains = Vec::with_capacity(events.len());
+        for Scanned { record: ev, .. } in events {
+            let missing = || StoreError::corrupt(self.segment_id, "event names an undefined string");
+            let entity = self.names.get(&ev.entity_ref).ok_or_else(missing)?;
+            let scope = self.names.get(&ev.scope_ref).ok_or_else(missing)?;
+            let prev = match self.heads.get(&ev.entity_ref) {
+                Some(h) => *h,
+                None => (self.before)(entity),
+            };
+            // A compacted segment's anchor or tombstone carries its hashes.
+            let (prev_hash, event_hash) = ev.resolved_hash(&prev, entity, scope);
+            self.heads.insert(ev.entity_ref, event_hash);
+            chains.push(HashChain { prev_hash, event_hash });
+        }
+        Ok(chains)
+    }
+
+    /// Each entity's last hash, by name.
+    fn heads_by_name(self, strings: &[(u32, Arc<str>)]) -> HashMap<Arc<str>, [u8; 32]> {
+        let names: HashMap<u32, &Arc<str>> = strings.iter().map(|(id, s)| (*id, s)).collect();
+        self.heads
+            .into_iter()
+            .filter_map(|(id, hash)| names.get(&id).map(|n| (Arc::clone(n), hash)))
+            .collect()
+    }
+}
+
+/// Scans a segment on this thread and returns its entries with their
+/// hashes (`before` gives each entity's hash ahead of this segment).
+pub(crate) fn scan_segment(
+    bytes: &[u8],
+    segment_id: u64,
+    frames_end: usize,
+    tail: bool,
+    intern: &dyn Fn(&str) -> Arc<str>,
+    before: &(dyn Fn(&str) -> [u8; 32] + Sync),
+) -> Result<ScanResult, StoreError> {
+    let mut hasher = ChainHasher::new(segment_id, before);
+    let mut names: HashMap<u32, Arc<str>> = HashMap::default();
+    let mut entries = Vec::new();
+    let summary = first_pass(bytes, segment_id, frames_end, tail, intern, &mut |feed| {
+        match feed {
+            Feed::Str(id, name) => {
+                names.insert(id, intern(&name));
+                hasher.learn(id, name);
+            }
+            Feed::Events(events) => {
+                let chains = hasher.hash(&events)?;
+                for (s, chain) in events.iter().zip(chains) {
+                    let entry = entry_of(s, &names, chain)
+                        .ok_or_else(|| StoreError::corrupt(segment_id, "event names an undefined string"))?;
+                    entries.push(entry);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let heads = hasher.heads_by_name(&summary.strings);
+    Ok(ScanResult { entries, gate_sets: summary.gate_sets, heads })
+}
+
+/// The index entry of a scanned event.
+fn entry_of(s: &Scanned<'_>, names: &HashMap<u32, Arc<str>>, hash_chain: HashChain) -> Option<IndexEntry> {
+    let ev = &s.record;
+    let entity = Arc::clone(names.get(&ev.entity_ref)?);
+    let scope = Arc::clone(names.get(&ev.scope_ref)?);
+    Some(IndexEntry {
+        event_id: ev.event_id,
+        correlation_id: ev.correlation_id,
+        causation_id: ev.causation_id,
+        coord: Coordinate::from_shared(entity, scope),
+        kind: EventKind::from_raw(ev.kind),
+        wall_ms: ev.wall_ms,
+        clock: ev.clock,
+        hash_chain,
+        disk_pos: s.disk_pos,
+        global_sequence: ev.global_sequence,
+        flags: ev.flags,
+        gate_set: ev.gate_set,
+    })
 }
 
 /// A decode failure at `pos` is a torn tail when no complete frame follows it.
@@ -289,30 +349,6 @@ fn is_torn_tail(frames: &[u8], pos: usize, err: &FrameError) -> bool {
         Some(rest) if !rest.is_empty() => frame::decode(rest).is_err(),
         _ => true,
     }
-}
-
-/// The index entry of an event frame; its hash is filled in by `chain_hashes`.
-fn entry_from_record(
-    ev: &EventRecord<'_>,
-    strings: &HashMap<u32, Arc<str>>,
-    disk_pos: DiskPos,
-) -> Option<IndexEntry> {
-    let entity = Arc::clone(strings.get(&ev.entity_ref)?);
-    let scope = Arc::clone(strings.get(&ev.scope_ref)?);
-    Some(IndexEntry {
-        event_id: ev.event_id,
-        correlation_id: ev.correlation_id,
-        causation_id: ev.causation_id,
-        coord: Coordinate::from_shared(entity, scope),
-        kind: EventKind::from_raw(ev.kind),
-        wall_ms: ev.wall_ms,
-        clock: ev.clock,
-        hash_chain: HashChain::default(),
-        disk_pos,
-        global_sequence: ev.global_sequence,
-        flags: ev.flags,
-        gate_set: ev.gate_set,
-    })
 }
 
 #[cfg(test)]
@@ -355,8 +391,38 @@ mod tests {
         let bytes = segment(records);
         let intern = |s: &str| Arc::<str>::from(s);
         let before = |_: &str| [0u8; 32];
+        let mut fed = Vec::new();
+        let summary = first_pass(&bytes, 7, bytes.len(), tail, &intern, &mut |f| {
+            if let Feed::Events(events) = f {
+                fed.extend(events.iter().map(|s| s.record.global_sequence));
+            }
+            Ok(())
+        })
+        .expect("scans");
         let out = scan_segment(&bytes, 7, bytes.len(), tail, &intern, &before).expect("scans");
-        (out.entries.iter().map(|e| e.global_sequence).collect(), out.discarded_batches)
+        let seqs: Vec<u64> = out.entries.iter().map(|e| e.global_sequence).collect();
+        assert_eq!(seqs, fed, "collecting and feeding keep the same events");
+        assert_eq!(summary.events, seqs.len() as u64);
+        (seqs, summary.discarded_batches)
+    }
+
+    #[test]
+    fn batches_larger_than_a_feed_chunk_are_held_whole_until_they_commit() {
+        let begin = |id, count| Record::BatchBegin { batch_id: id, count };
+        let commit = |id, count| Record::BatchCommit { batch_id: id, count };
+        let big = FEED_CHUNK as u64 + 500;
+        let mut records: Vec<Record<'_>> = (0..FEED_CHUNK as u64 + 3).map(event).collect();
+        let base = FEED_CHUNK as u64 + 3;
+        records.push(begin(base, big as u32));
+        records.extend((base..base + big).map(event));
+        records.push(commit(base, big as u32));
+        // A second large batch that never commits: all of it is dropped.
+        let dead = base + big;
+        records.push(begin(dead, big as u32));
+        records.extend((dead..dead + big - 1).map(event));
+        let (seqs, discarded) = scanned_seqs(&records, true);
+        assert_eq!(seqs, (0..dead).collect::<Vec<_>>());
+        assert_eq!(discarded, 1);
     }
 
     #[test]

@@ -257,18 +257,6 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(Record<'_>, usize), FrameError> {
     Ok((decode_body(body)?, FRAME_HEADER_LEN + body_len))
 }
 
-/// [`decode`] without the CRC check, for a frame whose CRC was checked by
-/// an earlier pass over the same bytes.
-pub(crate) fn decode_checked_before(bytes: &[u8]) -> Result<(Record<'_>, usize), FrameError> {
-    let header = bytes.get(..FRAME_HEADER_LEN).ok_or(FrameError::Truncated)?;
-    let body_len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    if body_len == 0 || body_len > MAX_FRAME_BODY {
-        return Err(FrameError::BadLength(body_len as u32));
-    }
-    let body = bytes.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + body_len).ok_or(FrameError::Truncated)?;
-    Ok((decode_body(body)?, FRAME_HEADER_LEN + body_len))
-}
-
 fn decode_body(body: &[u8]) -> Result<Record<'_>, FrameError> {
     let mut c = Cursor::new(body);
     let record = match c.u8("tag")? {

@@ -47,6 +47,22 @@ impl ActiveSegment {
         })
     }
 
+    /// Reopens a crashed last segment, already cut back to `resume.len`,
+    /// to append after its last committed unit.
+    pub(crate) fn resume(dir: &DataDir, resume: crate::store::recovery::Resume) -> Result<Self, StoreError> {
+        let file = dir.open_segment_rw(resume.id)?;
+        let strings = resume.strings.iter().enumerate().map(|(i, s)| (Arc::clone(s), i as u32)).collect();
+        Ok(Self {
+            id: resume.id,
+            file: Arc::new(file),
+            len: resume.len,
+            first_seq: resume.first_seq,
+            strings,
+            string_list: resume.strings,
+            gate_sets: resume.gate_sets,
+        })
+    }
+
     /// The segment-local id of `s`, appending a string record to `buf` (and
     /// noting it in `added`) the first time `s` is used in this segment.
     pub(crate) fn string_ref(&mut self, s: &Arc<str>, buf: &mut Vec<u8>, added: &mut Vec<Arc<str>>) -> u32 {

@@ -28,7 +28,7 @@ use crate::store::subscription::Subscribers;
 use crate::store::StoreError;
 use crate::Coordinate;
 use crate::EventKind;
-use active::ActiveSegment;
+pub(crate) use active::ActiveSegment;
 use std::sync::Arc;
 
 /// Most commands served in one group when the configuration says "unbounded".
@@ -191,6 +191,7 @@ impl Writer {
         gates: GateChain,
         segments: Vec<u64>,
         checkpoint_current: bool,
+        active: Option<ActiveSegment>,
     ) -> Self {
         Self {
             cfg,
@@ -200,7 +201,7 @@ impl Writer {
             provenance,
             projections,
             gates,
-            active: None,
+            active,
             segments,
             unsynced: 0,
             poisoned: None,

@@ -1,0 +1,154 @@
+//! Recovery's frame scan, streamed into the index. This thread decodes
+//! frames ([`scan::first_pass`]); a second thread recomputes the chain
+//! hashes of each chunk of committed events; this thread inserts every
+//! hashed chunk into the index as it comes back. Decoding, hashing and
+//! indexing overlap, and memory stays a few chunks however large the
+//! segment is.
+
+use super::scan::{self, ChainHasher, Feed, HashMap, ScanSummary, Scanned};
+use crate::event::{EventKind, HashChain};
+use crate::store::index::{LoadedEntry, StoreIndex};
+use crate::store::StoreError;
+
+/// Chunks in flight to the hashing thread.
+const FEED_QUEUE: usize = 8;
+
+/// A chunk back from the hasher, with each event's hash link.
+type Hashed<'f> = (Vec<Scanned<'f>>, Vec<HashChain>);
+
+/// Scans segment `segment_id` (`bytes` is the whole file; `frames_end`
+/// excludes any footer) and inserts its committed events into `index`.
+pub(crate) fn scan_into_index(
+    bytes: &[u8],
+    segment_id: u64,
+    frames_end: usize,
+    tail: bool,
+    index: &StoreIndex,
+) -> Result<ScanSummary, StoreError> {
+    let intern = |s: &str| index.intern(s);
+    // The hasher asks for an entity's previous hash at the entity's first
+    // event in this segment. No event of that entity from this segment has
+    // been fed before it, so none has been inserted: the index's head is
+    // still the one the previous segments left.
+    let before = |entity: &str| index.head(entity).map_or([0u8; 32], |h| h.hash);
+    let mut inserter = Inserter { index, segment_id, global: HashMap::default() };
+    std::thread::scope(|scope| {
+        let (tx, rx) = flume::bounded::<Feed<'_>>(FEED_QUEUE);
+        // Unbounded: the hasher must never wait on this thread, which may
+        // itself be waiting to send it the next chunk.
+        let (done_tx, done_rx) = flume::unbounded::<Hashed<'_>>();
+        let before = &before;
+        let spawned =
+            std::thread::Builder::new().name("batpak-scan-hash".into()).spawn_scoped(scope, move || {
+                let mut hasher = ChainHasher::new(segment_id, before);
+                for feed in rx.iter() {
+                    match feed {
+                        Feed::Str(id, name) => hasher.learn(id, name),
+                        Feed::Events(events) => {
+                            let chains = hasher.hash(&events)?;
+                            if done_tx.send((events, chains)).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                Ok::<(), StoreError>(())
+            });
+        let Ok(worker) = spawned else {
+            return scan_inline(bytes, segment_id, frames_end, tail, &mut inserter, before);
+        };
+        let summary = scan::first_pass(bytes, segment_id, frames_end, tail, &intern, &mut |feed| {
+            if let Feed::Str(id, name) = &feed {
+                inserter.learn(*id, name)?;
+            }
+            tx.send(feed).map_err(|_| StoreError::corrupt(segment_id, "chain hashing stopped"))?;
+            while let Ok((events, chains)) = done_rx.try_recv() {
+                inserter.insert(&events, chains)?;
+            }
+            Ok(())
+        });
+        drop(tx);
+        let mut inserted = Ok(());
+        if summary.is_ok() {
+            // The rest comes back until the hasher has taken every chunk.
+            for (events, chains) in done_rx.iter() {
+                inserted = inserter.insert(&events, chains);
+                if inserted.is_err() {
+                    break;
+                }
+            }
+        }
+        drop(done_rx);
+        let hashed = worker.join().map_err(|_| StoreError::corrupt(segment_id, "hashing thread panicked"))?;
+        // A hashing error explains a first pass that stopped early: report it first.
+        hashed?;
+        let summary = summary?;
+        inserted?;
+        Ok(summary)
+    })
+}
+
+/// [`scan_into_index`] on one thread (no second thread could be started).
+fn scan_inline(
+    bytes: &[u8],
+    segment_id: u64,
+    frames_end: usize,
+    tail: bool,
+    inserter: &mut Inserter<'_>,
+    before: &(dyn Fn(&str) -> [u8; 32] + Sync),
+) -> Result<ScanSummary, StoreError> {
+    let index = inserter.index;
+    let intern = |s: &str| index.intern(s);
+    let mut hasher = ChainHasher::new(segment_id, before);
+    scan::first_pass(bytes, segment_id, frames_end, tail, &intern, &mut |feed| match feed {
+        Feed::Str(id, name) => {
+            inserter.learn(id, &name)?;
+            hasher.learn(id, name);
+            Ok(())
+        }
+        Feed::Events(events) => {
+            let chains = hasher.hash(&events)?;
+            inserter.insert(&events, chains)
+        }
+    })
+}
+
+/// Inserts hashed chunks, naming entity and scope by store-wide string id.
+struct Inserter<'i> {
+    index: &'i StoreIndex,
+    segment_id: u64,
+    /// Segment-local string id → store-wide string id.
+    global: HashMap<u32, u32>,
+}
+
+impl Inserter<'_> {
+    fn learn(&mut self, local: u32, name: &str) -> Result<(), StoreError> {
+        let (_, id) =
+            self.index.intern_with_id(name).map_err(|why| StoreError::corrupt(self.segment_id, why))?;
+        self.global.insert(local, id);
+        Ok(())
+    }
+
+    fn insert(&self, events: &[Scanned<'_>], chains: Vec<HashChain>) -> Result<(), StoreError> {
+        let resolve = |r: u32| self.global.get(&r).copied().ok_or_else(|| "unknown string ref".to_string());
+        let entries = events.iter().zip(chains).map(|(s, hash_chain)| {
+            let ev = &s.record;
+            Ok(LoadedEntry {
+                event_id: ev.event_id,
+                correlation_id: ev.correlation_id,
+                causation_id: ev.causation_id,
+                kind: EventKind::from_raw(ev.kind),
+                wall_ms: ev.wall_ms,
+                clock: ev.clock,
+                hash_chain,
+                disk_pos: s.disk_pos,
+                global_sequence: ev.global_sequence,
+                flags: ev.flags,
+                gate_set: ev.gate_set,
+                entity: resolve(ev.entity_ref)?,
+                scope: resolve(ev.scope_ref)?,
+            })
+        });
+        self.index.insert_each(entries).map_err(|why| StoreError::corrupt(self.segment_id, why))
+    }
+}

@@ -196,6 +196,53 @@ fn after_a_crash_appends_continue_in_the_cut_back_segment_and_every_open_path_ag
     assert_eq!(after_crash, by_scan);
 }
 
+/// Copies the store files of `from` into a new directory, as a crash would
+/// leave them (no lock holder, the active segment unsealed).
+fn crash_copy(from: &Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().expect("tmp");
+    for entry in std::fs::read_dir(from).expect("ls") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|x| x == "fbat") {
+            std::fs::copy(&path, to.path().join(path.file_name().expect("name"))).expect("copy");
+        }
+    }
+    to
+}
+
+#[test]
+fn zeros_written_ahead_are_cut_after_a_crash_but_only_torn_data_counts_as_lost() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = Store::open(StoreConfig::new(tmp.path())).expect("open");
+    let mut last = None;
+    for i in 0..30 {
+        last = Some(store.append(&coord("z"), EventKind::DATA, &json!({"i": i})).expect("append"));
+    }
+    let last = last.expect("appended");
+    let frames_end = last.disk_pos.offset + u64::from(last.disk_pos.length);
+    let seg = tmp.path().join("000001.fbat");
+    let len = std::fs::metadata(&seg).expect("stat").len();
+    assert!(len > frames_end, "the writer keeps zeros ahead of its frames ({len} <= {frames_end})");
+    let clean = crash_copy(tmp.path());
+    let torn = crash_copy(tmp.path());
+    drop(store);
+    let mut bytes = std::fs::read(torn.path().join("000001.fbat")).expect("read");
+    bytes[frames_end as usize..frames_end as usize + 7].copy_from_slice(&[9; 7]);
+    std::fs::write(torn.path().join("000001.fbat"), &bytes).expect("tear");
+    for (dir, lost) in [(&clean, 0), (&torn, 7)] {
+        let store = Store::open(StoreConfig::new(dir.path())).expect("open after crash");
+        let report = store.diagnostics().recovery;
+        assert_eq!(report.scanned, 1);
+        assert_eq!(report.truncated_bytes, lost, "{report:?}");
+        assert_eq!(store.stats().event_count, 30);
+        let next = store.append(&coord("z"), EventKind::DATA, &json!({"i": 30})).expect("append after crash");
+        assert_eq!(next.disk_pos.offset, frames_end, "appends continue right after the last frame");
+        store.close().expect("close");
+        let store = Store::open(StoreConfig::new(dir.path())).expect("reopen");
+        assert_eq!(store.stats().event_count, 31);
+        assert!(store.verify().is_ok());
+    }
+}
+
 #[test]
 fn a_corrupt_frame_in_a_sealed_segment_is_an_error_naming_segment_and_offset() {
     let tmp = tempfile::tempdir().expect("tmp");

@@ -139,7 +139,10 @@ impl Store<Open> {
         let cfg = Arc::new(config);
         let subscribers = Arc::new(Subscribers::default());
         let checkpoint_current = recovered.report.from_checkpoint as usize == recovered.segments.len();
-        let resumed = recovered.resume.map(|r| writer::ActiveSegment::resume(&dir, r)).transpose()?;
+        let resumed = recovered
+            .resume
+            .map(|r| writer::ActiveSegment::resume(&dir, r, cfg.segment_max_bytes))
+            .transpose()?;
         let writer = Writer::new(
             Arc::clone(&cfg),
             Arc::clone(&dir),

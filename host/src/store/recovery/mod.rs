@@ -159,7 +159,7 @@ fn load_segment(
     report.scanned += 1;
     report.discarded_batches += summary.discarded_batches;
     if tail {
-        cut_crashed_tail(&file, id, len, summary.valid_end, report)?;
+        cut_crashed_tail(&file, id, len, &summary, report)?;
         *resume = resumable(id, next_seq, &summary);
     }
     Ok(summary.gate_sets)
@@ -167,19 +167,24 @@ fn load_segment(
 
 /// Cuts a crashed segment back to its last committed unit, durably: the
 /// writer appends after it, and a power loss must not bring back bytes of
-/// the cut tail behind those appends.
+/// the cut tail behind those appends. Zeros the writer wrote ahead go too,
+/// but only torn or uncommitted data counts as truncated.
 fn cut_crashed_tail(
     file: &File,
     id: u64,
     len: u64,
-    valid_end: u64,
+    summary: &scan::ScanSummary,
     report: &mut RecoveryReport,
 ) -> Result<(), StoreError> {
+    let valid_end = summary.valid_end;
     if valid_end >= len {
         return Ok(());
     }
-    report.truncated_bytes += len - valid_end;
-    tracing::warn!(segment = id, from = valid_end, bytes = len - valid_end, "cutting uncommitted tail");
+    let lost = summary.data_end.saturating_sub(valid_end);
+    if lost > 0 {
+        report.truncated_bytes += lost;
+        tracing::warn!(segment = id, from = valid_end, bytes = lost, "cutting uncommitted tail");
+    }
     file.set_len(valid_end)?;
     file.sync_all()?;
     Ok(())

@@ -34,6 +34,9 @@ pub(crate) struct ScanSummary {
     pub first_seq: Option<u64>,
     /// Some event carries a stored hash (a compaction output's anchor or tombstone).
     pub stored_hashes: bool,
+    /// End of the last byte that is not a zero written ahead: from
+    /// `valid_end` to here, a crash left uncommitted or torn data.
+    pub data_end: u64,
 }
 
 /// A whole scan's result, with its index entries (the log reader's form).
@@ -98,11 +101,27 @@ pub(crate) fn first_pass<'f>(
         feed,
     };
     let mut pos = SEGMENT_HEADER_LEN;
+    pass.summary.data_end = frames.len() as u64;
     while pos < frames.len() {
         let (record, len) = match frame::decode(&frames[pos..]) {
             Ok(ok) => ok,
             Err(e) if tail && is_torn_tail(frames, pos, &e) => {
-                tracing::warn!(segment_id, offset = pos, error = %e, "torn tail after crash; cutting");
+                // The writer keeps zeros written ahead of its frames; a
+                // length of zero can never start a frame.
+                match frames[pos..].iter().rposition(|b| *b != 0) {
+                    None => {
+                        pass.summary.data_end = pos as u64;
+                        tracing::debug!(
+                            segment_id,
+                            offset = pos,
+                            "frames end where the zeros written ahead begin"
+                        );
+                    }
+                    Some(last) => {
+                        pass.summary.data_end = (pos + last + 1) as u64;
+                        tracing::warn!(segment_id, offset = pos, error = %e, "torn tail after crash; cutting");
+                    }
+                }
                 break;
             }
             Err(FrameError::Crc { .. }) => {

@@ -14,12 +14,23 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+/// Zero bytes written ahead of the committed end at a time (at most the
+/// segment size, at least one page). A commit that overwrites zeros the
+/// file already holds changes no file size or block map, so its fsync
+/// flushes data pages only, with no journal commit; an append that grows
+/// the file pays for one on every fsync.
+const ZERO_AHEAD_MAX: u64 = 1 << 20;
+
 /// The segment being appended to.
 pub(crate) struct ActiveSegment {
     pub id: u64,
     file: Arc<File>,
     /// End of the last committed unit; bytes past it belong to no one.
     pub len: u64,
+    /// The file's length: `len..zeroed_to` holds zeros written ahead.
+    zeroed_to: std::cell::Cell<u64>,
+    /// How many zero bytes to write ahead.
+    zero_ahead: u64,
     /// Sequence of the first event in this segment.
     pub first_seq: u64,
     strings: HashMap<Arc<str>, u32>,
@@ -28,9 +39,19 @@ pub(crate) struct ActiveSegment {
     pub gate_sets: Vec<(u32, Vec<u8>)>,
 }
 
+fn zero_ahead(segment_max_bytes: u64) -> u64 {
+    segment_max_bytes.clamp(4096, ZERO_AHEAD_MAX)
+}
+
 impl ActiveSegment {
     /// Creates segment `id` with its header, durably (file and directory).
-    pub(crate) fn create(dir: &DataDir, id: u64, first_seq: u64, now_us: i64) -> Result<Self, StoreError> {
+    pub(crate) fn create(
+        dir: &DataDir,
+        id: u64,
+        first_seq: u64,
+        now_us: i64,
+        segment_max_bytes: u64,
+    ) -> Result<Self, StoreError> {
         let file = dir.create_segment(id)?;
         let header = SegmentHeader::new(id, now_us).encode();
         file.write_all_at(&header, 0)?;
@@ -40,6 +61,8 @@ impl ActiveSegment {
             id,
             file: Arc::new(file),
             len: SEGMENT_HEADER_LEN as u64,
+            zeroed_to: std::cell::Cell::new(SEGMENT_HEADER_LEN as u64),
+            zero_ahead: zero_ahead(segment_max_bytes),
             first_seq,
             strings: HashMap::default(),
             string_list: Vec::new(),
@@ -49,13 +72,19 @@ impl ActiveSegment {
 
     /// Reopens a crashed last segment, already cut back to `resume.len`,
     /// to append after its last committed unit.
-    pub(crate) fn resume(dir: &DataDir, resume: crate::store::recovery::Resume) -> Result<Self, StoreError> {
+    pub(crate) fn resume(
+        dir: &DataDir,
+        resume: crate::store::recovery::Resume,
+        segment_max_bytes: u64,
+    ) -> Result<Self, StoreError> {
         let file = dir.open_segment_rw(resume.id)?;
         let strings = resume.strings.iter().enumerate().map(|(i, s)| (Arc::clone(s), i as u32)).collect();
         Ok(Self {
             id: resume.id,
             file: Arc::new(file),
             len: resume.len,
+            zeroed_to: std::cell::Cell::new(resume.len),
+            zero_ahead: zero_ahead(segment_max_bytes),
             first_seq: resume.first_seq,
             strings,
             string_list: resume.strings,
@@ -90,7 +119,22 @@ impl ActiveSegment {
     /// Writes `bytes` at the committed end. Does not move `len`: the caller
     /// commits with [`ActiveSegment::commit`] or undoes with [`ActiveSegment::cut_back`].
     pub(crate) fn write_at_end(&self, at: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.zero_ahead_of(at + bytes.len() as u64)?;
         self.file.write_all_at(bytes, at)?;
+        Ok(())
+    }
+
+    /// Makes sure the file holds written zeros up to `end` (and some way
+    /// past it), so that writing up to `end` only overwrites.
+    pub(crate) fn zero_ahead_of(&self, end: u64) -> std::io::Result<()> {
+        let from = self.zeroed_to.get();
+        if end <= from {
+            return Ok(());
+        }
+        let to = end + self.zero_ahead;
+        let zeros = vec![0u8; usize::try_from(to - from).unwrap_or(0)];
+        self.file.write_all_at(&zeros, from)?;
+        self.zeroed_to.set(to);
         Ok(())
     }
 
@@ -102,6 +146,8 @@ impl ActiveSegment {
 
     /// Removes every byte past the committed end.
     pub(crate) fn cut_back(&self) -> Result<(), StoreError> {
+        // Whatever happens to the call, assume nothing past `len` is zeroed.
+        self.zeroed_to.set(self.len);
         self.file.set_len(self.len)?;
         Ok(())
     }

@@ -433,7 +433,13 @@ impl Writer {
             old.seal(&self.index, self.index.inserted())?;
             self.active = None;
         }
-        let seg = ActiveSegment::create(&self.dir, next_id, self.index.inserted(), self.cfg.now_us())?;
+        let seg = ActiveSegment::create(
+            &self.dir,
+            next_id,
+            self.index.inserted(),
+            self.cfg.now_us(),
+            self.cfg.segment_max_bytes,
+        )?;
         self.segments.push(next_id);
         self.checkpoint_current = false;
         self.active = Some(seg);

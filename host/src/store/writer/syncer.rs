@@ -137,9 +137,13 @@ impl super::Writer {
         work: impl FnOnce() -> T,
     ) -> (T, Result<(), IoFailure>) {
         let mode = self.cfg.sync.mode;
-        let Some(file) = self.active.as_ref().map(|s| s.file_handle()) else {
+        let Some(seg) = self.active.as_ref() else {
             return (work(), Err(IoFailure::Write(std::io::Error::other("no active segment"))));
         };
+        if let Err(e) = seg.zero_ahead_of(at + self.buf.len() as u64) {
+            return (work(), Err(IoFailure::Write(e)));
+        }
+        let file = seg.file_handle();
         if self.syncer.is_none() {
             let name = format!("{}-io", std::thread::current().name().unwrap_or("batpak-writer"));
             self.syncer = Syncer::spawn(name)

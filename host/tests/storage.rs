@@ -3,10 +3,7 @@
 
 use batpak::prelude::*;
 use serde_json::json;
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 fn coord(entity: &str) -> Coordinate {
     Coordinate::new(entity, "scope").expect("valid coordinate")
@@ -465,106 +462,6 @@ fn crc32fast_hash(bytes: &[u8]) -> u32 {
         }
     }
     !crc
-}
-
-const CHILD_ENV: &str = "BATPAK_CRASH_CHILD_DIR";
-
-/// The child's batch for `i`: every tenth batch is large (written and
-/// fsynced on the writer's helper thread), the rest have three items.
-fn crash_batch_size(i: u64) -> u64 {
-    if i.is_multiple_of(30) {
-        80
-    } else {
-        3
-    }
-}
-
-/// Runs only as the child of `sigkill_mid_append_loses_no_acknowledged_event`:
-/// appends singles and batches forever, printing each acknowledgement.
-#[test]
-fn crash_child() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
-    let store = Store::open(StoreConfig::new(&dir).with_segment_max_bytes(8192)).expect("child open");
-    let start: u64 = std::env::var("BATPAK_CRASH_START").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let mut out = std::io::stdout().lock();
-    for i in start.. {
-        if i % 3 == 0 {
-            let items: Vec<_> = (0..crash_batch_size(i))
-                .map(|j| {
-                    BatchAppendItem::new(
-                        coord(&format!("k{}", (i + j) % 4)),
-                        EventKind::DATA,
-                        &json!({"i": i}),
-                        AppendOptions::new(),
-                        CausationRef::None,
-                    )
-                    .expect("item")
-                })
-                .collect();
-            for r in store.append_batch(items).expect("batch") {
-                std::io::Write::write_fmt(&mut out, format_args!("{} {}\n", r.event_id, i)).expect("print");
-            }
-        } else {
-            let r = store
-                .append(&coord(&format!("k{}", i % 4)), EventKind::DATA, &json!({"i": i}))
-                .expect("append");
-            std::io::Write::write_fmt(&mut out, format_args!("{} {}\n", r.event_id, i)).expect("print");
-        }
-        std::io::Write::flush(&mut out).expect("flush");
-    }
-}
-
-#[test]
-fn sigkill_mid_append_loses_no_acknowledged_event() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let exe = std::env::current_exe().expect("test binary");
-    let mut acked: HashMap<u128, u64> = HashMap::new();
-    for round in 0..4u64 {
-        let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, tmp.path())
-            .env("BATPAK_CRASH_START", (round * 3_000_000).to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
-        let stdout = child.stdout.take().expect("piped");
-        let want = 200 + round * 137;
-        let mut seen = 0;
-        for line in BufReader::new(stdout).lines() {
-            let line = line.expect("line");
-            let mut parts = line.split(' ');
-            let (Some(id), Some(i)) = (parts.next(), parts.next()) else { continue };
-            let (Ok(id), Ok(i)) = (id.parse::<u128>(), i.parse::<u64>()) else { continue };
-            acked.insert(id, i);
-            seen += 1;
-            if seen >= want {
-                break;
-            }
-        }
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
-        let store = Store::open(StoreConfig::new(tmp.path()).with_segment_max_bytes(8192))
-            .expect("reopen after kill");
-        for id in acked.keys() {
-            store.get(*id).unwrap_or_else(|e| panic!("round {round}: acknowledged {id} lost: {e}"));
-        }
-        // Batches whole: every batch's items share an `i` and are all present.
-        let mut per_i: HashMap<i64, usize> = HashMap::new();
-        for e in store.query(&Region::all()) {
-            let i = store.get(e.event_id).expect("get").event.payload["i"].as_i64().expect("i");
-            *per_i.entry(i).or_default() += 1;
-        }
-        for (i, n) in per_i {
-            let want = if i % 3 == 0 { crash_batch_size(i as u64) as usize } else { 1 };
-            assert_eq!(n, want, "round {round}: batch {i} partially visible");
-        }
-        for k in 0..4 {
-            let clocks: Vec<u32> = store.stream(&format!("k{k}")).iter().map(|e| e.clock).collect();
-            assert!(clocks.iter().enumerate().all(|(i, c)| *c == i as u32), "clocks contiguous");
-        }
-        assert!(store.verify().is_ok(), "round {round}");
-    }
 }
 
 #[test]

@@ -2,8 +2,8 @@
 //! contiguously in one segment, fsynced before it is indexed. Any failure
 //! cuts the file back to where the batch started.
 
+use super::io_helper::IoFailure;
 use super::single::{check_cas, receipt, Head, Planned};
-use super::syncer::IoFailure;
 use super::{inject, BatchRequest, Staged, Writer};
 use crate::plugin::GateInput;
 use crate::store::contracts::{BatchAppendItem, CausationRef};

@@ -14,9 +14,9 @@
 mod active;
 mod batch;
 mod compact;
+mod io_helper;
 mod shutdown;
 mod single;
-mod syncer;
 
 use crate::plugin::GateChain;
 use crate::store::config::StoreConfig;
@@ -168,7 +168,7 @@ pub(crate) struct Writer {
     next_segment_floor: u64,
     buf: Vec<u8>,
     /// The fsync helper for large batches, started on first use.
-    syncer: Option<syncer::Syncer>,
+    io_helper: Option<io_helper::IoHelper>,
 }
 
 /// Whether the loop should keep serving.
@@ -208,7 +208,7 @@ impl Writer {
             checkpoint_current,
             next_segment_floor: 1,
             buf: Vec::with_capacity(64 * 1024),
-            syncer: None,
+            io_helper: None,
         }
     }
 

@@ -5,7 +5,7 @@
 //! fsync before it commits, indexes or publishes anything: the order of the
 //! commit path is unchanged, only the hashing moved under the disk wait.
 //!
-//! At most one job is in flight: [`PendingIo`] borrows the syncer mutably
+//! At most one job is in flight: [`PendingIo`] borrows the helper mutably
 //! and waits for its own result when dropped, so a result can never be
 //! taken for another job's.
 
@@ -55,13 +55,13 @@ impl Job {
 }
 
 /// The helper thread and the two channels to it.
-pub(crate) struct Syncer {
+pub(crate) struct IoHelper {
     jobs: Option<flume::Sender<Job>>,
     results: flume::Receiver<Done>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Syncer {
+impl IoHelper {
     /// Starts the helper thread.
     pub(crate) fn spawn(name: String) -> std::io::Result<Self> {
         let (jobs, job_rx) = flume::bounded::<Job>(1);
@@ -83,11 +83,11 @@ impl Syncer {
             Some(jobs) => jobs.send(job).err().map(|unsent| unsent.into_inner().run()),
             None => Some(job.run()),
         };
-        PendingIo { syncer: self, inline, waited: false }
+        PendingIo { helper: self, inline, waited: false }
     }
 }
 
-impl Drop for Syncer {
+impl Drop for IoHelper {
     fn drop(&mut self) {
         self.jobs = None;
         if let Some(thread) = self.thread.take() {
@@ -99,7 +99,7 @@ impl Drop for Syncer {
 /// One job in flight.
 #[must_use = "a write's outcome decides whether the unit is durable"]
 struct PendingIo<'a> {
-    syncer: &'a mut Syncer,
+    helper: &'a mut IoHelper,
     /// The outcome of a job run on the caller's thread (helper gone).
     inline: Option<Done>,
     waited: bool,
@@ -115,7 +115,7 @@ impl PendingIo<'_> {
         if let Some(done) = self.inline.take() {
             return Some(done);
         }
-        super::spin_recv_for(&self.syncer.results, SPIN_FOR_RESULT).ok()
+        super::spin_recv_for(&self.helper.results, SPIN_FOR_RESULT).ok()
     }
 }
 
@@ -144,16 +144,16 @@ impl super::Writer {
             return (work(), Err(IoFailure::Write(e)));
         }
         let file = seg.file_handle();
-        if self.syncer.is_none() {
+        if self.io_helper.is_none() {
             let name = format!("{}-io", std::thread::current().name().unwrap_or("batpak-writer"));
-            self.syncer = Syncer::spawn(name)
+            self.io_helper = IoHelper::spawn(name)
                 .inspect_err(|e| tracing::warn!(error = %e, "write helper not started; batches write inline"))
                 .ok();
         }
         let bytes = std::mem::take(&mut self.buf);
-        let (out, done) = match self.syncer.as_mut() {
-            Some(syncer) => {
-                let pending = syncer.start(file, bytes, at, mode);
+        let (out, done) = match self.io_helper.as_mut() {
+            Some(helper) => {
+                let pending = helper.start(file, bytes, at, mode);
                 let out = work();
                 (out, pending.wait())
             }
@@ -186,15 +186,15 @@ mod tests {
     fn each_result_belongs_to_its_own_job() {
         let dir = tempfile::tempdir().unwrap();
         let file = file_in(&dir);
-        let mut syncer = Syncer::spawn("syncer-test".into()).unwrap();
+        let mut helper = IoHelper::spawn("io-helper-test".into()).unwrap();
         for i in 0..3u8 {
             // Dropped without waiting: the drop consumes its result.
-            let _ = syncer.start(Arc::clone(&file), vec![i; 4], u64::from(i) * 4, SyncMode::SyncData);
+            let _ = helper.start(Arc::clone(&file), vec![i; 4], u64::from(i) * 4, SyncMode::SyncData);
         }
-        let done = syncer.start(Arc::clone(&file), vec![9; 4], 12, SyncMode::SyncAll).wait().unwrap();
+        let done = helper.start(Arc::clone(&file), vec![9; 4], 12, SyncMode::SyncAll).wait().unwrap();
         assert!(done.outcome.is_ok());
         assert_eq!(done.bytes, vec![9; 4], "the job's own buffer comes back");
-        assert!(syncer.results.is_empty(), "no result left over for a later job");
+        assert!(helper.results.is_empty(), "no result left over for a later job");
         assert_eq!(
             std::fs::read(dir.path().join("f")).unwrap(),
             [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 9, 9, 9, 9]
@@ -205,9 +205,9 @@ mod tests {
     fn without_a_helper_the_job_runs_inline() {
         let dir = tempfile::tempdir().unwrap();
         let file = file_in(&dir);
-        let mut syncer = Syncer::spawn("syncer-test".into()).unwrap();
-        syncer.jobs = None;
-        let done = syncer.start(file, b"abc".to_vec(), 0, SyncMode::SyncAll).wait().unwrap();
+        let mut helper = IoHelper::spawn("io-helper-test".into()).unwrap();
+        helper.jobs = None;
+        let done = helper.start(file, b"abc".to_vec(), 0, SyncMode::SyncAll).wait().unwrap();
         assert!(done.outcome.is_ok());
         assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"abc");
     }
@@ -217,8 +217,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ro"), b"").unwrap();
         let read_only = Arc::new(File::open(dir.path().join("ro")).unwrap());
-        let mut syncer = Syncer::spawn("syncer-test".into()).unwrap();
-        let done = syncer.start(read_only, b"abc".to_vec(), 0, SyncMode::SyncAll).wait().unwrap();
+        let mut helper = IoHelper::spawn("io-helper-test".into()).unwrap();
+        let done = helper.start(read_only, b"abc".to_vec(), 0, SyncMode::SyncAll).wait().unwrap();
         assert!(matches!(done.outcome, Err(IoFailure::Write(_))), "{:?}", done.outcome);
     }
 }

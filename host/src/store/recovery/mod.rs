@@ -26,7 +26,9 @@ pub struct RecoveryReport {
     pub from_footers: u32,
     /// Segments read frame by frame.
     pub scanned: u32,
-    /// Bytes cut from the end of a crashed segment (torn writes, uncommitted batches).
+    /// Bytes of torn writes and uncommitted batches cut from the end of a
+    /// crashed segment (the zeros the writer keeps ahead of its frames are
+    /// cut too, but not counted).
     pub truncated_bytes: u64,
     /// Uncommitted batches discarded.
     pub discarded_batches: u32,

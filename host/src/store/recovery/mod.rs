@@ -158,6 +158,7 @@ fn load_segment(
         stream::scan_into_index(&bytes, id, frames_end as usize, tail, index)?
         // The mapping ends here, before the tail is cut below.
     };
+    tracing::debug!(segment = id, events = summary.events, tail, "segment scanned");
     report.scanned += 1;
     report.discarded_batches += summary.discarded_batches;
     if tail {

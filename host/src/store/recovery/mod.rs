@@ -137,10 +137,11 @@ fn load_segment(
     let file = dir.open_segment_rw(id)?;
     let (len, frames_end) = footer_bounds(&file)?;
     if frames_end < len {
-        let mut region = vec![0u8; (len - frames_end) as usize];
-        file.read_exact_at(&mut region, frames_end)?;
+        // Mapped, like a scan: no zeroed buffer and no copy of the footer.
+        let bytes = SegmentBytes::of(&file, len)?;
+        let region = bytes.get(frames_end as usize..).unwrap_or(&[]);
         let inserted_before = index.inserted();
-        match load_footer(index, &region, frames_end, id) {
+        match load_footer(index, region, frames_end, id) {
             Ok(sets) => {
                 report.from_footers += 1;
                 return Ok(sets);
@@ -217,10 +218,10 @@ enum SegmentBytes {
 
 impl SegmentBytes {
     fn of(file: &File, len: u64) -> Result<Self, StoreError> {
-        // SAFETY: the mapping is read-only and lives only while the scan
-        // reads it. The store holds the data directory's exclusive lock, so
-        // no other store writes this file, and this store writes to it (the
-        // tail cut and footer) only after the mapping is dropped. A program
+        // SAFETY: the mapping is read-only and lives only while a footer
+        // load or a scan reads it. The store holds the data directory's
+        // exclusive lock, so no other store writes this file, and this store
+        // writes to it (the tail cut) only after the mapping is dropped. A program
         // that ignores the lock and changes the file meanwhile yields frames
         // the CRCs reject; one that truncates it can make a read of the
         // mapping fault (SIGBUS), as with any mapped file.

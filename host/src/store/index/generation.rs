@@ -1,125 +1,15 @@
-//! The in-memory index and its visibility watermark.
-//!
-//! Entries live in an append-only log addressed by global sequence, so a
-//! reader needs no lock to walk it. Secondary maps (by id, entity, scope,
-//! kind) sit behind one `RwLock` that the writer holds only to insert a
-//! unit's entries. Nothing is visible until the writer advances `visible`
-//! past it with one `Release` store; every read filters `seq < visible`
-//! (`Acquire`), so a batch is seen whole or not at all.
-//!
-//! Slots never change once written, so compaction (which moves, removes or
-//! tombstones events) builds a new generation (`IndexGen`) beside the live one and the
-//! writer swaps it in whole; a reader keeps the generation it loaded for
-//! the length of one call. Sequences survive compaction unchanged, so they
-//! only ever rise, with gaps where events were removed.
+//! One generation of the index: the entry log, the string table and the
+//! secondary maps, and every lookup over them.
 
+use super::append_log::AppendLog;
+use super::entry::{DiskPos, EntityHead, IndexEntry, LoadedEntry, ReadTarget};
 use crate::coordinate::{Coordinate, KindFilter, Region};
 use crate::event::{EventKind, HashChain};
 use hashbrown::HashTable;
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-
-/// Where a frame sits on disk.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct DiskPos {
-    /// Segment id.
-    pub segment_id: u64,
-    /// Byte offset of the frame's first byte.
-    pub offset: u64,
-    /// Length of the whole frame, header included.
-    pub length: u32,
-}
-
-/// One committed event as the index knows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IndexEntry {
-    /// Event id.
-    pub event_id: u128,
-    /// Correlation id.
-    pub correlation_id: u128,
-    /// Causation id.
-    pub causation_id: Option<u128>,
-    /// Entity and scope.
-    pub coord: Coordinate,
-    /// Kind.
-    pub kind: EventKind,
-    /// Monotonic per-entity wall clock, in ms.
-    pub wall_ms: u64,
-    /// Per-entity clock (0, 1, 2, ...).
-    pub clock: u32,
-    /// Hash-chain link.
-    pub hash_chain: HashChain,
-    /// Frame location.
-    pub disk_pos: DiskPos,
-    /// Store-wide sequence (0, 1, 2, ...; dense, never reused).
-    pub global_sequence: u64,
-    /// Caller flags.
-    pub(crate) flags: u8,
-    /// Gate set that admitted the event, if any gates were installed.
-    pub(crate) gate_set: Option<u32>,
-}
-
-impl IndexEntry {
-    /// Whether the event belongs to a chain started by another event.
-    pub fn is_correlated(&self) -> bool {
-        self.correlation_id != self.event_id
-    }
-
-    /// Whether `id` directly caused this event.
-    pub fn is_caused_by(&self, id: u128) -> bool {
-        self.causation_id == Some(id)
-    }
-
-    /// Whether nothing caused this event.
-    pub fn is_root_cause(&self) -> bool {
-        self.causation_id.is_none()
-    }
-
-    /// The id of the gate set that admitted this event (`None` if no gate was installed).
-    pub fn gate_set(&self) -> Option<u32> {
-        self.gate_set
-    }
-
-    /// The caller flags the event was appended with.
-    pub fn flags(&self) -> u8 {
-        self.flags
-    }
-}
-
-/// An entry whose entity and scope are already store-wide string ids:
-/// what loaders hand the index (no names, so no shared-string traffic).
-#[derive(Clone, Debug)]
-pub(crate) struct LoadedEntry {
-    pub event_id: u128,
-    pub correlation_id: u128,
-    pub causation_id: Option<u128>,
-    pub kind: EventKind,
-    pub wall_ms: u64,
-    pub clock: u32,
-    /// A zero `prev_hash` means "the entity's previous event's hash".
-    pub hash_chain: HashChain,
-    pub disk_pos: DiskPos,
-    pub global_sequence: u64,
-    pub flags: u8,
-    pub gate_set: Option<u32>,
-    /// String id of the entity name.
-    pub entity: u32,
-    /// String id of the scope name.
-    pub scope: u32,
-}
-
-/// Ordering key of an entity's stream: wall clock, then clock, then id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ClockKey {
-    /// Wall clock in ms.
-    pub wall_ms: u64,
-    /// Per-entity clock.
-    pub clock: u32,
-    /// Event id.
-    pub uuid: u128,
-}
+use std::sync::Arc;
 
 /// `prev` of an entity's first event.
 const NO_SEQ: u32 = u32::MAX;
@@ -138,51 +28,6 @@ const STRING_CHUNK: usize = 16 * 1024;
 const STRING_CHUNKS: usize = (1 << 28) / STRING_CHUNK;
 
 type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-
-/// Append-only storage addressed by position, in fixed-size chunks that
-/// never move once allocated, so a reader needs no lock to read a filled
-/// slot. Waste is at most one partly filled chunk.
-struct AppendLog<T, const CHUNK: usize> {
-    chunks: Box<[Chunk<T>]>,
-}
-
-/// One chunk of an [`AppendLog`]: allocated on first use, then never moved.
-type Chunk<T> = OnceLock<Box<[OnceLock<T>]>>;
-
-impl<T, const CHUNK: usize> AppendLog<T, CHUNK> {
-    fn new(chunks: usize) -> Self {
-        Self { chunks: (0..chunks).map(|_| OnceLock::new()).collect() }
-    }
-
-    fn locate(i: u64) -> (usize, usize) {
-        ((i / CHUNK as u64) as usize, (i % CHUNK as u64) as usize)
-    }
-
-    fn get(&self, i: u64) -> Option<&T> {
-        let (k, at) = Self::locate(i);
-        self.chunks.get(k)?.get()?.get(at)?.get()
-    }
-
-    /// Fills slot `i`; false if it is taken or out of range.
-    fn set(&self, i: u64, value: T) -> bool {
-        let (k, at) = Self::locate(i);
-        let Some(chunk) = self.chunks.get(k) else { return false };
-        let slots = chunk.get_or_init(Self::fresh_chunk);
-        slots.get(at).is_some_and(|slot| slot.set(value).is_ok())
-    }
-
-    /// Allocates chunk `k` now if it is in range and not allocated yet. A
-    /// thread that needs the chunk meanwhile waits for this one to finish.
-    fn prepare(&self, k: usize) {
-        if let Some(chunk) = self.chunks.get(k) {
-            chunk.get_or_init(Self::fresh_chunk);
-        }
-    }
-
-    fn fresh_chunk() -> Box<[OnceLock<T>]> {
-        (0..CHUNK).map(|_| OnceLock::new()).collect()
-    }
-}
 
 /// One event as the index keeps it in memory: 96 bytes, strings as ids,
 /// the chain link as the position of the entity's previous event.
@@ -241,12 +86,6 @@ struct Maps {
     anchors: FastMap<u32, [u8; 32]>,
 }
 
-/// The store's index: the current generation, swapped whole by compaction.
-/// Shared by the writer (the only mutator) and readers.
-pub(crate) struct StoreIndex {
-    current: arc_swap::ArcSwap<IndexGen>,
-}
-
 /// One generation of the index (see the module docs).
 pub(crate) struct IndexGen {
     log: AppendLog<Slot, LOG_CHUNK>,
@@ -258,143 +97,7 @@ pub(crate) struct IndexGen {
     /// Exclusive upper bound of visible sequences.
     visible: AtomicU64,
     /// Log chunks `0..ahead` are allocated or being allocated in advance.
-    ahead: AtomicUsize,
-}
-
-/// What a reader needs to fetch and label one event's frame.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ReadTarget {
-    pub event_id: u128,
-    pub disk_pos: DiskPos,
-    pub kind: EventKind,
-    pub hash_chain: HashChain,
-}
-
-/// The tip of an entity's chain.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct EntityHead {
-    pub clock: u32,
-    pub hash: [u8; 32],
-    pub wall_ms: u64,
-}
-
-/// Forwards each method to the current generation.
-macro_rules! forward {
-    ($($(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
-        $($(#[$doc])* pub(crate) fn $name(&self $(, $arg: $ty)*) -> $ret {
-            self.current.load().$name($($arg),*)
-        })*
-    };
-}
-
-impl StoreIndex {
-    pub(crate) fn new() -> Self {
-        Self::from_gen(IndexGen::new())
-    }
-
-    pub(crate) fn from_gen(gen: IndexGen) -> Self {
-        let index = Self { current: arc_swap::ArcSwap::from_pointee(gen) };
-        index.prepare_ahead();
-        index
-    }
-
-    /// Allocates the log chunk the writer or loader will need next on a
-    /// short-lived thread, so that allocating and first touching its
-    /// ~6.5 MiB (64 Ki slots) does not stall an append. Called after
-    /// every insert; spawns at most once per chunk.
-    fn prepare_ahead(&self) {
-        let gen = self.current.load();
-        let wanted = gen.chunk_wanted();
-        if gen.ahead.fetch_max(wanted + 1, Ordering::AcqRel) > wanted {
-            return;
-        }
-        let gen = Arc::clone(&gen);
-        let spawned = std::thread::Builder::new()
-            .name("batpak-index-prep".into())
-            .spawn(move || gen.log.prepare(wanted));
-        // Without the thread the first insert into the chunk allocates it.
-        drop(spawned);
-    }
-
-    /// Replaces the live generation (writer only, between groups). Readers
-    /// that loaded the old one finish their call with it.
-    pub(crate) fn replace(&self, gen: IndexGen) {
-        debug_assert!(gen.visible() >= self.visible(), "a new generation hides nothing published");
-        self.current.store(Arc::new(gen));
-        self.prepare_ahead();
-    }
-
-    /// The live generation, for a reader doing many lookups in one call.
-    pub(crate) fn generation(&self) -> arc_swap::Guard<Arc<IndexGen>> {
-        self.current.load()
-    }
-
-    /// Inserts entries as an iterator yields them (see [`IndexGen::insert_each`]).
-    pub(crate) fn insert_each(
-        &self,
-        entries: impl IntoIterator<Item = Result<LoadedEntry, String>>,
-    ) -> Result<(), String> {
-        let done = self.current.load().insert_each(entries);
-        self.prepare_ahead();
-        done
-    }
-
-    /// Inserts entries above the watermark (see [`IndexGen::insert`]).
-    pub(crate) fn insert(&self, entries: Vec<IndexEntry>) -> Result<(), String> {
-        let done = self.current.load().insert(entries);
-        self.prepare_ahead();
-        done
-    }
-
-    /// Inserts entries whose string ids are known.
-    pub(crate) fn insert_loaded(&self, entries: Vec<LoadedEntry>) -> Result<(), String> {
-        let done = self.current.load().insert_loaded(entries);
-        self.prepare_ahead();
-        done
-    }
-
-    /// Makes room for `n` more entries.
-    pub(crate) fn reserve(&self, n: usize) {
-        self.current.load().reserve(n);
-    }
-
-    /// Makes every inserted entry visible.
-    pub(crate) fn publish(&self) {
-        self.current.load().publish();
-    }
-
-    forward! {
-        /// Returns the shared copy of `s`, allocating it once per store.
-        fn intern(&self, s: &str) -> Arc<str>;
-        /// The shared copy of `s` and its string id.
-        fn intern_with_id(&self, s: &str) -> Result<(Arc<str>, u32), String>;
-        /// Exclusive bound of visible sequences.
-        fn visible(&self) -> u64;
-        /// The next sequence.
-        fn inserted(&self) -> u64;
-        /// The entry at `seq`, visible or not.
-        fn get_any(&self, seq: u64) -> Option<IndexEntry>;
-        /// The entry at `seq` if it is visible.
-        fn get_visible(&self, seq: u64) -> Option<IndexEntry>;
-        /// The visible entry with this id.
-        fn by_id(&self, id: u128) -> Option<IndexEntry>;
-        /// The entry with this id, visible or not (writer only).
-        fn by_id_any(&self, id: u128) -> Option<IndexEntry>;
-        /// The tip of the entity's chain, visible or not (writer only).
-        fn head(&self, entity: &str) -> Option<EntityHead>;
-        /// Visible entries of exactly this entity, in order.
-        fn stream(&self, entity: &str) -> Vec<IndexEntry>;
-        /// Visible entries in `region`, in global-sequence order.
-        fn query(&self, region: &Region) -> Vec<IndexEntry>;
-        /// Up to `max` visible entries in `region` from `from`, and where to resume.
-        fn scan_from(&self, region: &Region, from: u64, max: usize) -> (Vec<IndexEntry>, u64);
-        /// Number of distinct entities.
-        fn entity_count(&self) -> usize;
-        /// The kind of the event at `seq`.
-        fn kind_at(&self, seq: u64) -> Option<EventKind>;
-        /// Visible sequences of exactly this entity, in order.
-        fn stream_seqs(&self, entity: &str) -> Vec<u64>;
-    }
+    pub(super) ahead: AtomicUsize,
 }
 
 impl IndexGen {
@@ -423,7 +126,12 @@ impl IndexGen {
 
     /// The log chunk the next inserts need soon: the current one, or the
     /// next once the current is half full.
-    fn chunk_wanted(&self) -> usize {
+    /// Allocates log chunk `k` now (see [`super::StoreIndex::prepare_ahead`]).
+    pub(super) fn prepare_chunk(&self, k: usize) {
+        self.log.prepare(k);
+    }
+
+    pub(super) fn chunk_wanted(&self) -> usize {
         let next = self.inserted.load(Ordering::Relaxed) as usize;
         next / LOG_CHUNK + usize::from(next % LOG_CHUNK >= LOG_CHUNK / 2)
     }
@@ -805,7 +513,7 @@ impl IndexGen {
 }
 
 /// The loader form of `e`, with its names as string ids.
-pub(crate) fn loaded(e: &IndexEntry, entity: u32, scope: u32) -> LoadedEntry {
+fn loaded(e: &IndexEntry, entity: u32, scope: u32) -> LoadedEntry {
     LoadedEntry {
         event_id: e.event_id,
         correlation_id: e.correlation_id,
@@ -856,7 +564,9 @@ fn slot_of(e: &LoadedEntry, prev: u32) -> Result<Slot, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::StoreIndex;
     use super::*;
+    use std::sync::OnceLock;
 
     #[test]
     fn slots_stay_compact() {

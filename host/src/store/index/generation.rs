@@ -591,30 +591,25 @@ mod tests {
         }
     }
 
-    /// Waits (yielding) for a background thread's effect, failing after 10 s.
-    fn eventually(what: &str, done: impl Fn() -> bool) {
-        let start = std::time::Instant::now();
-        while !done() {
-            assert!(start.elapsed() < std::time::Duration::from_secs(10), "never happened: {what}");
-            std::thread::yield_now();
-        }
-    }
-
     #[test]
     fn the_next_log_chunk_is_prepared_once_the_current_is_half_full() {
-        let index = StoreIndex::new();
+        // Built without `from_gen`, so this test holds each preparing thread.
+        let index = StoreIndex { current: arc_swap::ArcSwap::from_pointee(IndexGen::new()) };
         let ready = |k: usize| index.generation().log.chunks[k].get().is_some();
-        eventually("chunk 0 prepared at creation", || ready(0));
-        index.insert(vec![entry(LOG_CHUNK as u64 / 2 - 2, "a")]).expect("insert");
-        assert_eq!(
-            index.generation().ahead.load(Ordering::Acquire),
-            1,
-            "the next insert is in the first half"
-        );
-        index.insert(vec![entry(LOG_CHUNK as u64 / 2 - 1, "a")]).expect("insert");
-        assert_eq!(index.generation().ahead.load(Ordering::Acquire), 2, "chunk 1 requested once");
-        eventually("chunk 1 prepared in the background", || ready(1));
+        let gen = || index.generation();
+        assert!(!ready(0));
+        index.prepare_ahead().expect("chunk 0 requested").join().expect("prepared");
+        assert!(ready(0), "the thread allocated chunk 0");
+        assert!(index.prepare_ahead().is_none(), "requested once");
+        gen().insert(vec![entry(LOG_CHUNK as u64 / 2 - 2, "a")]).expect("insert");
+        assert!(index.prepare_ahead().is_none(), "the next insert is in the first half");
+        gen().insert(vec![entry(LOG_CHUNK as u64 / 2 - 1, "a")]).expect("insert");
+        assert!(!ready(1));
+        index.prepare_ahead().expect("chunk 1 requested").join().expect("prepared");
+        assert!(ready(1), "the thread allocated chunk 1");
+        assert!(index.prepare_ahead().is_none(), "chunk 1 requested once");
         assert!(!ready(2));
+        assert_eq!(gen().ahead.load(Ordering::Acquire), 2);
         index.publish();
         assert_eq!(
             index.get_visible(LOG_CHUNK as u64 / 2 - 1).map(|e| e.event_id),

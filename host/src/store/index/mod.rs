@@ -48,26 +48,27 @@ impl StoreIndex {
 
     pub(crate) fn from_gen(gen: IndexGen) -> Self {
         let index = Self { current: arc_swap::ArcSwap::from_pointee(gen) };
-        index.prepare_ahead();
+        drop(index.prepare_ahead());
         index
     }
 
     /// Allocates the log chunk the writer or loader will need next on a
     /// short-lived thread, so that allocating and first touching its
     /// ~6.5 MiB (64 Ki slots) does not stall an append. Called after
-    /// every insert; spawns at most once per chunk.
-    fn prepare_ahead(&self) {
+    /// every insert; spawns at most once per chunk. Callers let the thread
+    /// run detached (tests join it); without it, the first insert into the
+    /// chunk allocates it.
+    fn prepare_ahead(&self) -> Option<std::thread::JoinHandle<()>> {
         let gen = self.current.load();
         let wanted = gen.chunk_wanted();
         if gen.ahead.fetch_max(wanted + 1, Ordering::AcqRel) > wanted {
-            return;
+            return None;
         }
         let gen = Arc::clone(&gen);
-        let spawned = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("batpak-index-prep".into())
-            .spawn(move || gen.prepare_chunk(wanted));
-        // Without the thread the first insert into the chunk allocates it.
-        drop(spawned);
+            .spawn(move || gen.prepare_chunk(wanted))
+            .ok()
     }
 
     /// Replaces the live generation (writer only, between groups). Readers
@@ -75,7 +76,7 @@ impl StoreIndex {
     pub(crate) fn replace(&self, gen: IndexGen) {
         debug_assert!(gen.visible() >= self.visible(), "a new generation hides nothing published");
         self.current.store(Arc::new(gen));
-        self.prepare_ahead();
+        drop(self.prepare_ahead());
     }
 
     /// The live generation, for a reader doing many lookups in one call.
@@ -89,21 +90,21 @@ impl StoreIndex {
         entries: impl IntoIterator<Item = Result<LoadedEntry, String>>,
     ) -> Result<(), String> {
         let done = self.current.load().insert_each(entries);
-        self.prepare_ahead();
+        drop(self.prepare_ahead());
         done
     }
 
     /// Inserts entries above the watermark (see [`IndexGen::insert`]).
     pub(crate) fn insert(&self, entries: Vec<IndexEntry>) -> Result<(), String> {
         let done = self.current.load().insert(entries);
-        self.prepare_ahead();
+        drop(self.prepare_ahead());
         done
     }
 
     /// Inserts entries whose string ids are known.
     pub(crate) fn insert_loaded(&self, entries: Vec<LoadedEntry>) -> Result<(), String> {
         let done = self.current.load().insert_loaded(entries);
-        self.prepare_ahead();
+        drop(self.prepare_ahead());
         done
     }
 

@@ -10,7 +10,7 @@
 
 use crate::coordinate::Coordinate;
 use crate::event::{EventKind, HashChain};
-use crate::store::index::{DiskPos, IndexEntry};
+use crate::store::index::{DiskPos, IndexEntry, LoadedEntry};
 use crate::store::segment::file::{SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::store::segment::frame::{self, EventRecord, FrameError, Record};
 use crate::store::StoreError;
@@ -333,24 +333,46 @@ pub(crate) fn scan_segment(
     Ok(ScanResult { entries, gate_sets: summary.gate_sets, heads })
 }
 
-/// The index entry of a scanned event.
+impl Scanned<'_> {
+    /// The loader entry of this event: entity and scope as the string ids
+    /// `entity` and `scope` (segment-local or store-wide, as the caller has them).
+    pub(crate) fn loaded(&self, hash_chain: HashChain, entity: u32, scope: u32) -> LoadedEntry {
+        let ev = &self.record;
+        LoadedEntry {
+            event_id: ev.event_id,
+            correlation_id: ev.correlation_id,
+            causation_id: ev.causation_id,
+            kind: EventKind::from_raw(ev.kind),
+            wall_ms: ev.wall_ms,
+            clock: ev.clock,
+            hash_chain,
+            disk_pos: self.disk_pos,
+            global_sequence: ev.global_sequence,
+            flags: ev.flags,
+            gate_set: ev.gate_set,
+            entity,
+            scope,
+        }
+    }
+}
+
+/// The index entry of a scanned event, its names taken from `names`.
 fn entry_of(s: &Scanned<'_>, names: &HashMap<u32, Arc<str>>, hash_chain: HashChain) -> Option<IndexEntry> {
-    let ev = &s.record;
-    let entity = Arc::clone(names.get(&ev.entity_ref)?);
-    let scope = Arc::clone(names.get(&ev.scope_ref)?);
+    let e = s.loaded(hash_chain, s.record.entity_ref, s.record.scope_ref);
+    let coord = Coordinate::from_shared(Arc::clone(names.get(&e.entity)?), Arc::clone(names.get(&e.scope)?));
     Some(IndexEntry {
-        event_id: ev.event_id,
-        correlation_id: ev.correlation_id,
-        causation_id: ev.causation_id,
-        coord: Coordinate::from_shared(entity, scope),
-        kind: EventKind::from_raw(ev.kind),
-        wall_ms: ev.wall_ms,
-        clock: ev.clock,
-        hash_chain,
-        disk_pos: s.disk_pos,
-        global_sequence: ev.global_sequence,
-        flags: ev.flags,
-        gate_set: ev.gate_set,
+        event_id: e.event_id,
+        correlation_id: e.correlation_id,
+        causation_id: e.causation_id,
+        coord,
+        kind: e.kind,
+        wall_ms: e.wall_ms,
+        clock: e.clock,
+        hash_chain: e.hash_chain,
+        disk_pos: e.disk_pos,
+        global_sequence: e.global_sequence,
+        flags: e.flags,
+        gate_set: e.gate_set,
     })
 }
 

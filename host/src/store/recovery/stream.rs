@@ -6,8 +6,8 @@
 //! segment is.
 
 use super::scan::{self, ChainHasher, Feed, HashMap, ScanSummary, Scanned};
-use crate::event::{EventKind, HashChain};
-use crate::store::index::{LoadedEntry, StoreIndex};
+use crate::event::HashChain;
+use crate::store::index::StoreIndex;
 use crate::store::StoreError;
 
 /// Chunks in flight to the hashing thread.
@@ -131,23 +131,8 @@ impl Inserter<'_> {
 
     fn insert(&self, events: &[Scanned<'_>], chains: Vec<HashChain>) -> Result<(), StoreError> {
         let resolve = |r: u32| self.global.get(&r).copied().ok_or_else(|| "unknown string ref".to_string());
-        let entries = events.iter().zip(chains).map(|(s, hash_chain)| {
-            let ev = &s.record;
-            Ok(LoadedEntry {
-                event_id: ev.event_id,
-                correlation_id: ev.correlation_id,
-                causation_id: ev.causation_id,
-                kind: EventKind::from_raw(ev.kind),
-                wall_ms: ev.wall_ms,
-                clock: ev.clock,
-                hash_chain,
-                disk_pos: s.disk_pos,
-                global_sequence: ev.global_sequence,
-                flags: ev.flags,
-                gate_set: ev.gate_set,
-                entity: resolve(ev.entity_ref)?,
-                scope: resolve(ev.scope_ref)?,
-            })
+        let entries = events.iter().zip(chains).map(|(s, chain)| {
+            Ok(s.loaded(chain, resolve(s.record.entity_ref)?, resolve(s.record.scope_ref)?))
         });
         self.index.insert_each(entries).map_err(|why| StoreError::corrupt(self.segment_id, why))
     }

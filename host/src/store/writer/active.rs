@@ -124,16 +124,24 @@ impl ActiveSegment {
         Ok(())
     }
 
-    /// Makes sure the file holds written zeros up to `end` (and some way
-    /// past it), so that writing up to `end` only overwrites.
+    /// Before a unit ending at `end` is written: if it runs past the zeros
+    /// already written, writes a new stretch of zeros right after `end`, so
+    /// that the units after it only overwrite. (The unit itself grows the
+    /// file this once.)
     pub(crate) fn zero_ahead_of(&self, end: u64) -> std::io::Result<()> {
         let from = self.zeroed_to.get();
         if end <= from {
             return Ok(());
         }
+        // The unit itself covers `from..end`; zeros go only past it.
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
         let to = end + self.zero_ahead;
-        let zeros = vec![0u8; usize::try_from(to - from).unwrap_or(0)];
-        self.file.write_all_at(&zeros, from)?;
+        let mut at = end;
+        while at < to {
+            let n = (to - at).min(ZEROS.len() as u64);
+            self.file.write_all_at(&ZEROS[..n as usize], at)?;
+            at += n;
+        }
         self.zeroed_to.set(to);
         Ok(())
     }

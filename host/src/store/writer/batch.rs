@@ -77,8 +77,7 @@ impl Writer {
                 gate_set,
             })
             .collect();
-        let prevs: Vec<Prev> = plans.iter().map(|p| p.prev).collect();
-        let entries = self.write_batch(base, &mut planned, &prevs)?;
+        let entries = self.write_batch(base, &mut planned, &plans)?;
         let receipts = entries.iter().map(receipt).collect();
         self.index.insert(entries).map_err(|why| {
             self.poison(&why);
@@ -170,7 +169,7 @@ impl Writer {
         &mut self,
         base: u64,
         planned: &mut [Planned<'_>],
-        prevs: &[Prev],
+        plans: &[ItemPlan],
     ) -> Result<Vec<IndexEntry>, StoreError> {
         let count = planned.len();
         let last = count - 1;
@@ -200,7 +199,7 @@ impl Writer {
         cuts.push(self.buf.len());
         let end = at + self.buf.len() as u64;
         let build = |planned: &mut [Planned<'_>]| -> Vec<IndexEntry> {
-            let hashes = chain(planned, prevs);
+            let hashes = chain(planned, plans);
             planned.iter().zip(hashes).zip(positions).map(|((p, h), pos)| p.entry(h, pos)).collect()
         };
         let entries = if count >= OVERLAP_MIN_ITEMS && !fp::enabled(&self.cfg) {
@@ -280,10 +279,10 @@ impl Writer {
 }
 
 /// Each item's chained hash, in item order, filling in its previous hash.
-fn chain(planned: &mut [Planned<'_>], prevs: &[Prev]) -> Vec<[u8; 32]> {
+fn chain(planned: &mut [Planned<'_>], plans: &[ItemPlan]) -> Vec<[u8; 32]> {
     let mut hashes: Vec<[u8; 32]> = Vec::with_capacity(planned.len());
-    for (p, prev) in planned.iter_mut().zip(prevs) {
-        p.prev_hash = match *prev {
+    for (p, plan) in planned.iter_mut().zip(plans) {
+        p.prev_hash = match plan.prev {
             Prev::Head(h) => h,
             Prev::Item(j) => {
                 debug_assert!(j < hashes.len(), "plans only name earlier items");

@@ -12,6 +12,9 @@ use std::sync::Arc;
 
 const SEGMENT: u64 = 4096;
 
+mod common;
+use common::leftovers;
+
 fn coord(entity: &str) -> Coordinate {
     Coordinate::new(entity, "scope").expect("valid coordinate")
 }
@@ -76,14 +79,6 @@ fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
         .collect();
     out.sort();
     out
-}
-
-fn leftovers(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .expect("read dir")
-        .filter_map(|e| e.expect("entry").file_name().into_string().ok())
-        .filter(|n| n.ends_with(".compact") || n == "compact.plan" || n.ends_with(".tmp"))
-        .collect()
 }
 
 /// Reopens through the checkpoint, then the footers, then a frame scan,

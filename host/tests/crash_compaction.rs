@@ -10,19 +10,13 @@ use batpak::prelude::*;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
+
+mod common;
+use common::leftovers;
 
 fn coord(entity: &str) -> Coordinate {
     Coordinate::new(entity, "scope").expect("valid coordinate")
-}
-
-fn leftovers(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .expect("read dir")
-        .filter_map(|e| e.expect("entry").file_name().into_string().ok())
-        .filter(|n| n.ends_with(".compact") || n == "compact.plan" || n.ends_with(".tmp"))
-        .collect()
 }
 
 const CHILD_ENV: &str = "BATPAK_COMPACT_CHILD_DIR";

@@ -173,6 +173,10 @@ pub struct StoreConfig {
     pub clock: Option<Clock>,
     /// Gates installed at open, in evaluation order.
     pub gates: Vec<crate::plugin::GatePlugin>,
+    /// Most events whose parsed form `Store::project` keeps between
+    /// replays, to overwrite in place the next time (default 16 384; 0
+    /// keeps none). Also bounded by 4 MiB of stored payload.
+    pub replay_scratch_events: usize,
     /// Fault injection for crash tests.
     #[cfg(feature = "dangerous-test-hooks")]
     pub fault_injector: Option<Arc<dyn crate::store::fault::FaultInjector>>,
@@ -182,6 +186,10 @@ const MIB: u32 = 1024 * 1024;
 /// Frame offsets are kept as u32 in memory: a segment may reach this size
 /// plus one batch and stay under 4 GiB.
 const MAX_SEGMENT_BYTES: u64 = 3 * 1024 * 1024 * 1024;
+
+/// Most events a replay's kept vector may hold (its slots alone take
+/// about 256 MiB at this size).
+const MAX_REPLAY_SCRATCH_EVENTS: usize = 1 << 20;
 
 impl StoreConfig {
     /// The default configuration for `data_dir`.
@@ -198,6 +206,7 @@ impl StoreConfig {
             index: IndexConfig::default(),
             clock: None,
             gates: Vec::new(),
+            replay_scratch_events: 16_384,
             #[cfg(feature = "dangerous-test-hooks")]
             fault_injector: None,
         }
@@ -288,6 +297,11 @@ impl StoreConfig {
         self.clock = clock;
         self
     }
+    /// Sets `replay_scratch_events`.
+    pub fn with_replay_scratch_events(mut self, v: usize) -> Self {
+        self.replay_scratch_events = v;
+        self
+    }
     /// Appends a WebAssembly gate to the gates installed at open.
     pub fn with_gate(mut self, gate: crate::plugin::GatePlugin) -> Self {
         self.gates.push(gate);
@@ -329,6 +343,12 @@ impl StoreConfig {
         if self.writer.channel_capacity == 0 {
             return bad("writer.channel_capacity must be > 0".into());
         }
+        if self.replay_scratch_events > MAX_REPLAY_SCRATCH_EVENTS {
+            return bad(format!(
+                "replay_scratch_events {} must be at most {MAX_REPLAY_SCRATCH_EVENTS}",
+                self.replay_scratch_events
+            ));
+        }
         if let RestartPolicy::Bounded { max_restarts: 0, .. } = self.writer.restart_policy {
             return bad("RestartPolicy::Bounded needs max_restarts > 0".into());
         }
@@ -350,6 +370,7 @@ impl std::fmt::Debug for StoreConfig {
             .field("index", &self.index)
             .field("clock", &self.clock.as_ref().map(|_| "custom"))
             .field("gates", &self.gates.len())
+            .field("replay_scratch_events", &self.replay_scratch_events)
             .finish_non_exhaustive()
     }
 }

@@ -80,6 +80,8 @@ pub struct Store<State = Open> {
     dir: Arc<DataDir>,
     index: Arc<StoreIndex>,
     reader: Arc<SegmentReader>,
+    /// The event vector `project` reuses between replays.
+    scratch: reader::ReplayScratch,
     /// Serialises compaction, snapshots and verification (each needs the
     /// segment files to hold still).
     maintenance: Mutex<()>,
@@ -159,6 +161,7 @@ impl Store<Open> {
         let handle = writer::spawn(writer, rx, writer_thread_name(&cfg))?;
         Ok(Self {
             reader: Arc::new(SegmentReader::new(Arc::clone(&dir), Arc::clone(&index), cfg.fd_budget)),
+            scratch: reader::ReplayScratch::new(cfg.replay_scratch_events),
             dir,
             maintenance: Mutex::new(()),
             projector: Mutex::new(None),

@@ -44,9 +44,10 @@ impl Store<Open> {
                 }
             }
         }
-        let events = self.reader.read_events_at(&seqs)?;
+        let mut events = self.scratch.take();
+        self.reader.read_events_into(&seqs, &mut events)?;
         let state = T::from_events(&events);
-        crate::store::reader::drop_in_parallel(events);
+        self.scratch.keep(events);
         if let Some(s) = &state {
             self.cache_state(&key, s, watermark);
         }

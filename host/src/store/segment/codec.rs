@@ -63,6 +63,7 @@ impl<'a> Cursor<'a> {
         self.bytes.get(self.pos..).unwrap_or(&[])
     }
 
+    #[inline]
     pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], ShortRead> {
         let end = self.pos.checked_add(n).ok_or(ShortRead(what))?;
         let slice = self.bytes.get(self.pos..end).ok_or(ShortRead(what))?;
@@ -70,14 +71,18 @@ impl<'a> Cursor<'a> {
         Ok(slice)
     }
 
+    #[inline]
     fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], ShortRead> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N, what)?);
         Ok(out)
     }
 
+    #[inline]
     pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, ShortRead> {
-        Ok(self.array::<1>(what)?[0])
+        let byte = *self.bytes.get(self.pos).ok_or(ShortRead(what))?;
+        self.pos += 1;
+        Ok(byte)
     }
     pub(crate) fn u16(&mut self, what: &'static str) -> Result<u16, ShortRead> {
         Ok(u16::from_le_bytes(self.array(what)?))
@@ -95,18 +100,33 @@ impl<'a> Cursor<'a> {
         self.array(what)
     }
 
+    /// A LEB128 value; one-byte values (most lengths, refs and deltas)
+    /// take the inlined path.
+    #[inline]
     pub(crate) fn varint(&mut self, what: &'static str) -> Result<u64, ShortRead> {
+        match self.bytes.get(self.pos) {
+            Some(&byte) if byte < 0x80 => {
+                self.pos += 1;
+                Ok(u64::from(byte))
+            }
+            _ => self.varint_long(what),
+        }
+    }
+
+    fn varint_long(&mut self, what: &'static str) -> Result<u64, ShortRead> {
+        let rest = self.bytes.get(self.pos..).unwrap_or(&[]);
         let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = self.u8(what)?;
-            value |= u64::from(byte & 0x7F) << shift;
-            if byte & 0x80 == 0 {
+        for (i, &byte) in rest.iter().take(10).enumerate() {
+            value |= u64::from(byte & 0x7F) << (7 * i);
+            if byte < 0x80 {
+                self.pos += i + 1;
                 return Ok(value);
             }
         }
         Err(ShortRead(what))
     }
 
+    #[inline]
     pub(crate) fn varint_u32(&mut self, what: &'static str) -> Result<u32, ShortRead> {
         u32::try_from(self.varint(what)?).map_err(|_| ShortRead(what))
     }

@@ -242,6 +242,26 @@ pub(crate) fn wall_base(timestamp_us: i64) -> u64 {
 /// Decodes the frame at the start of `bytes`; returns the record and the
 /// frame's total length.
 pub(crate) fn decode(bytes: &[u8]) -> Result<(Record<'_>, usize), FrameError> {
+    let body = checked_body(bytes)?;
+    Ok((decode_body(body)?, FRAME_HEADER_LEN + body.len()))
+}
+
+/// Decodes the event frame at the start of `bytes` (what a reader fetched
+/// by an index position): the same checks as [`decode`], without building
+/// a [`Record`] for the other kinds.
+#[inline]
+pub(crate) fn decode_event_frame(bytes: &[u8]) -> Result<EventRecord<'_>, FrameError> {
+    let mut c = Cursor::new(checked_body(bytes)?);
+    if c.u8("tag")? != TAG_EVENT {
+        return Err(FrameError::Malformed("not an event frame"));
+    }
+    decode_event(&mut c)
+}
+
+/// The body of the frame at the start of `bytes`, once its length and
+/// CRC hold.
+#[inline]
+fn checked_body(bytes: &[u8]) -> Result<&[u8], FrameError> {
     let header = bytes.get(..FRAME_HEADER_LEN).ok_or(FrameError::Truncated)?;
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
     let expected = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
@@ -254,7 +274,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(Record<'_>, usize), FrameError> {
     if actual != expected {
         return Err(FrameError::Crc { expected, actual });
     }
-    Ok((decode_body(body)?, FRAME_HEADER_LEN + body_len))
+    Ok(body)
 }
 
 fn decode_body(body: &[u8]) -> Result<Record<'_>, FrameError> {
@@ -270,6 +290,7 @@ fn decode_body(body: &[u8]) -> Result<Record<'_>, FrameError> {
     Ok(record)
 }
 
+#[inline]
 fn decode_event<'a>(c: &mut Cursor<'a>) -> Result<EventRecord<'a>, FrameError> {
     let flags = c.u8("flags")?;
     let present = c.u8("presence")?;

@@ -11,14 +11,20 @@
 use crate::coordinate::DagPosition;
 use crate::event::{Event, EventHeader, StoredEvent};
 use crate::store::data_dir::DataDir;
-use crate::store::index::{DiskPos, IndexEntry, IndexGen, StoreIndex};
-use crate::store::segment::frame::{self, EventRecord, FrameError, Record};
+use crate::store::index::{DiskPos, IndexEntry, StoreIndex};
+use crate::store::segment::frame::{self, EventRecord, FrameError};
 use crate::store::StoreError;
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+
+mod bulk;
+mod json_in_place;
+mod scratch;
+
+pub(crate) use scratch::ReplayScratch;
 
 /// Open segment files, at most `budget` at a time.
 pub(crate) struct SegmentReader {
@@ -101,107 +107,6 @@ impl SegmentReader {
         let payload = serde_json::from_slice(ev.payload)?;
         Ok(StoredEvent { coordinate: entry.coord.clone(), event: build_event(entry, &ev, payload) })
     }
-
-    /// The events behind `entries`, in order (as the index has them now).
-    pub(crate) fn read_events(
-        &self,
-        entries: &[IndexEntry],
-    ) -> Result<Vec<Event<serde_json::Value>>, StoreError> {
-        let seqs: Vec<u64> = entries.iter().map(|e| e.global_sequence).collect();
-        self.read_events_at(&seqs)
-    }
-
-    /// The events at these sequences, in order; sequences a compaction
-    /// removed are skipped. Frames that sit close together in one segment
-    /// are fetched with one read; with many events the frames are decoded
-    /// and the JSON payloads parsed on two threads.
-    pub(crate) fn read_events_at(&self, seqs: &[u64]) -> Result<Vec<Event<serde_json::Value>>, StoreError> {
-        self.read_events_once(seqs).or_else(|_| {
-            drop(self.swap.read());
-            self.forget_files();
-            self.read_events_once(seqs)
-        })
-    }
-
-    fn read_events_once(&self, seqs: &[u64]) -> Result<Vec<Event<serde_json::Value>>, StoreError> {
-        const PARALLEL_FROM: usize = 2048;
-        let gen = self.index.generation();
-        let n = seqs.len();
-        if n < PARALLEL_FROM {
-            return self.read_part(&gen, seqs, n);
-        }
-        // Each thread reads and parses its own half.
-        let (first, second) = seqs.split_at(n / 2);
-        let (mine, theirs) = std::thread::scope(|s| {
-            let theirs = s.spawn(|| self.read_part(&gen, second, second.len()));
-            (self.read_part(&gen, first, n), theirs.join())
-        });
-        let mut out = mine?;
-        out.append(&mut theirs.map_err(|_| StoreError::WriterCrashed)??);
-        Ok(out)
-    }
-
-    /// Reads the events at `seqs` (skipping removed ones) into a vector
-    /// with room for `capacity` (growing a vector of events by doubling
-    /// costs more than parsing them). Frames that sit close together in one
-    /// segment are fetched with one read.
-    fn read_part(
-        &self,
-        gen: &IndexGen,
-        seqs: &[u64],
-        capacity: usize,
-    ) -> Result<Vec<Event<serde_json::Value>>, StoreError> {
-        const GAP: u64 = 64 * 1024;
-        let at: Vec<(u64, DiskPos)> = seqs.iter().filter_map(|s| Some((*s, gen.disk_pos(*s)?))).collect();
-        let mut out = Vec::with_capacity(capacity);
-        let mut i = 0;
-        while i < at.len() {
-            let first = at[i].1;
-            let mut end = first.offset + u64::from(first.length);
-            let mut j = i + 1;
-            while let Some((_, p)) = at.get(j) {
-                if p.segment_id != first.segment_id || p.offset < end || p.offset - end > GAP {
-                    break;
-                }
-                end = p.offset + u64::from(p.length);
-                j += 1;
-            }
-            let mut buf = vec![0u8; (end - first.offset) as usize];
-            self.file(first.segment_id)?.read_exact_at(&mut buf, first.offset)?;
-            for &(seq, pos) in &at[i..j] {
-                let target = gen
-                    .read_target(seq)
-                    .ok_or_else(|| StoreError::corrupt(pos.segment_id, "event moved while being read"))?;
-                let from = (pos.offset - first.offset) as usize;
-                let frame = buf.get(from..from + pos.length as usize).unwrap_or(&[]);
-                let ev = checked_record(frame, target.event_id, seq, target.disk_pos)?;
-                let payload = serde_json::from_slice(ev.payload)?;
-                out.push(event_of(target.kind, target.hash_chain, &ev, payload));
-            }
-            i = j;
-        }
-        Ok(out)
-    }
-}
-
-/// Frees the payloads of many events on two threads: freeing each JSON
-/// tree costs as much as a fifth of reading it, and would otherwise be
-/// serial. Each thread empties the payloads of its half in place.
-pub(crate) fn drop_in_parallel(mut events: Vec<Event<serde_json::Value>>) {
-    const PARALLEL_FROM: usize = 4096;
-    if events.len() >= PARALLEL_FROM {
-        let mid = events.len() / 2;
-        let (first, second) = events.split_at_mut(mid);
-        let clear = |part: &mut [Event<serde_json::Value>]| {
-            for e in part {
-                drop(std::mem::take(&mut e.payload));
-            }
-        };
-        std::thread::scope(|s| {
-            s.spawn(|| clear(second));
-            clear(first);
-        });
-    }
 }
 
 /// The event frame `bytes`, checked against the index entry that points at it.
@@ -235,7 +140,16 @@ fn event_of(
     ev: &EventRecord<'_>,
     payload: serde_json::Value,
 ) -> Event<serde_json::Value> {
-    let header = EventHeader {
+    Event { header: header_of(kind, &hash_chain, ev), payload, hash_chain: Some(hash_chain) }
+}
+
+/// The header of the event `ev`, with the kind and chain the index holds.
+fn header_of(
+    kind: crate::event::EventKind,
+    hash_chain: &crate::event::HashChain,
+    ev: &EventRecord<'_>,
+) -> EventHeader {
+    EventHeader {
         event_id: ev.event_id,
         correlation_id: ev.correlation_id,
         causation_id: ev.causation_id,
@@ -245,8 +159,7 @@ fn event_of(
         event_kind: kind,
         flags: ev.flags,
         content_hash: hash_chain.event_hash,
-    };
-    Event { header, payload, hash_chain: Some(hash_chain) }
+    }
 }
 
 impl SegmentReader {
@@ -288,14 +201,8 @@ fn read_frame(file: &File, pos: DiskPos) -> Result<Vec<u8>, StoreError> {
 }
 
 fn decode_event(bytes: &[u8], pos: DiskPos) -> Result<EventRecord<'_>, StoreError> {
-    match frame::decode(bytes) {
-        Ok((Record::Event(ev), _)) => Ok(ev),
-        Ok(_) => {
-            Err(StoreError::corrupt(pos.segment_id, format!("offset {}: not an event frame", pos.offset)))
-        }
-        Err(FrameError::Crc { .. }) => {
-            Err(StoreError::CrcMismatch { segment_id: pos.segment_id, offset: pos.offset })
-        }
-        Err(e) => Err(StoreError::corrupt(pos.segment_id, format!("offset {}: {e}", pos.offset))),
-    }
+    frame::decode_event_frame(bytes).map_err(|e| match e {
+        FrameError::Crc { .. } => StoreError::CrcMismatch { segment_id: pos.segment_id, offset: pos.offset },
+        e => StoreError::corrupt(pos.segment_id, format!("offset {}: {e}", pos.offset)),
+    })
 }

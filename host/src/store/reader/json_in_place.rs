@@ -6,8 +6,8 @@
 //! earlier payload in the slot is freed; parsed in place, an object whose
 //! keys match the slot's only overwrites the values. The result always
 //! equals `serde_json::from_slice`: anything outside the plain subset
-//! handled here (escaped strings, repeated or dropped keys, deep nesting,
-//! malformed input) makes the whole payload go through serde_json.
+//! handled here (escaped strings, repeated keys, deep nesting, malformed
+//! input) makes the whole payload go through serde_json.
 
 use serde_json::{Map, Number, Value};
 
@@ -207,9 +207,13 @@ impl<'a> Parser<'a> {
                 }
             }
         }
-        // The map holds every key read (all distinct); the same size means
-        // it holds no key of the earlier payload that this one lacks.
-        (map.len() == n).then_some(())
+        // The map holds every key read (all distinct), and perhaps keys of
+        // the earlier payload that this one lacks.
+        if map.len() != n {
+            let read = &keys[..n];
+            map.retain(|key, _| read.contains(&key.as_str()));
+        }
+        Some(())
     }
 }
 

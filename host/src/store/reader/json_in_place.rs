@@ -134,6 +134,19 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// After an item of an array or object: `false` past a comma, `true`
+    /// past `close`.
+    fn closed_after_item(&mut self, close: u8) -> Option<bool> {
+        self.skip_ws();
+        let byte = self.peek()?;
+        self.pos += 1;
+        match byte {
+            b',' => Some(false),
+            b if b == close => Some(true),
+            _ => None,
+        }
+    }
+
     fn array_into(&mut self, slot: &mut Value, depth: usize) -> Option<()> {
         self.eat(b'[')?;
         if !matches!(slot, Value::Array(_)) {
@@ -153,14 +166,8 @@ impl<'a> Parser<'a> {
                     }
                 }
                 n += 1;
-                self.skip_ws();
-                match self.peek()? {
-                    b',' => self.pos += 1,
-                    b']' => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return None,
+                if self.closed_after_item(b']')? {
+                    break;
                 }
             }
         }
@@ -196,14 +203,8 @@ impl<'a> Parser<'a> {
                         map.insert(key.to_owned(), value);
                     }
                 }
-                self.skip_ws();
-                match self.peek()? {
-                    b',' => self.pos += 1,
-                    b'}' => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return None,
+                if self.closed_after_item(b'}')? {
+                    break;
                 }
             }
         }

@@ -1,5 +1,7 @@
 //! The `batpak` binary on real stores and real components, including bad input.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // test code
+
 use batpak::prelude::*;
 use batpak_test_artifacts as art;
 use serde_json::json;

@@ -1,5 +1,7 @@
 //! The demo and the examples run end to end.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // test code
+
 use std::process::Command;
 
 #[test]

@@ -28,11 +28,17 @@
 //!
 //! Limits: payloads ≤ 64 MiB (default 16 MiB), batches ≤ 4096 items and
 //! ≤ 16 MiB, entity and scope names ≤ 1024 bytes, one writer per data
-//! directory (enforced by a lock file). Durability is described, per
-//! setting, in docs/design.md ("Durability contract").
+//! directory (enforced by a lock file).
+//!
+//! **Default durability**: a single `append` is acknowledged once its frame
+//! is written to the OS, before its fsync (an fsync runs every 1000 appends,
+//! `SyncConfig::every_n_events`): it survives a process crash, not
+//! necessarily a power loss. Batches are fsynced before they are
+//! acknowledged. Every setting is described in docs/design.md ("Durability
+//! contract").
 
-#![deny(missing_docs)]
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// The lints (no unwrap/expect/panic, documented public items) are the
+// workspace's, in Cargo.toml; unit tests may use the panicking shortcuts.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod coordinate;

@@ -6,6 +6,8 @@
 //! the process). A test elsewhere that closes and at once reopens a store
 //! could then see its own lock still held. Here nothing else runs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // test code
+
 use batpak::prelude::*;
 use serde_json::json;
 use std::collections::HashMap;

@@ -1,5 +1,7 @@
 //! Fault injection at the points the reference declared but never fired,
 //! and the writer restart policy. Run with `--features dangerous-test-hooks`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // test code
 #![cfg(feature = "dangerous-test-hooks")]
 
 use batpak::prelude::*;

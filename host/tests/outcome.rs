@@ -1,5 +1,7 @@
 //! Outcome: monad laws, combinators, serde forms.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // test code
+
 use batpak::outcome::{join_all, join_any, zip, CompensationAction, WaitCondition};
 use batpak::prelude::*;
 use proptest::prelude::*;

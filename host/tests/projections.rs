@@ -1,5 +1,7 @@
 //! Native projections: EventSourced folding, caches, freshness, watchers, reactors.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // test code
+
 use batpak::prelude::*;
 use batpak::projection::{NativeCache, ProjectionCache};
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,7 @@
 //! WebAssembly gates run on every append, fail closed, and never harm the store.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // test code
+
 use batpak::prelude::*;
 use batpak_test_artifacts as art;
 use serde_json::json;
@@ -316,4 +318,26 @@ fn every_example_gate_allows_and_denies_through_append_and_batch() {
         );
         assert_eq!(store.stats().event_count, 3);
     }
+}
+
+#[test]
+fn the_stack_limit_of_each_gate_is_the_one_it_was_given() {
+    use batpak::plugin::PluginLimits;
+    // The gate recurses 2000 native frames per payload byte ("1": 2000).
+    let with_stack = |stack_bytes| {
+        GatePlugin::from_file(art::STACK_DEPTH)
+            .expect("read")
+            .with_limits(PluginLimits { stack_bytes, ..PluginLimits::default() })
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = Store::open(StoreConfig::new(tmp.path()).with_gate(with_stack(64 * 1024))).expect("open");
+    let err = store.append(&coord("x"), EventKind::DATA, &json!(1)).expect_err("64 KiB is too shallow");
+    assert_defect(err, "stack overflow");
+    store.remove_gate("stack-depth").expect("remove");
+    store.install_gate(with_stack(1024 * 1024)).expect("install");
+    store.append(&coord("x"), EventKind::DATA, &json!(1)).expect("1 MiB holds 2000 frames");
+    assert_eq!(store.stats().event_count, 1);
+    // Limits outside the allowed range are refused at install, not later.
+    let err = store.install_gate(with_stack(1024)).expect_err("1 KiB is refused");
+    assert!(matches!(err, StoreError::Plugin(batpak::plugin::PluginError::InvalidLimits(_))), "{err}");
 }

@@ -1,6 +1,8 @@
 //! WASM projections: incremental = replay, snapshots, rebuilds, containment,
 //! and a stateful overdraft gate under concurrency.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // test code
+
 use batpak::plugin::ProjectionPlugin;
 use batpak::prelude::*;
 use batpak::store::ProjectionStatus;
@@ -355,4 +357,30 @@ fn a_background_projection_catches_up_off_the_append_path() {
         .expect("install");
     assert!(store.wait_for_projection("counter", last, std::time::Duration::from_secs(30)).expect("wait"));
     assert_eq!(store.projection_state("counter", "account:1").expect("state"), Some(b"25".to_vec()));
+}
+
+#[test]
+fn a_gate_reading_a_failed_projection_fails_closed_naming_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = Store::open(StoreConfig::new(tmp.path())).expect("open");
+    // A projection that traps on a poisoned event, installed where the
+    // overdraft gate looks for balances.
+    store
+        .install_projection("balance", ProjectionPlugin::from_file(art::POISON_PROJECTION).expect("read"))
+        .expect("install");
+    store.install_gate(GatePlugin::from_file(art::OVERDRAFT).expect("read")).expect("gate");
+    store.append(&acct(1), DEPOSIT, &json!({"amount": 70, "poison": true})).expect("deposits pass the gate");
+    assert!(matches!(store.projection_status("balance").expect("x").0, ProjectionStatus::Failed { .. }));
+    let err = store.append(&acct(1), WITHDRAW, &json!({"amount": 10})).expect_err("no answer, no withdrawal");
+    let StoreError::Denied(d) = err else { panic!("expected a denial, got {err}") };
+    assert_eq!(d.code, "GATE_DEFECT", "not OVERDRAFT: the gate never saw a made-up `none`");
+    let context: std::collections::HashMap<_, _> = d.context.iter().cloned().collect();
+    assert_eq!(context.get("cause").map(String::as_str), Some("projection failed"));
+    assert!(context.get("detail").is_some_and(|v| v.contains("`balance`")), "{context:?}");
+    assert!(matches!(
+        store.projection_state("balance", "account:1"),
+        Err(StoreError::Plugin(batpak::plugin::PluginError::ProjectionFailed { .. }))
+    ));
+    // Deposits (which the gate does not check) still append.
+    store.append(&acct(1), DEPOSIT, &json!({"amount": 5})).expect("append");
 }

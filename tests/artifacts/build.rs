@@ -3,6 +3,9 @@
 //! `wasm-tools component new` does). Also makes three deliberately wrong
 //! components for negative tests. Writes their paths into `artifacts.rs`.
 
+// A build script reports failure by panicking; its messages say what failed.
+#![allow(clippy::expect_used, clippy::panic)]
+
 use std::env;
 use std::fmt::Write as _;
 use std::fs;
@@ -11,6 +14,9 @@ use std::process::Command;
 use wit_component::{ComponentEncoder, StringEncoding};
 use wit_parser::{ManglingAndAbi, Resolve};
 
+#[path = "wasm_target.rs"]
+mod wasm_target;
+
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest.join("../..").canonicalize().expect("workspace root exists");
@@ -18,6 +24,7 @@ fn main() {
     println!("cargo:rerun-if-changed={}", root.join("guest").display());
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
 
+    require_wasm_target();
     let names = build_guests(&root);
     let mut consts = String::new();
     for name in &names {
@@ -59,6 +66,24 @@ fn write_artifact(out: &Path, name: &str, bytes: &[u8]) -> String {
         name.to_uppercase(),
         path.display().to_string()
     )
+}
+
+/// Installs the wasm target through rustup when the compiler lacks it, and
+/// says so; stops the build with instructions when that is not possible.
+fn require_wasm_target() {
+    let rustc = PathBuf::from(env::var("RUSTC").unwrap_or_else(|_| "rustc".into()));
+    let toolchain = env::var("RUSTUP_TOOLCHAIN").ok();
+    match wasm_target::ensure_wasm_target(&rustc, Path::new("rustup"), toolchain.as_deref()) {
+        Ok(wasm_target::TargetStatus::Present) => {}
+        Ok(wasm_target::TargetStatus::Installed { toolchain }) => println!(
+            "cargo:warning=installed the `{}` target for toolchain `{toolchain}` with rustup (the example guests are built for it)",
+            wasm_target::WASM_TARGET
+        ),
+        Err(message) => {
+            eprintln!("error: {message}");
+            std::process::exit(1);
+        }
+    }
 }
 
 /// Runs `cargo build` on the guest workspace; returns the example names.
@@ -115,7 +140,66 @@ fn negative_components(root: &Path) -> Vec<(&'static str, Vec<u8>)> {
         out.push((name, component));
     }
     out.push(("trap_at_instantiation", trap_at_instantiation(&resolve, gate)));
+    out.push(("stack_depth", gate_from_wat(&resolve, gate, "stack_depth", STACK_DEPTH_WAT)));
     out
+}
+
+/// A gate that recurses 2000 levels per payload byte and then allows:
+/// each level keeps sixteen i64 values live across its call, so the depth
+/// it reaches depends on the engine's wasm stack limit (a Rust guest keeps
+/// its frames in linear memory and could not show that).
+const STACK_DEPTH_WAT: &str = r#"(module
+    (memory (export "memory") 1)
+    (global $next (mut i32) (i32.const 4096))
+    (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+        (local $at i32)
+        (local.set $at (i32.and (i32.add (global.get $next) (i32.const 7)) (i32.const -8)))
+        (global.set $next (i32.add (local.get $at) (local.get 3)))
+        (if (i32.gt_u (global.get $next) (i32.mul (memory.size) (i32.const 65536)))
+            (then (if (i32.lt_s (memory.grow (i32.add (i32.shr_u (local.get 3) (i32.const 16)) (i32.const 1)))
+                                (i32.const 0))
+                      (then unreachable))))
+        (local.get $at))
+    (func $deep (param $n i32) (result i64)
+        (local $a i64) (local $b i64) (local $c i64) (local $d i64)
+        (local $e i64) (local $f i64) (local $g i64) (local $h i64)
+        (if (i32.eqz (local.get $n)) (then (return (i64.const 1))))
+        (local.set $a (i64.extend_i32_u (local.get $n)))
+        (local.set $b (i64.mul (local.get $a) (i64.const 3)))
+        (local.set $c (i64.mul (local.get $b) (i64.const 5)))
+        (local.set $d (i64.mul (local.get $c) (i64.const 7)))
+        (local.set $e (i64.mul (local.get $d) (i64.const 11)))
+        (local.set $f (i64.mul (local.get $e) (i64.const 13)))
+        (local.set $g (i64.mul (local.get $f) (i64.const 17)))
+        (local.set $h (i64.mul (local.get $g) (i64.const 19)))
+        (i64.add
+            (call $deep (i32.sub (local.get $n) (i32.const 1)))
+            (i64.add (i64.add (i64.add (local.get $a) (local.get $b)) (i64.add (local.get $c) (local.get $d)))
+                     (i64.add (i64.add (local.get $e) (local.get $f)) (i64.add (local.get $g) (local.get $h))))))
+    (func (export "batpak:plugin/gate@0.1.0#describe") (result i32)
+        ;; description { name: "stack-depth", version: "1" } at 64: two (ptr, len) pairs.
+        (i32.store (i32.const 64) (i32.const 128))
+        (i32.store (i32.const 68) (i32.const 11))
+        (i32.store (i32.const 72) (i32.const 144))
+        (i32.store (i32.const 76) (i32.const 1))
+        (i32.const 64))
+    (data (i32.const 128) "stack-depth")
+    (data (i32.const 144) "1")
+    (func (export "batpak:plugin/gate@0.1.0#evaluate")
+        (param i32 i32 i32 i32 i32 i32 i32 i64 i64 i32 i64 i64 i32 i32) (result i32)
+        (drop (call $deep (i32.mul (local.get 6) (i32.const 2000))))
+        ;; result<_, denial> at 256, zeroed: ok.
+        (i32.const 256)))"#;
+
+/// A gate-world component from a core module written in WebAssembly text.
+fn gate_from_wat(resolve: &Resolve, world: wit_parser::WorldId, name: &str, wat: &str) -> Vec<u8> {
+    let mut module = wat::parse_str(wat).unwrap_or_else(|e| panic!("parse {name}: {e}"));
+    wit_component::embed_component_metadata(&mut module, resolve, world, StringEncoding::UTF8)
+        .expect("embed metadata");
+    ComponentEncoder::default()
+        .module(&module)
+        .and_then(|e| e.validate(true).encode())
+        .unwrap_or_else(|e| panic!("encode {name}: {e:?}"))
 }
 
 /// A gate-world component whose core module traps while it is being

@@ -37,7 +37,7 @@ use std::vec::Vec;
 #[doc(hidden)]
 pub mod wit {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "gate-plugin",
         pub_export_macro: true,
         export_macro_name: "__export_gate_world",

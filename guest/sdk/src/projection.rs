@@ -29,7 +29,7 @@ use std::vec::Vec;
 #[doc(hidden)]
 pub mod wit {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "projection-plugin",
         pub_export_macro: true,
         export_macro_name: "__export_projection_world",

@@ -6,6 +6,8 @@ pub(crate) mod gate {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "gate-plugin",
+        // A host call can fail the gate (a failed projection): it traps.
+        imports: { default: trappable },
     });
 }
 

@@ -22,6 +22,8 @@ pub enum PluginError {
     Instantiation(String),
     /// The engine could not be configured.
     Engine(String),
+    /// A limit in `PluginLimits` is out of its allowed range.
+    InvalidLimits(String),
     /// No installed plugin has this name.
     UnknownGate(String),
     /// Two plugins in one chain have the same name.
@@ -46,9 +48,10 @@ impl fmt::Display for PluginError {
         match self {
             Self::Read { path, source } => write!(f, "cannot read plugin {path}: {source}"),
             Self::NotAComponent(why) => write!(f, "not a WebAssembly component: {why}"),
-            Self::WrongWorld(why) => write!(f, "component does not match the batpak gate world: {why}"),
+            Self::WrongWorld(why) => write!(f, "component does not match the expected batpak world: {why}"),
             Self::Instantiation(why) => write!(f, "component failed to instantiate: {why}"),
             Self::Engine(why) => write!(f, "wasm engine error: {why}"),
+            Self::InvalidLimits(why) => write!(f, "invalid plugin limits: {why}"),
             Self::UnknownGate(name) => write!(f, "no installed gate is named {name:?}"),
             Self::DuplicateName(name) => write!(f, "a gate named {name:?} is already installed"),
             Self::UnknownProjection(name) => write!(f, "no installed projection is named {name:?}"),

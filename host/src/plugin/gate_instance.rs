@@ -8,7 +8,7 @@ use super::bindings::gate::exports::batpak::plugin::gate as wit_gate;
 use super::bindings::gate::{GatePlugin as WitGate, GatePluginPre};
 use super::error::{chain, PluginError};
 use super::limits::{truncate_utf8, GuestState, PluginLimits};
-use super::{engine, GateInput, StateReader};
+use super::{GateInput, StateReader};
 use crate::guard::Denial;
 use std::sync::Arc;
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -37,12 +37,13 @@ impl LoadedGate {
         limits: PluginLimits,
         states: Option<Arc<dyn StateReader>>,
     ) -> Result<Self, PluginError> {
-        let engine = engine()?;
+        let engine = component.engine();
         let mut linker: Linker<GuestState> = Linker::new(engine);
         WitGate::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |s| s)
             .map_err(|e| PluginError::Engine(chain(&e)))?;
-        let pre = linker.instantiate_pre(component).map_err(|e| PluginError::WrongWorld(chain(&e)))?;
-        let pre = GatePluginPre::new(pre).map_err(|e| PluginError::WrongWorld(chain(&e)))?;
+        let wrong = |e: wasmtime::Error| PluginError::WrongWorld(format!("not a gate-plugin: {}", chain(&e)));
+        let pre = linker.instantiate_pre(component).map_err(wrong)?;
+        let pre = GatePluginPre::new(pre).map_err(wrong)?;
         let mut gate = Self {
             name: String::new(),
             version: String::new(),
@@ -70,6 +71,7 @@ impl LoadedGate {
             memory_bytes: self.limits.memory_bytes,
             memory_refused: false,
             states: self.states.clone(),
+            host_failure: None,
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| s);
@@ -94,18 +96,21 @@ impl LoadedGate {
             return Err(self.defect("engine error", chain(&e)));
         }
         store.data_mut().memory_refused = false;
+        store.data_mut().host_failure = None;
         let proposal = to_wit(input);
         match instance.batpak_plugin_gate().call_evaluate(&mut *store, &proposal) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(denial)) => Err(self.denial_from_guest(denial)),
             Err(e) => {
+                let host_failure = store.data_mut().host_failure.take();
                 let kind = match e.downcast_ref::<Trap>() {
+                    _ if host_failure.is_some() => "projection failed",
                     Some(Trap::OutOfFuel) => "out of fuel",
                     Some(Trap::StackOverflow) => "stack overflow",
                     _ if store.data().memory_refused => "out of memory",
                     _ => "trap",
                 };
-                let detail = chain(&e);
+                let detail = host_failure.unwrap_or_else(|| chain(&e));
                 self.live = None;
                 Err(self.defect(kind, detail))
             }
@@ -152,8 +157,16 @@ fn to_wit(input: &GateInput<'_>) -> wit_gate::Proposal {
 }
 
 impl super::bindings::gate::batpak::plugin::host_state::Host for GuestState {
-    fn projection_state(&mut self, projection: String, key: String) -> Option<Vec<u8>> {
-        self.states.as_ref()?.read(&projection, &key)
+    fn projection_state(&mut self, projection: String, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        let Some(states) = self.states.as_ref() else { return Ok(None) };
+        match states.read(&projection, &key) {
+            Ok(state) => Ok(state),
+            Err(why) => {
+                let why = format!("projection `{projection}` cannot answer: {why}");
+                self.host_failure = Some(why.clone());
+                Err(wasmtime::Error::msg(why))
+            }
+        }
     }
 }
 

@@ -10,7 +10,11 @@ pub struct PluginLimits {
     pub fuel_per_call: u64,
     /// Largest linear memory in bytes. Default 16 MiB.
     pub memory_bytes: usize,
-    /// Largest wasm stack in bytes. Default 512 KiB.
+    /// Largest wasm stack in bytes, 64 KiB ..= 4 MiB. Default 512 KiB.
+    /// Guests with different limits run on different engines (at most
+    /// [`super::MAX_ENGINES`] per process). The writer thread's stack must
+    /// hold a gate's stack plus the stack of a projection it reads: see
+    /// `WriterConfig::stack_size`.
     pub stack_bytes: usize,
     /// Longest denial message kept, in bytes (longer ones are cut). Default 4 KiB.
     pub max_message_bytes: usize,
@@ -37,6 +41,9 @@ pub(crate) struct GuestState {
     pub memory_refused: bool,
     /// Projection states a gate may read (`host-state`); none for projections.
     pub states: Option<std::sync::Arc<dyn super::StateReader>>,
+    /// Set when a host call refused to answer (a failed projection); the
+    /// trap that follows is reported with this cause.
+    pub host_failure: Option<String>,
 }
 
 impl ResourceLimiter for GuestState {
@@ -72,6 +79,22 @@ impl ResourceLimiter for GuestState {
 
     fn memories(&self) -> usize {
         4
+    }
+}
+
+/// Smallest wasm stack limit a guest may ask for.
+pub const MIN_STACK_BYTES: usize = 64 * 1024;
+/// Largest wasm stack limit a guest may ask for.
+pub const MAX_STACK_BYTES: usize = 4 * 1024 * 1024;
+
+/// Refuses a stack limit outside `MIN_STACK_BYTES..=MAX_STACK_BYTES`.
+pub(crate) fn check_stack(stack_bytes: usize) -> Result<(), super::PluginError> {
+    if (MIN_STACK_BYTES..=MAX_STACK_BYTES).contains(&stack_bytes) {
+        Ok(())
+    } else {
+        Err(super::PluginError::InvalidLimits(format!(
+            "stack_bytes {stack_bytes} is outside {MIN_STACK_BYTES}..={MAX_STACK_BYTES}"
+        )))
     }
 }
 

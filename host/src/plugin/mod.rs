@@ -35,20 +35,40 @@ use std::sync::{Arc, OnceLock};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
 
-/// The process-wide engine: fuel metering on, NaN canonicalisation on,
-/// a bounded wasm stack, component model without async.
-pub(crate) fn engine() -> Result<&'static Engine, PluginError> {
-    static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
-    let built = ENGINE.get_or_init(|| {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.consume_fuel(true);
-        config.cranelift_nan_canonicalization(true);
-        config.max_wasm_stack(PluginLimits::default().stack_bytes);
-        Engine::new(&config).map_err(|e| error::chain(&e))
-    });
-    built.as_ref().map_err(|e| PluginError::Engine(e.clone()))
+/// The process-wide engine for guests whose wasm stack may reach
+/// `stack_bytes`: fuel metering on, NaN canonicalisation on, component
+/// model without async. The stack limit is an engine setting in wasmtime,
+/// so each distinct limit gets an engine of its own (at most
+/// [`MAX_ENGINES`]; a component is compiled for the engine of its limit).
+pub(crate) fn engine(stack_bytes: usize) -> Result<&'static Engine, PluginError> {
+    type Engines = parking_lot::Mutex<Vec<(usize, &'static Engine)>>;
+    static ENGINES: OnceLock<Engines> = OnceLock::new();
+    limits::check_stack(stack_bytes)?;
+    let mut engines = ENGINES.get_or_init(Default::default).lock();
+    if let Some((_, e)) = engines.iter().find(|(s, _)| *s == stack_bytes) {
+        return Ok(e);
+    }
+    if engines.len() >= MAX_ENGINES {
+        return Err(PluginError::InvalidLimits(format!(
+            "at most {MAX_ENGINES} distinct wasm stack sizes per process (in use: {:?})",
+            engines.iter().map(|(s, _)| s).collect::<Vec<_>>()
+        )));
+    }
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.consume_fuel(true);
+    config.cranelift_nan_canonicalization(true);
+    config.max_wasm_stack(stack_bytes);
+    let engine = Engine::new(&config).map_err(|e| PluginError::Engine(error::chain(&e)))?;
+    // Engines live for the process: compiled components and instances
+    // borrow them, and there are at most MAX_ENGINES.
+    let engine: &'static Engine = Box::leak(Box::new(engine));
+    engines.push((stack_bytes, engine));
+    Ok(engine)
 }
+
+/// Distinct wasm stack limits (hence engines) one process may use.
+pub const MAX_ENGINES: usize = 8;
 
 /// A gate component to install, with its limits.
 #[derive(Clone)]
@@ -115,7 +135,7 @@ impl GatePlugin {
 
     /// Compiles and instantiates the component (what install does).
     pub(crate) fn load(&self, states: Option<Arc<dyn StateReader>>) -> Result<LoadedGate, PluginError> {
-        let component = compile(&self.bytes)?;
+        let component = compile(&self.bytes, self.limits.stack_bytes)?;
         LoadedGate::load(&component, self.digest(), self.name.as_deref(), self.limits, states)
     }
 }
@@ -137,24 +157,29 @@ pub(crate) fn digest(bytes: &[u8]) -> [u8; 32] {
 /// again (hot swap, reinstall, another store) reuses its machine code.
 const COMPILE_CACHE_MAX: usize = 64;
 
-pub(crate) fn compile(bytes: &[u8]) -> Result<Component, PluginError> {
-    static CACHE: OnceLock<parking_lot::Mutex<std::collections::HashMap<[u8; 32], Component>>> =
-        OnceLock::new();
+/// The compiled form of `bytes` for the engine of `stack_bytes`.
+pub(crate) fn compile(bytes: &[u8], stack_bytes: usize) -> Result<Component, PluginError> {
+    type Cache = parking_lot::Mutex<std::collections::HashMap<([u8; 32], usize), Component>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    let key = digest(bytes);
+    let key = (digest(bytes), stack_bytes);
     if let Some(found) = cache.lock().get(&key) {
         return Ok(found.clone());
     }
-    let component = compile_uncached(bytes)?;
+    let component = compile_uncached(bytes, engine(stack_bytes)?)?;
     let mut cache = cache.lock();
     if cache.len() >= COMPILE_CACHE_MAX {
-        cache.clear();
+        // Forget one entry, not all: a chain of more gates than the cache
+        // holds then recompiles only the ones that were dropped.
+        if let Some(victim) = cache.keys().next().copied() {
+            cache.remove(&victim);
+        }
     }
     cache.insert(key, component.clone());
     Ok(component)
 }
 
-fn compile_uncached(bytes: &[u8]) -> Result<Component, PluginError> {
+fn compile_uncached(bytes: &[u8], engine: &Engine) -> Result<Component, PluginError> {
     const COMPONENT_LAYER: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
     if bytes.get(..4) != Some(b"\0asm") {
         return Err(PluginError::NotAComponent("missing the \\0asm magic: not WebAssembly".into()));
@@ -164,7 +189,7 @@ fn compile_uncached(bytes: &[u8]) -> Result<Component, PluginError> {
             "this is a core WebAssembly module; make it a component (wit-component / `wasm-tools component new`)".into(),
         ));
     }
-    Component::new(engine()?, bytes).map_err(|e| PluginError::NotAComponent(error::chain(&e)))
+    Component::new(engine, bytes).map_err(|e| PluginError::NotAComponent(error::chain(&e)))
 }
 
 /// The bytes of a component file, with the path in the error.
@@ -192,8 +217,9 @@ pub struct ComponentInfo {
 /// Describes a component: size, hash, imports, exports, and whether it
 /// installs as a gate (it is loaded with production limits to find out).
 pub fn inspect_component(bytes: &[u8]) -> Result<ComponentInfo, PluginError> {
-    let component = compile(bytes)?;
-    let engine = engine()?;
+    let stack = PluginLimits::default().stack_bytes;
+    let component = compile(bytes, stack)?;
+    let engine = engine(stack)?;
     let ty = component.component_type();
     let imports = ty.imports(engine).map(|(name, _)| name.to_string()).collect();
     let exports = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
@@ -207,8 +233,10 @@ pub fn inspect_component(bytes: &[u8]) -> Result<ComponentInfo, PluginError> {
 
 /// Answers a gate's `projection-state` import.
 pub(crate) trait StateReader: Send + Sync {
-    /// The bytes projection `projection` returns for `key`.
-    fn read(&self, projection: &str, key: &str) -> Option<Vec<u8>>;
+    /// The bytes projection `projection` returns for `key` (`None`: no
+    /// data, or no such projection). `Err` says why the projection cannot
+    /// answer (it failed); the calling gate then fails closed.
+    fn read(&self, projection: &str, key: &str) -> Result<Option<Vec<u8>>, String>;
 }
 
 /// What a gate sees of a proposed event.

@@ -5,7 +5,7 @@ use super::bindings::projection::batpak::plugin::types as wit_types;
 use super::bindings::projection::{ProjectionPlugin as WitProjection, ProjectionPluginPre};
 use super::error::{chain, PluginError};
 use super::limits::{truncate_utf8, GuestState, PluginLimits};
-use super::{compile, digest, engine, hex};
+use super::{compile, digest, hex};
 use crate::coordinate::Coordinate;
 use crate::event::EventKind;
 use std::path::Path;
@@ -132,10 +132,12 @@ struct Live {
 
 impl LoadedProjection {
     fn load(bytes: &[u8], limits: PluginLimits) -> Result<Self, PluginError> {
-        let component = compile(bytes)?;
-        let linker: Linker<GuestState> = Linker::new(engine()?);
-        let pre = linker.instantiate_pre(&component).map_err(|e| PluginError::WrongWorld(chain(&e)))?;
-        let pre = ProjectionPluginPre::new(pre).map_err(|e| PluginError::WrongWorld(chain(&e)))?;
+        let component = compile(bytes, limits.stack_bytes)?;
+        let linker: Linker<GuestState> = Linker::new(component.engine());
+        let wrong =
+            |e: wasmtime::Error| PluginError::WrongWorld(format!("not a projection-plugin: {}", chain(&e)));
+        let pre = linker.instantiate_pre(&component).map_err(wrong)?;
+        let pre = ProjectionPluginPre::new(pre).map_err(wrong)?;
         let mut me = Self {
             info: ProjectionInfo {
                 name: String::new(),
@@ -162,8 +164,12 @@ impl LoadedProjection {
     }
 
     fn instantiate(&mut self) -> wasmtime::Result<()> {
-        let state =
-            GuestState { memory_bytes: self.limits.memory_bytes, memory_refused: false, states: None };
+        let state = GuestState {
+            memory_bytes: self.limits.memory_bytes,
+            memory_refused: false,
+            states: None,
+            host_failure: None,
+        };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| s);
         store.set_fuel(self.limits.fuel_per_call)?;

@@ -7,7 +7,7 @@ use crate::store::StoreError;
 use cap_std::fs::{Dir, OpenOptions};
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// Name of the lock file.
@@ -16,7 +16,7 @@ pub const LOCK_FILE: &str = "LOCK";
 /// The opened, locked data directory.
 pub(crate) struct DataDir {
     dir: Dir,
-    /// Held for the store's lifetime; the `flock` is released when it closes.
+    /// Held for the store's lifetime; the lock is released when it closes.
     _lock: File,
 }
 
@@ -26,10 +26,9 @@ impl DataDir {
         std::fs::create_dir_all(path)?;
         let dir = Dir::open_ambient_dir(path, cap_std::ambient_authority())?;
         let lock = dir.open_with(LOCK_FILE, OpenOptions::new().create(true).write(true))?.into_std();
-        // SAFETY-free FFI: flock on a descriptor we own; no memory is shared.
-        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let err = std::io::Error::last_os_error();
+        // An advisory whole-file lock (flock on Unix), held as long as the
+        // file stays open: a second handle, here or in another process, fails.
+        if let Err(err) = lock.try_lock() {
             return Err(StoreError::Locked(format!(
                 "{} is open in another store handle or process ({err})",
                 path.display()
@@ -61,10 +60,36 @@ impl DataDir {
         Ok(self.dir.open_with(segment_filename(id), &opts)?.into_std())
     }
 
-    /// Creates segment `id`; fails if any file (or symlink) has that name.
-    pub(crate) fn create_segment(&self, id: u64) -> Result<File, StoreError> {
+    /// Creates segment `id` holding exactly `header`, crash-atomically: the
+    /// header is written and fsynced under a temporary name, the file is
+    /// linked to its real name (which fails if anything has that name) and
+    /// the directory fsynced. A crash at any point leaves either no segment
+    /// `id` or one with a whole, durable header; a leftover temporary is
+    /// removed at the next open. `before_link` runs between the staged
+    /// fsync and the link (fault injection). Returns the file, open for
+    /// reading and writing.
+    pub(crate) fn create_segment(
+        &self,
+        id: u64,
+        header: &[u8],
+        before_link: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<File, StoreError> {
+        let name = segment_filename(id);
+        let tmp = format!("{name}.tmp");
+        self.remove_optional(&tmp)?;
         let opts = OpenOptions::new().read(true).write(true).create_new(true).clone();
-        Ok(self.dir.open_with(segment_filename(id), &opts)?.into_std())
+        let file = self.dir.open_with(&tmp, &opts)?.into_std();
+        let staged = file.write_all_at(header, 0).and_then(|()| file.sync_all());
+        let linked = staged.map_err(StoreError::from).and_then(|()| {
+            before_link()?;
+            Ok(self.dir.hard_link(&tmp, &self.dir, &name)?)
+        });
+        // The temporary name goes in every case; the linked name stays.
+        let removed = self.dir.remove_file(&tmp);
+        linked?;
+        removed?;
+        self.sync_dir()?;
+        Ok(file)
     }
 
     /// Creates file `name` for writing; fails if anything has that name.

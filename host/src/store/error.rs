@@ -55,13 +55,20 @@ pub enum StoreError {
         /// The entity's latest clock.
         actual: u32,
     },
-    /// The writer thread is gone (it panicked past its restart budget or the store closed).
+    /// The writer did not reply: it panicked while serving this request,
+    /// panicked past its restart budget, or the store closed. The outcome
+    /// of the request is **unknown**: an append the writer had already
+    /// written may be visible after the writer restarts and is kept on
+    /// reopen. Retry with an idempotency key to make sure it is stored once.
     WriterCrashed,
     /// A projection cache failed.
     CacheFailed(Box<dyn std::error::Error + Send + Sync>),
     /// An invalid configuration value (reported at open).
     Configuration(String),
-    /// Group commit requires an idempotency key on every append.
+    /// batpak 0.3.0 returned this for appends without an idempotency key
+    /// while group commit was on. This crate group-commits any append, so it
+    /// never returns this variant; it is kept so that code matching on
+    /// 0.3.0's errors still compiles.
     IdempotencyRequired,
     /// An idempotency key was reused for a different event.
     IdempotencyConflict {

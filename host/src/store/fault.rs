@@ -78,6 +78,12 @@ pub enum InjectionPoint {
         /// The segment about to be created.
         new_segment: u64,
     },
+    /// A new segment's header is written and fsynced under a temporary
+    /// name; the segment does not exist under its own name yet.
+    SegmentStaged {
+        /// The segment being created.
+        segment: u64,
+    },
     /// A compaction's outputs are written and fsynced; its plan is not yet written.
     CompactionOutputsWritten {
         /// Output segments.

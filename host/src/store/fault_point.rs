@@ -38,6 +38,9 @@ mod enabled {
     pub(crate) fn rotation(old_segment: u64, new_segment: u64) -> Point {
         Some(InjectionPoint::SegmentRotation { old_segment, new_segment })
     }
+    pub(crate) fn segment_staged(segment: u64) -> Point {
+        Some(InjectionPoint::SegmentStaged { segment })
+    }
     pub(crate) fn compaction_outputs_written(outputs: usize) -> Point {
         Some(InjectionPoint::CompactionOutputsWritten { outputs })
     }
@@ -81,6 +84,9 @@ mod enabled {
         None
     }
     pub(crate) fn rotation(_: u64, _: u64) -> Point {
+        None
+    }
+    pub(crate) fn segment_staged(_: u64) -> Point {
         None
     }
     pub(crate) fn compaction_outputs_written(_: usize) -> Point {

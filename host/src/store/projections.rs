@@ -48,6 +48,20 @@ struct Installed {
     status: ProjectionStatus,
     watermark: Option<u64>,
     since_snapshot: u64,
+    /// Set while a batch folds its items in tentatively: what to go back
+    /// to if the batch is rejected. Readers other than the writer's gates
+    /// wait until it is cleared, so they never see an uncommitted item.
+    pending: Option<PreImage>,
+}
+
+/// A projection as it stood before a batch began folding into it.
+struct PreImage {
+    /// The guest state's snapshot, taken before the first event the
+    /// projection wanted (none if it wanted none of the batch so far).
+    state: Option<Vec<u8>>,
+    status: ProjectionStatus,
+    watermark: Option<u64>,
+    since_snapshot: u64,
 }
 
 /// Every installed projection.
@@ -57,6 +71,8 @@ pub(crate) struct ProjectionSet {
     count: AtomicUsize,
     /// Signalled after each background catch-up.
     progressed: (Mutex<()>, parking_lot::Condvar),
+    /// Signalled when a batch's tentative folds are committed or undone.
+    settled: (Mutex<()>, parking_lot::Condvar),
 }
 
 const SNAP_MAGIC: &[u8; 8] = b"BPSNAP01";
@@ -72,6 +88,7 @@ impl ProjectionSet {
             map: RwLock::new(BTreeMap::new()),
             count: AtomicUsize::new(0),
             progressed: (Mutex::new(()), parking_lot::Condvar::new()),
+            settled: (Mutex::new(()), parking_lot::Condvar::new()),
         }
     }
 
@@ -98,6 +115,119 @@ impl ProjectionSet {
                 }
             }
             self.maybe_snapshot(&name, &mut p);
+        }
+    }
+
+    /// The in-writer projections, in name order.
+    fn in_writer(&self) -> Vec<(String, Arc<Mutex<Installed>>)> {
+        self.map
+            .read()
+            .iter()
+            .filter(|(_, v)| !v.lock().plugin.in_background_mode())
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect()
+    }
+
+    /// Folds one item of a batch that is not committed yet, so that the
+    /// gates of the batch's later items see it. Each projection's state is
+    /// saved the first time the batch folds an event it wants; the batch
+    /// then ends with [`ProjectionSet::commit_tentative`] or
+    /// [`ProjectionSet::undo_tentative`]. Never persists a snapshot.
+    pub(crate) fn fold_tentative(&self, event: &ProjectionEvent<'_>) {
+        for (name, inst) in self.in_writer() {
+            let mut p = inst.lock();
+            let p = &mut *p;
+            let pre = p.pending.get_or_insert_with(|| PreImage {
+                state: None,
+                status: p.status.clone(),
+                watermark: p.watermark,
+                since_snapshot: p.since_snapshot,
+            });
+            let live = matches!(p.status, ProjectionStatus::Ready { .. });
+            if live && pre.state.is_none() && p.proj.wants(event.coord, event.kind) {
+                match p.proj.snapshot() {
+                    Ok(bytes) => pre.state = Some(bytes),
+                    Err(why) => {
+                        // Without a copy the fold could not be undone: the
+                        // projection fails now, before and after the batch.
+                        let failed = ProjectionStatus::Failed {
+                            error: format!("snapshot before a batch failed: {why}"),
+                            sequence: event.sequence,
+                        };
+                        pre.status = failed.clone();
+                        p.status = failed;
+                        tracing::warn!(projection = %name, error = %why, "projection failed");
+                        continue;
+                    }
+                }
+            }
+            if let Err(why) = fold(p, event) {
+                tracing::debug!(projection = %name, sequence = event.sequence, error = %why,
+                    "projection failed on an uncommitted batch item");
+            }
+        }
+    }
+
+    /// The batch whose items were folded tentatively is committed: keep
+    /// the folds, snapshot where due, and let waiting readers in.
+    pub(crate) fn commit_tentative(&self) {
+        for (name, inst) in self.in_writer() {
+            let mut p = inst.lock();
+            if p.pending.take().is_some() {
+                self.maybe_snapshot(&name, &mut p);
+            }
+        }
+        self.settle();
+    }
+
+    /// The batch was rejected: every projection goes back to exactly the
+    /// state, status and watermark it had before the batch.
+    pub(crate) fn undo_tentative(&self) {
+        for (name, inst) in self.in_writer() {
+            let mut p = inst.lock();
+            let Some(pre) = p.pending.take() else { continue };
+            p.status = pre.status;
+            p.watermark = pre.watermark;
+            p.since_snapshot = pre.since_snapshot;
+            if let Some(state) = pre.state {
+                if let Err(why) = p.proj.init(Some(state)) {
+                    let sequence = p.watermark.unwrap_or(0);
+                    tracing::warn!(projection = %name, error = %why, "projection could not be restored");
+                    p.status = ProjectionStatus::Failed {
+                        error: format!("restoring the state from before a rejected batch failed: {why}"),
+                        sequence,
+                    };
+                }
+            }
+        }
+        self.settle();
+    }
+
+    fn settle(&self) {
+        let _guard = self.settled.0.lock();
+        self.settled.1.notify_all();
+    }
+
+    /// Runs `f` on `name` once no batch is folding into it tentatively,
+    /// so a reader outside the writer never sees an uncommitted item.
+    fn with_settled<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut Installed) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let inst =
+            self.get(name).ok_or_else(|| StoreError::Plugin(PluginError::UnknownProjection(name.into())))?;
+        let mut settled = self.settled.0.lock();
+        loop {
+            let mut p = inst.lock();
+            if p.pending.is_none() {
+                drop(settled);
+                return f(&mut p);
+            }
+            drop(p);
+            // The writer clears `pending` and then takes `settled` to notify;
+            // holding `settled` across the check loses no wake-up.
+            self.settled.1.wait_for(&mut settled, std::time::Duration::from_millis(50));
         }
     }
 
@@ -200,6 +330,7 @@ impl ProjectionSet {
             status: ProjectionStatus::Ready { applied_through: watermark },
             watermark,
             since_snapshot: 0,
+            pending: None,
         }));
         let mut guard = inst.lock();
         if self.map.write().insert(name.to_string(), Arc::clone(&inst)).is_none() {
@@ -245,36 +376,42 @@ impl ProjectionSet {
         self.dir.remove_optional(&snapshot_file(name))
     }
 
-    /// The state `name` holds for `key`.
+    /// The state `name` holds for `key`, as of the last committed event.
     pub(crate) fn state(&self, name: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with_settled(name, |p| read_state(name, p, key))
+    }
+
+    /// The state `name` holds for `key` as the writer's gates see it: with
+    /// the earlier items of the batch being gated folded in.
+    fn state_for_gate(&self, name: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let inst =
             self.get(name).ok_or_else(|| StoreError::Plugin(PluginError::UnknownProjection(name.into())))?;
         let mut p = inst.lock();
-        if let ProjectionStatus::Failed { error, sequence } = &p.status {
-            return Err(failed(name, error.clone(), *sequence));
-        }
-        let seq = p.watermark.unwrap_or(0);
-        p.proj.read(key).map_err(|e| failed(name, e, seq))
+        read_state(name, &mut p, key)
     }
 
     /// Where `name` stands, and what it declared.
     pub(crate) fn status(&self, name: &str) -> Option<(ProjectionStatus, ProjectionInfo)> {
         let inst = self.get(name)?;
         let p = inst.lock();
-        let status = match &p.status {
-            ProjectionStatus::Ready { .. } => ProjectionStatus::Ready { applied_through: p.watermark },
+        let (status, watermark) = match &p.pending {
+            Some(pre) => (&pre.status, pre.watermark),
+            None => (&p.status, p.watermark),
+        };
+        let status = match status {
+            ProjectionStatus::Ready { .. } => ProjectionStatus::Ready { applied_through: watermark },
             failed => failed.clone(),
         };
         Some((status, p.proj.info.clone()))
     }
 
-    /// The whole state of `name` (its snapshot bytes).
+    /// The whole state of `name` (its snapshot bytes), as of the last
+    /// committed event.
     pub(crate) fn snapshot_bytes(&self, name: &str) -> Result<Vec<u8>, StoreError> {
-        let inst =
-            self.get(name).ok_or_else(|| StoreError::Plugin(PluginError::UnknownProjection(name.into())))?;
-        let mut p = inst.lock();
-        let seq = p.watermark.unwrap_or(0);
-        p.proj.snapshot().map_err(|e| failed(name, e, seq))
+        self.with_settled(name, |p| {
+            let seq = p.watermark.unwrap_or(0);
+            p.proj.snapshot().map_err(|e| failed(name, e, seq))
+        })
     }
 }
 
@@ -480,12 +617,25 @@ fn fold(p: &mut Installed, e: &ProjectionEvent<'_>) -> Result<(), String> {
     Ok(())
 }
 
+/// One key's state, or the failure that stops the projection answering.
+fn read_state(name: &str, p: &mut Installed, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    if let ProjectionStatus::Failed { error, sequence } = &p.status {
+        return Err(failed(name, error.clone(), *sequence));
+    }
+    let seq = p.watermark.unwrap_or(0);
+    p.proj.read(key).map_err(|e| failed(name, e, seq))
+}
+
 fn failed(name: &str, error: String, sequence: u64) -> StoreError {
     StoreError::Plugin(PluginError::ProjectionFailed { name: name.to_string(), error, sequence })
 }
 
 impl StateReader for ProjectionSet {
-    fn read(&self, projection: &str, key: &str) -> Option<Vec<u8>> {
-        self.state(projection, key).ok().flatten()
+    fn read(&self, projection: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
+        match self.state_for_gate(projection, key) {
+            Ok(state) => Ok(state),
+            Err(StoreError::Plugin(PluginError::UnknownProjection(_))) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
     }
 }

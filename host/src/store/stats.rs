@@ -7,7 +7,8 @@ use std::path::PathBuf;
 /// Counts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreStats {
-    /// Visible events.
+    /// Visible events, without those a compaction removed (so it can be
+    /// less than `global_sequence`).
     pub event_count: usize,
     /// The next global sequence.
     pub global_sequence: u64,

@@ -71,13 +71,16 @@ impl Store<Open> {
 
     /// Counts.
     pub fn stats(&self) -> StoreStats {
-        StoreStats { event_count: self.index.visible() as usize, global_sequence: self.index.inserted() }
+        StoreStats {
+            event_count: self.index.visible_count() as usize,
+            global_sequence: self.index.inserted(),
+        }
     }
 
     /// Counts, settings and how the index was recovered.
     pub fn diagnostics(&self) -> StoreDiagnostics {
         StoreDiagnostics {
-            event_count: self.index.visible() as usize,
+            event_count: self.index.visible_count() as usize,
             global_sequence: self.index.inserted(),
             visible_sequence: self.index.visible(),
             data_dir: self.cfg.data_dir.clone(),

@@ -4,6 +4,18 @@ use crate::store::*;
 
 impl Store<Open> {
     /// Appends one event with a fresh id; its correlation id is its own id.
+    ///
+    /// **Durability.** By default (`sync.every_n_events = 1000`) `Ok` means
+    /// the event was written to the OS and is visible, *not* that it was
+    /// fsynced: it survives a process crash, but a power loss may take up to
+    /// the last 999 acknowledged single appends. Set `every_n_events` to 1
+    /// (or call [`Store::sync`]) for an fsync before every reply; batches
+    /// are always fsynced before their reply. See docs/design.md
+    /// ("Durability contract").
+    ///
+    /// Gates run first: a denial is `Err(StoreError::Denied)` and writes
+    /// nothing. `Err(StoreError::WriterCrashed)` or `Err(StoreError::Poisoned)`
+    /// leave the outcome unknown: retry with an idempotency key.
     pub fn append(
         &self,
         coord: &Coordinate,

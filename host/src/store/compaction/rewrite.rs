@@ -307,12 +307,10 @@ impl Outputs<'_, '_> {
     fn seal(&mut self) -> Result<(), StoreError> {
         let Some(mut out) = self.current.take() else { return Ok(()) };
         out.flush()?;
-        let refs = |e: &IndexEntry| {
-            let id = |s: &Arc<str>| out.strings.get(s).copied().unwrap_or(0);
-            (id(e.coord.entity_arc()), id(e.coord.scope_arc()))
-        };
+        let refs = |e: &IndexEntry| footer::string_refs(&out.strings, e);
         let anchored = |e: &IndexEntry| out.anchored.contains(&e.global_sequence);
-        let bytes = footer::encode(out.len, &out.string_list, &out.gate_sets, &out.entries, refs, anchored);
+        let bytes = footer::encode(out.len, &out.string_list, &out.gate_sets, &out.entries, refs, anchored)
+            .map_err(|why| StoreError::corrupt(out.id, format!("compaction output footer: {why}")))?;
         out.file.write_all_at(&bytes, out.len)?;
         out.file.sync_all()?;
         self.sizes += out.len + bytes.len() as u64;

@@ -96,6 +96,10 @@ pub(crate) struct IndexGen {
     inserted: AtomicU64,
     /// Exclusive upper bound of visible sequences.
     visible: AtomicU64,
+    /// Entries inserted (fewer than `inserted` where compaction removed some).
+    entries: AtomicU64,
+    /// Entries visible as of the last publish.
+    visible_entries: AtomicU64,
     /// Log chunks `0..ahead` are allocated or being allocated in advance.
     pub(super) ahead: AtomicUsize,
 }
@@ -120,6 +124,8 @@ impl IndexGen {
             ids: foldhash::fast::RandomState::default(),
             inserted: AtomicU64::new(0),
             visible: AtomicU64::new(0),
+            entries: AtomicU64::new(0),
+            visible_entries: AtomicU64::new(0),
             ahead: AtomicUsize::new(0),
         }
     }
@@ -270,6 +276,7 @@ impl IndexGen {
         if let Some(c) = e.causation_id {
             maps.causations.insert(slot_no, c);
         }
+        self.entries.fetch_add(1, Ordering::Relaxed);
         self.inserted.store(seq + 1, Ordering::Release);
         Ok(())
     }
@@ -291,9 +298,17 @@ impl IndexGen {
 
     /// Makes every inserted entry visible.
     pub(crate) fn publish(&self) {
+        // Only the writer inserts, so the count read here matches `up_to`.
+        self.visible_entries.store(self.entries.load(Ordering::Relaxed), Ordering::Release);
         let up_to = self.inserted.load(Ordering::Acquire);
         let previous = self.visible.swap(up_to, Ordering::AcqRel);
         debug_assert!(previous <= up_to, "the watermark never moves backwards");
+    }
+
+    /// How many events are visible (sequences removed by compaction are
+    /// not counted).
+    pub(crate) fn visible_count(&self) -> u64 {
+        self.visible_entries.load(Ordering::Acquire)
     }
 
     /// Exclusive bound of visible sequences.

@@ -125,6 +125,8 @@ impl StoreIndex {
         fn intern_with_id(&self, s: &str) -> Result<(Arc<str>, u32), String>;
         /// Exclusive bound of visible sequences.
         fn visible(&self) -> u64;
+        /// How many events are visible (without those compaction removed).
+        fn visible_count(&self) -> u64;
         /// The next sequence.
         fn inserted(&self) -> u64;
         /// The entry at `seq`, visible or not.

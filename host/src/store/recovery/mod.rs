@@ -34,6 +34,11 @@ pub struct RecoveryReport {
     pub discarded_batches: u32,
     /// Why the checkpoint was not used, if one existed.
     pub checkpoint_rejected: Option<String>,
+    /// A newest segment that a crash left without a whole header (so
+    /// without any event), removed durably. Segments are created
+    /// crash-atomically, so only stores written by older versions, or file
+    /// systems that lose a synced header, leave one.
+    pub removed_unborn_segment: Option<u64>,
 }
 
 /// What open needs from recovery besides the filled index.
@@ -64,9 +69,19 @@ pub(crate) fn recover(dir: &DataDir, use_checkpoint: bool) -> Result<(StoreIndex
     dir.remove_stale_temporaries()?;
     crate::store::compaction::plan::recover(dir)?;
     let index = StoreIndex::new();
-    let segments = list_segments(dir.dir())?;
-    let mut resume = None;
+    let mut segments = list_segments(dir.dir())?;
     let mut report = RecoveryReport::default();
+    if let Some(&last) = segments.last() {
+        if remove_if_unborn(dir, last)? {
+            tracing::warn!(
+                segment = last,
+                "removed a newest segment without a whole header (crash artifact)"
+            );
+            segments.pop();
+            report.removed_unborn_segment = Some(last);
+        }
+    }
+    let mut resume = None;
     let mut gate_sets = Vec::new();
     if use_checkpoint {
         match dir.read_optional(CHECKPOINT_FILE)?.map(|b| try_checkpoint(dir, &b, &segments)).transpose() {
@@ -85,6 +100,27 @@ pub(crate) fn recover(dir: &DataDir, use_checkpoint: bool) -> Result<(StoreIndex
     index.publish();
     tracing::info!(events = index.visible(), segments = segments.len(), ?report, "index recovered");
     Ok((index, Recovered { segments, gate_sets, report, resume }))
+}
+
+/// Removes segment `id` (durably) if it holds less than a whole header or
+/// a header of zeros: a file whose creation a crash interrupted, which can
+/// hold no event. Returns whether it did.
+fn remove_if_unborn(dir: &DataDir, id: u64) -> Result<bool, StoreError> {
+    let file = dir.open_segment(id)?;
+    let len = file.metadata()?.len();
+    let unborn = if len < SEGMENT_HEADER_LEN as u64 {
+        true
+    } else {
+        let mut header = [0u8; SEGMENT_HEADER_LEN];
+        file.read_exact_at(&mut header, 0)?;
+        header.iter().all(|b| *b == 0)
+    };
+    if unborn {
+        drop(file);
+        dir.remove_optional(&crate::store::segment::file::segment_filename(id))?;
+        dir.sync_dir()?;
+    }
+    Ok(unborn)
 }
 
 /// Decodes the checkpoint and checks it describes the directory as it is:

@@ -30,17 +30,19 @@ const FOOTER_DENSE: u8 = 2;
 const FOOTER_SPARSE: u8 = 3;
 
 /// Encodes the footer for a segment that ends at `footer_start`. `refs`
-/// gives an entry's (entity, scope) string-table references; `anchored`
-/// says whether its previous hash must be stored (compaction removed the
-/// event it chains from).
+/// gives an entry's (entity, scope) string-table references, or says why
+/// it has none (a bug: every entry's strings were framed in the segment);
+/// `anchored` says whether its previous hash must be stored (compaction
+/// removed the event it chains from).
 pub(crate) fn encode(
     footer_start: u64,
     strings: &[Arc<str>],
     gate_sets: &[(u32, Vec<u8>)],
     entries: &[IndexEntry],
-    refs: impl Fn(&IndexEntry) -> (u32, u32),
+    refs: impl Fn(&IndexEntry) -> Result<(u32, u32), String>,
     anchored: impl Fn(&IndexEntry) -> bool,
-) -> Vec<u8> {
+) -> Result<Vec<u8>, String> {
+    let count = u32::try_from(entries.len()).map_err(|_| "more than 2^32 entries in one footer")?;
     let mut out = Vec::with_capacity(64 + entries.len() * 80);
     let dense = entries.windows(2).all(|w| w[1].global_sequence == w[0].global_sequence + 1);
     out.put_u8(if dense { FOOTER_DENSE } else { FOOTER_SPARSE });
@@ -63,14 +65,14 @@ pub(crate) fn encode(
             out.put_varint(e.global_sequence - next_seq);
         }
         next_seq = e.global_sequence + 1;
-        put_entry(&mut out, e, refs(e), anchored(e), &mut st);
+        put_entry(&mut out, e, refs(e)?, anchored(e), &mut st);
     }
     let crc = crc32fast::hash(&out);
     out.put_u32(crc);
     out.put_u64(footer_start);
-    out.put_u32(u32::try_from(entries.len()).unwrap_or(u32::MAX));
+    out.put_u32(count);
     out.extend_from_slice(FOOTER_MAGIC);
-    out
+    Ok(out)
 }
 
 /// Where the footer of a segment's bytes starts, if it has a trailer.
@@ -160,4 +162,19 @@ pub(crate) fn decode(
         return Err(corrupt("trailing bytes"));
     }
     Ok(gate_sets)
+}
+
+/// An entry's (entity, scope) ids in a segment's string table. Every
+/// string is framed before the first event that uses it, so a miss is a
+/// bug; it is reported, never written as a wrong id.
+pub(crate) fn string_refs<S: std::hash::BuildHasher>(
+    strings: &std::collections::HashMap<Arc<str>, u32, S>,
+    e: &IndexEntry,
+) -> Result<(u32, u32), String> {
+    let id = |s: &Arc<str>| {
+        strings.get(s).copied().ok_or_else(|| {
+            format!("sequence {}: `{s}` is not in the segment's string table", e.global_sequence)
+        })
+    };
+    Ok((id(e.coord.entity_arc())?, id(e.coord.scope_arc())?))
 }

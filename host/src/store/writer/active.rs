@@ -44,19 +44,18 @@ fn zero_ahead(segment_max_bytes: u64) -> u64 {
 }
 
 impl ActiveSegment {
-    /// Creates segment `id` with its header, durably (file and directory).
+    /// Creates segment `id` with its header, crash-atomically and durably
+    /// (see `DataDir::create_segment`).
     pub(crate) fn create(
         dir: &DataDir,
         id: u64,
         first_seq: u64,
         now_us: i64,
         segment_max_bytes: u64,
+        before_link: impl FnOnce() -> Result<(), StoreError>,
     ) -> Result<Self, StoreError> {
-        let file = dir.create_segment(id)?;
         let header = SegmentHeader::new(id, now_us).encode();
-        file.write_all_at(&header, 0)?;
-        file.sync_all()?;
-        dir.sync_dir()?;
+        let file = dir.create_segment(id, &header, before_link)?;
         Ok(Self {
             id,
             file: Arc::new(file),
@@ -179,12 +178,10 @@ impl ActiveSegment {
     pub(crate) fn seal(&self, index: &StoreIndex, end_seq: u64) -> Result<u64, StoreError> {
         self.cut_back()?;
         let entries: Vec<IndexEntry> = (self.first_seq..end_seq).filter_map(|s| index.get_any(s)).collect();
-        let refs = |e: &IndexEntry| {
-            let id = |s: &Arc<str>| self.strings.get(s).copied().unwrap_or(0);
-            (id(e.coord.entity_arc()), id(e.coord.scope_arc()))
-        };
+        let refs = |e: &IndexEntry| footer::string_refs(&self.strings, e);
         // Writer appends always chain from the entity's head: never anchored.
-        let bytes = footer::encode(self.len, &self.string_list, &self.gate_sets, &entries, refs, |_| false);
+        let bytes = footer::encode(self.len, &self.string_list, &self.gate_sets, &entries, refs, |_| false)
+            .map_err(|why| StoreError::corrupt(self.id, format!("footer not written: {why}")))?;
         let written = self.file.write_all_at(&bytes, self.len).and_then(|()| self.file.sync_all());
         if let Err(e) = written {
             // Leave no half footer behind: the segment stays active and unsealed.

@@ -50,7 +50,21 @@ impl Writer {
         if let Some(replayed) = self.replay_batch(&req.items)? {
             return Ok(replayed);
         }
-        let plans = self.plan_batch(req)?;
+        // Items before the last are folded into the in-writer projections
+        // as soon as their gates pass, so later items' gates see them.
+        let tentative = req.items.len() > 1 && !self.projections.is_empty();
+        let staged = self.stage_new_batch(req, tentative);
+        if tentative && staged.is_err() {
+            // Rejected or failed: no projection keeps any item of it.
+            self.projections.undo_tentative();
+        }
+        staged
+    }
+
+    /// Plans, gates, writes and indexes a batch that is not a retry. With
+    /// `tentative`, every item but the last was folded while planning.
+    fn stage_new_batch(&mut self, req: &BatchRequest, tentative: bool) -> Result<Staged, StoreError> {
+        let plans = self.plan_batch(req, tentative)?;
         let base = self.index.inserted();
         let count = req.items.len();
         inject(&self.cfg, fp::batch_start(base, count)).map_err(|e| e.in_batch(0, BatchStage::Writing))?;
@@ -83,7 +97,13 @@ impl Writer {
             self.poison(&why);
             StoreError::Poisoned(why)
         })?;
-        if !self.projections.is_empty() {
+        if tentative {
+            // Committed: keep the tentative folds, then fold the last item.
+            self.projections.commit_tentative();
+            if let Some(last) = planned.last() {
+                self.projections.apply(&[last.projection_event()]);
+            }
+        } else if !self.projections.is_empty() {
             let events: Vec<_> = planned.iter().map(Planned::projection_event).collect();
             self.projections.apply(&events);
         }
@@ -124,8 +144,14 @@ impl Writer {
         }
     }
 
-    /// Fixes ids, clocks, wall times and chain links; runs CAS and gates per item.
-    fn plan_batch(&mut self, req: &BatchRequest) -> Result<Vec<ItemPlan>, StoreError> {
+    /// Fixes ids, clocks, wall times and chain links; runs CAS and gates per
+    /// item, in order. With `tentative`, each item but the last is folded
+    /// into the in-writer projections once its gates pass, so item k is
+    /// gated against the state after items 0..k-1 (the caller undoes the
+    /// folds if the batch is rejected).
+    fn plan_batch(&mut self, req: &BatchRequest, tentative: bool) -> Result<Vec<ItemPlan>, StoreError> {
+        let base = self.index.inserted();
+        let last_item = req.items.len().saturating_sub(1);
         // Each entity's head as of the items planned so far, and its last item.
         let mut heads: HashMap<Arc<str>, (Head, Option<usize>)> = HashMap::default();
         let mut plans: Vec<ItemPlan> = Vec::with_capacity(req.items.len());
@@ -156,6 +182,16 @@ impl Writer {
             };
             self.gates.evaluate(&input).map_err(|d| StoreError::Denied(d).in_batch(i, BatchStage::Gating))?;
             let (clock, wall_ms) = head.next(req.timestamp_us);
+            if tentative && i < last_item {
+                self.projections.fold_tentative(&crate::plugin::ProjectionEvent {
+                    coord: &item.coord,
+                    kind: item.kind,
+                    payload: &item.payload_bytes,
+                    event_id,
+                    sequence: base + i as u64,
+                    clock,
+                });
+            }
             let prev = last.map_or(Prev::Head(head.hash), Prev::Item);
             plans.push(ItemPlan { event_id, correlation_id, causation_id, clock, wall_ms, prev });
             heads.insert(Arc::clone(entity), (Head { clock: Some(clock), hash: [0; 32], wall_ms }, Some(i)));

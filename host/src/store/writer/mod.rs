@@ -439,6 +439,7 @@ impl Writer {
             self.index.inserted(),
             self.cfg.now_us(),
             self.cfg.segment_max_bytes,
+            || inject(&self.cfg, crate::store::fault_point::segment_staged(next_id)),
         )?;
         self.segments.push(next_id);
         self.checkpoint_current = false;

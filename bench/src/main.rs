@@ -153,6 +153,22 @@ fn main() -> anyhow::Result<()> {
             println!("  (segment files before: ours {o_files}, batpak-0.3.0 {r_files})");
         }
     }
+    if plan.wants("stateful_batch") {
+        let batches = if plan.quick { 10 } else { 40 };
+        let runs: Vec<[f64; 3]> = (0..plan.runs()).map(|_| ours::stateful_batch(batches)).collect();
+        let col = |k: usize| {
+            let mut v: Vec<f64> = runs.iter().map(|r| r[k]).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (none, proj, gated) = (col(0), col(1), col(2));
+        println!(
+            "stateful_batch_1000: no plugin {none:.0} ev/s, balance projection {proj:.0} ev/s, \
+             projection + overdraft gate {gated:.0} ev/s; gated/none {:.3}, gated/projection {:.3}",
+            gated / none,
+            gated / proj
+        );
+    }
     if plan.wants("gates") {
         ours::gate_workloads(&plan)?;
     }

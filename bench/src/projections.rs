@@ -167,7 +167,7 @@ pub fn native_project(plan: &Plan) -> anyhow::Result<()> {
         s.close()?;
         Ok(ms)
     };
-    let ours = ours_with(batpak::store::StoreConfig::new(ours_dir.path()).replay_scratch_events)?;
+    let ours = ours_with(batpak::store::StoreConfig::new(ours_dir.path()).index.replay_scratch_events)?;
     // The same without the kept event vector: every call parses into fresh
     // values and frees them (how fast depends on the allocator's state).
     let ours_unkept = ours_with(0)?;

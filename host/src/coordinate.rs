@@ -280,3 +280,8 @@ impl fmt::Display for DagPosition {
         write!(f, "{}:{}:{}@{}.{}", self.depth, self.lane, self.sequence, self.wall_ms, self.counter)
     }
 }
+
+/// [`DagPosition`] at the path batpak 0.3.0 gives it (`coordinate::position`).
+pub mod position {
+    pub use super::DagPosition;
+}

@@ -39,38 +39,8 @@ pub struct Committed<T> {
     pub hash: [u8; 32],
 }
 
-/// Why a proposal may skip the gates.
-pub trait BypassReason: Send + Sync {
-    /// Short name.
-    fn name(&self) -> &'static str;
-    /// Why skipping the gates is right here.
-    fn justification(&self) -> &'static str;
-}
-
-/// Proof that a proposal skipped the gates, and why.
-pub struct BypassReceipt<T> {
-    payload: T,
-    reason: &'static dyn BypassReason,
-}
-
-impl<T> BypassReceipt<T> {
-    /// The payload.
-    pub fn payload(&self) -> &T {
-        &self.payload
-    }
-    /// The reason's name.
-    pub fn reason(&self) -> &'static str {
-        self.reason.name()
-    }
-    /// The reason's justification.
-    pub fn justification(&self) -> &'static str {
-        self.reason.justification()
-    }
-    /// The payload.
-    pub fn into_payload(self) -> T {
-        self.payload
-    }
-}
+pub mod bypass;
+pub use bypass::{bypass, BypassReason, BypassReceipt};
 
 /// Gates, then commit.
 pub struct Pipeline<Ctx> {
@@ -98,9 +68,9 @@ impl<Ctx> Pipeline<Ctx> {
         f(payload)
     }
 
-    /// Skips the gates for a named reason.
+    /// Skips the gates for a named reason (the same as [`bypass()`]).
     pub fn bypass<T>(proposal: Proposal<T>, reason: &'static dyn BypassReason) -> BypassReceipt<T> {
-        BypassReceipt { payload: proposal.into_inner(), reason }
+        bypass(proposal, reason)
     }
 
     /// Commits a bypassed payload with `f`.
@@ -108,6 +78,6 @@ impl<Ctx> Pipeline<Ctx> {
         receipt: BypassReceipt<T>,
         f: impl FnOnce(T) -> Result<Committed<T>, E>,
     ) -> Result<Committed<T>, E> {
-        f(receipt.payload)
+        f(receipt.into_payload())
     }
 }

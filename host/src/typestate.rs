@@ -103,3 +103,8 @@ macro_rules! define_typestate {
         }
     };
 }
+
+/// [`Transition`] at the path batpak 0.3.0 gives it (`typestate::transition`).
+pub mod transition {
+    pub use super::Transition;
+}

@@ -3,7 +3,6 @@
 //! forks children (see crash_storage.rs for why that matters).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // test code
-
 #![cfg(feature = "dangerous-test-hooks")]
 
 use batpak::prelude::*;

@@ -68,13 +68,17 @@ fn writer_restarts_once_then_reports_crashed() {
     let tmp = tempfile::tempdir().expect("tmp");
     let store = Store::open(StoreConfig::new(tmp.path())).expect("open");
     store.append(&coord(), EventKind::DATA, &json!({"n": 1})).expect("append");
-    store.panic_writer_for_test();
+    store.panic_writer_for_test().expect("the writer panics");
     store.append(&coord(), EventKind::DATA, &json!({"n": 2})).expect("restarted writer serves");
-    store.panic_writer_for_test();
+    store.panic_writer_for_test().expect("the writer panics");
     assert!(matches!(
         store.append(&coord(), EventKind::DATA, &json!({"n": 3})),
         Err(StoreError::WriterCrashed)
     ));
+    assert!(
+        matches!(store.panic_writer_for_test(), Err(StoreError::WriterCrashed)),
+        "no writer left to panic"
+    );
     drop(store);
     let store = Store::open(StoreConfig::new(tmp.path())).expect("reopen");
     assert_eq!(store.stats().event_count, 2);

@@ -4,12 +4,14 @@
 pub mod hash;
 pub mod header;
 pub mod kind;
+pub mod sourcing;
 
 pub use hash::HashChain;
 #[cfg(feature = "blake3")]
 pub use hash::{compute_hash, verify_chain};
 pub use header::{EventHeader, FLAG_REPLAY, FLAG_REQUIRES_ACK, FLAG_TRANSACTIONAL};
 pub use kind::EventKind;
+pub use sourcing::{EventSourced, Reactive};
 
 use crate::coordinate::{Coordinate, DagPosition};
 use serde::{Deserialize, Serialize};
@@ -48,8 +50,8 @@ impl<P> Event<P> {
     }
 
     /// The event position.
-    pub fn position(&self) -> DagPosition {
-        self.header.position
+    pub fn position(&self) -> &DagPosition {
+        &self.header.position
     }
 
     /// Whether this is the first event of its entity's chain.
@@ -72,26 +74,9 @@ pub struct StoredEvent<P> {
     pub event: Event<P>,
 }
 
-/// State rebuilt by folding an entity's events.
-pub trait EventSourced<P>: Sized {
-    /// Builds the state from events in order; `None` if there is nothing to build.
-    fn from_events(events: &[Event<P>]) -> Option<Self>;
-    /// Folds one more event in.
-    fn apply_event(&mut self, event: &Event<P>);
-    /// The kinds this state cares about (empty = all).
-    fn relevant_event_kinds() -> &'static [EventKind];
-    /// Bumped when the state's shape changes, so cached states are not reused.
-    fn schema_version() -> u64 {
-        0
+impl<P> StoredEvent<P> {
+    /// The event position.
+    pub fn position(&self) -> &DagPosition {
+        self.event.position()
     }
-    /// Whether `apply_event` on a cached state equals `from_events` on the whole stream.
-    fn supports_incremental_apply() -> bool {
-        false
-    }
-}
-
-/// Something that answers an event with new events to append.
-pub trait Reactive<P> {
-    /// The events to append in reaction to `event`.
-    fn react(&self, event: &Event<P>) -> Vec<(Coordinate, EventKind, P)>;
 }

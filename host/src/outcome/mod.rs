@@ -1,9 +1,9 @@
 //! [`Outcome`]: a result that can also be "retry later", "pending", "cancelled"
 //! or a batch of outcomes, with combinators that distribute over batches.
 
-mod combine;
-mod error;
-mod wait;
+pub mod combine;
+pub mod error;
+pub mod wait;
 
 pub use combine::{join_all, join_any, zip};
 pub use error::{ErrorKind, OutcomeError};

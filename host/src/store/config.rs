@@ -96,6 +96,10 @@ pub struct WriterConfig {
     pub restart_policy: RestartPolicy,
     /// Most queued commands served after a shutdown request (default 1024).
     pub shutdown_drain_limit: usize,
+    /// Gates installed at open, in evaluation order (they run inside the
+    /// writer). Not a batpak 0.3.0 field: 0.3.0 code that builds this struct
+    /// with `..Default::default()` still compiles.
+    pub gates: Vec<crate::plugin::GatePlugin>,
 }
 
 impl Default for WriterConfig {
@@ -105,6 +109,7 @@ impl Default for WriterConfig {
             stack_size: None,
             restart_policy: RestartPolicy::Once,
             shutdown_drain_limit: 1024,
+            gates: Vec::new(),
         }
     }
 }
@@ -135,11 +140,21 @@ pub struct IndexConfig {
     pub incremental_projection: bool,
     /// Whether `close()` writes `index.ckpt` for a fast next open (default true).
     pub enable_checkpoint: bool,
+    /// Most events whose parsed form `Store::project` keeps between
+    /// replays, to overwrite in place the next time (default 16 384; 0
+    /// keeps none; at most 2^20). Also bounded by 4 MiB of stored payload.
+    /// Not a batpak 0.3.0 field (see [`WriterConfig::gates`]).
+    pub replay_scratch_events: usize,
 }
 
 impl Default for IndexConfig {
     fn default() -> Self {
-        Self { layout: IndexLayout::AoS, incremental_projection: false, enable_checkpoint: true }
+        Self {
+            layout: IndexLayout::AoS,
+            incremental_projection: false,
+            enable_checkpoint: true,
+            replay_scratch_events: 16_384,
+        }
     }
 }
 
@@ -171,12 +186,6 @@ pub struct StoreConfig {
     pub index: IndexConfig,
     /// The store's clock (default: the system clock).
     pub clock: Option<Clock>,
-    /// Gates installed at open, in evaluation order.
-    pub gates: Vec<crate::plugin::GatePlugin>,
-    /// Most events whose parsed form `Store::project` keeps between
-    /// replays, to overwrite in place the next time (default 16 384; 0
-    /// keeps none). Also bounded by 4 MiB of stored payload.
-    pub replay_scratch_events: usize,
     /// Fault injection for crash tests.
     #[cfg(feature = "dangerous-test-hooks")]
     pub fault_injector: Option<Arc<dyn crate::store::fault::FaultInjector>>,
@@ -205,8 +214,6 @@ impl StoreConfig {
             sync: SyncConfig::default(),
             index: IndexConfig::default(),
             clock: None,
-            gates: Vec::new(),
-            replay_scratch_events: 16_384,
             #[cfg(feature = "dangerous-test-hooks")]
             fault_injector: None,
         }
@@ -253,8 +260,8 @@ impl StoreConfig {
         self
     }
     /// Sets `writer.stack_size`.
-    pub fn with_writer_stack_size(mut self, v: usize) -> Self {
-        self.writer.stack_size = Some(v);
+    pub fn with_writer_stack_size(mut self, v: Option<usize>) -> Self {
+        self.writer.stack_size = v;
         self
     }
     /// Sets `writer.restart_policy`.
@@ -299,12 +306,12 @@ impl StoreConfig {
     }
     /// Sets `replay_scratch_events`.
     pub fn with_replay_scratch_events(mut self, v: usize) -> Self {
-        self.replay_scratch_events = v;
+        self.index.replay_scratch_events = v;
         self
     }
     /// Appends a WebAssembly gate to the gates installed at open.
     pub fn with_gate(mut self, gate: crate::plugin::GatePlugin) -> Self {
-        self.gates.push(gate);
+        self.writer.gates.push(gate);
         self
     }
 
@@ -343,10 +350,10 @@ impl StoreConfig {
         if self.writer.channel_capacity == 0 {
             return bad("writer.channel_capacity must be > 0".into());
         }
-        if self.replay_scratch_events > MAX_REPLAY_SCRATCH_EVENTS {
+        if self.index.replay_scratch_events > MAX_REPLAY_SCRATCH_EVENTS {
             return bad(format!(
                 "replay_scratch_events {} must be at most {MAX_REPLAY_SCRATCH_EVENTS}",
-                self.replay_scratch_events
+                self.index.replay_scratch_events
             ));
         }
         if let RestartPolicy::Bounded { max_restarts: 0, .. } = self.writer.restart_policy {
@@ -369,8 +376,8 @@ impl std::fmt::Debug for StoreConfig {
             .field("sync", &self.sync)
             .field("index", &self.index)
             .field("clock", &self.clock.as_ref().map(|_| "custom"))
-            .field("gates", &self.gates.len())
-            .field("replay_scratch_events", &self.replay_scratch_events)
+            .field("gates", &self.writer.gates.len())
+            .field("replay_scratch_events", &self.index.replay_scratch_events)
             .finish_non_exhaustive()
     }
 }

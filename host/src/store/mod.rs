@@ -19,6 +19,7 @@ pub mod fault;
 mod fault_point;
 pub mod index;
 pub mod log_reader;
+pub mod projection;
 mod projections;
 mod provenance;
 mod reader;
@@ -42,6 +43,9 @@ pub use error::{BatchStage, StoreError};
 pub use fault::{CountdownAction, CountdownInjector, FaultInjector, InjectionPoint, ProbabilisticInjector};
 pub use index::{ClockKey, DiskPos, IndexEntry};
 pub use log_reader::{LogReader, LoggedEvent, SegmentSummary};
+pub use projection::{
+    CacheCapabilities, CacheMeta, Freshness, NativeCache, NoCache, ProjectionCache, ProjectionWatcher,
+};
 pub use projections::ProjectionStatus;
 pub use recovery::RecoveryReport;
 pub use stats::{StoreDiagnostics, StoreStats};
@@ -51,7 +55,6 @@ pub use verify::{VerifyIssue, VerifyReport};
 use crate::coordinate::{Coordinate, KindFilter, Region};
 use crate::event::{EventKind, EventSourced, Reactive, StoredEvent};
 use crate::plugin::{GateChain, GatePlugin, GateSetInfo, ProjectionInfo, ProjectionPlugin, StateReader};
-use crate::projection::{CacheMeta, Freshness, NativeCache, NoCache, ProjectionCache, ProjectionWatcher};
 use data_dir::DataDir;
 use index::StoreIndex;
 use parking_lot::Mutex;
@@ -135,7 +138,7 @@ impl Store<Open> {
         let next_set_id = AtomicU32::new(provenance.max_id() + 1);
         let projections = Arc::new(ProjectionSet::new(Arc::clone(&dir)));
         let states: Arc<dyn StateReader> = Arc::clone(&projections) as Arc<dyn StateReader>;
-        let mut chain = GateChain::build(&config.gates, Some(states)).map_err(StoreError::Plugin)?;
+        let mut chain = GateChain::build(&config.writer.gates, Some(states)).map_err(StoreError::Plugin)?;
         chain.assign_set_id(&provenance.list(), || next_set_id.fetch_add(1, Ordering::SeqCst));
         let gate_names = chain.names();
         let cfg = Arc::new(config);
@@ -161,11 +164,11 @@ impl Store<Open> {
         let handle = writer::spawn(writer, rx, writer_thread_name(&cfg))?;
         Ok(Self {
             reader: Arc::new(SegmentReader::new(Arc::clone(&dir), Arc::clone(&index), cfg.fd_budget)),
-            scratch: reader::ReplayScratch::new(cfg.replay_scratch_events),
+            scratch: reader::ReplayScratch::new(cfg.index.replay_scratch_events),
             dir,
             maintenance: Mutex::new(()),
             projector: Mutex::new(None),
-            plugins: Mutex::new(cfg.gates.clone()),
+            plugins: Mutex::new(cfg.writer.gates.clone()),
             cfg,
             index,
             subscribers,
@@ -194,11 +197,18 @@ impl Store<Open> {
     }
 
     /// Makes the writer thread panic once (tests of the restart policy).
+    /// Returns once the writer has panicked (its restart policy then
+    /// decides whether it comes back); `Err(WriterCrashed)` if no writer was
+    /// running to receive the request.
     #[cfg(feature = "dangerous-test-hooks")]
-    pub fn panic_writer_for_test(&self) {
+    pub fn panic_writer_for_test(&self) -> Result<(), StoreError> {
         let (tx, rx) = flume::bounded(1);
-        if self.tx.send(Command::Panic(tx)).is_ok() {
-            let _ = rx.recv();
+        self.tx.send(Command::Panic(tx)).map_err(|_| StoreError::WriterCrashed)?;
+        match rx.recv() {
+            // The writer drops the reply as it panics.
+            Err(flume::RecvError::Disconnected) => Ok(()),
+            // A writer already refusing commands answers instead of panicking.
+            Ok(answer) => answer,
         }
     }
 }

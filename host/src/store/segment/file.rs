@@ -26,22 +26,28 @@ pub fn parse_segment_filename(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// The fixed header of a segment file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The fixed header of a segment file (the fields of batpak 0.3.0's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SegmentHeader {
     /// Format version ([`SEGMENT_FORMAT_VERSION`]).
     pub version: u16,
     /// Reserved, 0.
     pub flags: u16,
+    /// When the segment was created, nanoseconds since the epoch. The file
+    /// stores microseconds, so a decoded value is a multiple of 1000.
+    pub created_ns: i64,
     /// The segment's id (matches its file name).
     pub segment_id: u64,
-    /// When the segment was created, microseconds since the epoch.
-    pub created_us: i64,
 }
 
 impl SegmentHeader {
     pub(crate) fn new(segment_id: u64, created_us: i64) -> Self {
-        Self { version: SEGMENT_FORMAT_VERSION, flags: 0, segment_id, created_us }
+        Self {
+            version: SEGMENT_FORMAT_VERSION,
+            flags: 0,
+            segment_id,
+            created_ns: created_us.saturating_mul(1000),
+        }
     }
 
     pub(crate) fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
@@ -50,7 +56,7 @@ impl SegmentHeader {
         out[4..6].copy_from_slice(&self.version.to_le_bytes());
         out[6..8].copy_from_slice(&self.flags.to_le_bytes());
         out[8..16].copy_from_slice(&self.segment_id.to_le_bytes());
-        out[16..24].copy_from_slice(&self.created_us.to_le_bytes());
+        out[16..24].copy_from_slice(&(self.created_ns / 1000).to_le_bytes());
         let crc = crc32fast::hash(&out[..28]);
         out[28..32].copy_from_slice(&crc.to_le_bytes());
         out
@@ -75,7 +81,7 @@ impl SegmentHeader {
             version: u16::from_le_bytes([h[4], h[5]]),
             flags: u16::from_le_bytes([h[6], h[7]]),
             segment_id: le64(8..16),
-            created_us: le64(16..24) as i64,
+            created_ns: (le64(16..24) as i64).saturating_mul(1000),
         };
         if header.version != SEGMENT_FORMAT_VERSION {
             return Err(corrupt(&format!("unsupported version {}", header.version)));

@@ -6,6 +6,7 @@ pub(crate) mod entry_codec;
 pub mod file;
 pub mod footer;
 pub(crate) mod frame;
+mod public_frame;
 
 pub use crate::store::compaction::CompactionResult;
 pub use file::{
@@ -13,3 +14,4 @@ pub use file::{
     SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
 };
 pub use footer::{FOOTER_MAGIC, FOOTER_TRAILER_LEN};
+pub use public_frame::{frame_decode, frame_encode, FrameDecodeError};

@@ -283,14 +283,22 @@ impl ProjectionSet {
         Ok(())
     }
 
-    /// Persists every ready projection (at close).
-    pub(crate) fn persist_all(&self) -> Result<(), StoreError> {
+    /// Persists every ready projection (at close). One projection that
+    /// cannot be snapshotted (a trap, a full disk) stops none of the others;
+    /// each failure is logged and returned as (name, error). Nothing is lost
+    /// by a missing snapshot: the projection is rebuilt from its last saved
+    /// snapshot and the log when it is next installed.
+    pub(crate) fn persist_all(&self) -> Vec<(String, StoreError)> {
         let installed: Vec<(String, Arc<Mutex<Installed>>)> =
             self.map.read().iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect();
+        let mut failed = Vec::new();
         for (name, inst) in installed {
-            self.persist(&name, &mut inst.lock())?;
+            if let Err(e) = self.persist(&name, &mut inst.lock()) {
+                tracing::warn!(projection = %name, error = %e, "projection not snapshotted at close");
+                failed.push((name, e));
+            }
         }
-        Ok(())
+        failed
     }
 
     /// A saved snapshot for `info`, if one exists and matches it exactly.

@@ -384,3 +384,34 @@ fn a_gate_reading_a_failed_projection_fails_closed_naming_it() {
     // Deposits (which the gate does not check) still append.
     store.append(&acct(1), DEPOSIT, &json!({"amount": 5})).expect("append");
 }
+
+#[test]
+fn a_projection_that_traps_in_read_is_failed_with_its_cause_never_ready() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = Store::open(StoreConfig::new(tmp.path())).expect("open");
+    let small = ProjectionPlugin::from_file(art::BALANCE).expect("read").with_memory_limit(2 << 20);
+    store.install_projection("balance", small).expect("install");
+    store.install_gate(GatePlugin::from_file(art::OVERDRAFT).expect("read")).expect("gate");
+    store.append(&acct(1), DEPOSIT, &json!({"amount": 70})).expect("deposit");
+    // A key larger than the guest's memory: copying it in traps the instance.
+    let huge = "k".repeat(3 << 20);
+    let err = store.projection_state("balance", &huge).expect_err("the read traps");
+    assert!(matches!(err, StoreError::Plugin(batpak::plugin::PluginError::ProjectionFailed { .. })), "{err}");
+    match store.projection_status("balance").expect("installed").0 {
+        ProjectionStatus::Failed { error, .. } => assert!(error.contains("read() failed"), "{error}"),
+        other => panic!("a dead instance must not report {other:?}"),
+    }
+    // The gate reading it fails closed instead of seeing a balance of 0.
+    let err = store.append(&acct(1), WITHDRAW, &json!({"amount": 10})).expect_err("fails closed");
+    let StoreError::Denied(d) = err else { panic!("expected a denial, got {err}") };
+    assert_eq!(d.code, "GATE_DEFECT");
+    // Reinstalling rebuilds it from the log; the withdrawal then passes.
+    store
+        .install_projection("balance", ProjectionPlugin::from_file(art::BALANCE).expect("read"))
+        .expect("reinstall");
+    store.append(&acct(1), WITHDRAW, &json!({"amount": 10})).expect("allowed again");
+    assert_eq!(balance(&store, 1), Some(60));
+    store.close().expect("close");
+    let store = Store::open(StoreConfig::new(tmp.path())).expect("reopen");
+    assert_eq!(store.stream("account:1").len(), 2, "nothing acknowledged is lost");
+}

@@ -269,7 +269,11 @@ impl ProjectionSet {
         if !matches!(p.status, ProjectionStatus::Ready { .. }) {
             return Ok(());
         }
-        let state = p.proj.snapshot().map_err(|e| failed(name, e, p.watermark.unwrap_or(0)))?;
+        let seq = p.watermark.unwrap_or(0);
+        let state = p.proj.snapshot().map_err(|e| {
+            mark_failed(p, format!("snapshot() failed: {e}"), seq);
+            failed(name, e, seq)
+        })?;
         let mut out = Vec::with_capacity(state.len() + 128);
         out.extend_from_slice(SNAP_MAGIC);
         out.put_str(&p.proj.info.digest);
@@ -417,8 +421,14 @@ impl ProjectionSet {
     /// committed event.
     pub(crate) fn snapshot_bytes(&self, name: &str) -> Result<Vec<u8>, StoreError> {
         self.with_settled(name, |p| {
+            if let ProjectionStatus::Failed { error, sequence } = &p.status {
+                return Err(failed(name, error.clone(), *sequence));
+            }
             let seq = p.watermark.unwrap_or(0);
-            p.proj.snapshot().map_err(|e| failed(name, e, seq))
+            p.proj.snapshot().map_err(|e| {
+                mark_failed(p, format!("snapshot() failed: {e}"), seq);
+                failed(name, e, seq)
+            })
         })
     }
 }
@@ -631,7 +641,22 @@ fn read_state(name: &str, p: &mut Installed, key: &str) -> Result<Option<Vec<u8>
         return Err(failed(name, error.clone(), *sequence));
     }
     let seq = p.watermark.unwrap_or(0);
-    p.proj.read(key).map_err(|e| failed(name, e, seq))
+    p.proj.read(key).map_err(|e| {
+        mark_failed(p, format!("read() failed: {e}"), seq);
+        failed(name, e, seq)
+    })
+}
+
+/// A guest call trapped and took the instance with it: the projection is
+/// failed from now on (also past an undone batch), with the real cause,
+/// until it is reinstalled. It never goes on answering as `Ready`.
+fn mark_failed(p: &mut Installed, error: String, sequence: u64) {
+    let status = ProjectionStatus::Failed { error, sequence };
+    if let Some(pre) = p.pending.as_mut() {
+        pre.status = status.clone();
+        pre.state = None;
+    }
+    p.status = status;
 }
 
 fn failed(name: &str, error: String, sequence: u64) -> StoreError {

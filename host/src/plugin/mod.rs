@@ -76,6 +76,10 @@ pub struct GatePlugin {
     bytes: Arc<[u8]>,
     name: Option<String>,
     limits: PluginLimits,
+    /// Its compiled form once compiled, shared by every clone, keyed by the
+    /// stack limit it was compiled for: rebuilding a chain of k gates to add
+    /// one compiles only the new one, whatever k is.
+    compiled: Arc<parking_lot::Mutex<Option<(usize, Component)>>>,
 }
 
 impl std::fmt::Debug for GatePlugin {
@@ -91,7 +95,12 @@ impl std::fmt::Debug for GatePlugin {
 impl GatePlugin {
     /// A plugin from component bytes (checked at install).
     pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Self {
-        Self { bytes: Arc::from(bytes.into()), name: None, limits: PluginLimits::default() }
+        Self {
+            bytes: Arc::from(bytes.into()),
+            name: None,
+            limits: PluginLimits::default(),
+            compiled: Arc::default(),
+        }
     }
 
     /// A plugin read from a `.wasm` component file.
@@ -128,6 +137,14 @@ impl GatePlugin {
         self.limits
     }
 
+    /// Whether `other` installs exactly as this does (same component
+    /// bytes, name and limits).
+    fn same_install(&self, other: &GatePlugin) -> bool {
+        (Arc::ptr_eq(&self.bytes, &other.bytes) || self.bytes == other.bytes)
+            && self.name == other.name
+            && self.limits == other.limits
+    }
+
     /// blake3 of the component bytes.
     pub fn digest(&self) -> [u8; 32] {
         digest(&self.bytes)
@@ -135,7 +152,17 @@ impl GatePlugin {
 
     /// Compiles and instantiates the component (what install does).
     pub(crate) fn load(&self, states: Option<Arc<dyn StateReader>>) -> Result<LoadedGate, PluginError> {
-        let component = compile(&self.bytes, self.limits.stack_bytes)?;
+        let stack = self.limits.stack_bytes;
+        let mut memo = self.compiled.lock();
+        let component = match memo.as_ref() {
+            Some((s, c)) if *s == stack => c.clone(),
+            _ => {
+                let c = compile(&self.bytes, stack)?;
+                *memo = Some((stack, c.clone()));
+                c
+            }
+        };
+        drop(memo);
         LoadedGate::load(&component, self.digest(), self.name.as_deref(), self.limits, states)
     }
 }
@@ -157,6 +184,14 @@ pub(crate) fn digest(bytes: &[u8]) -> [u8; 32] {
 /// again (hot swap, reinstall, another store) reuses its machine code.
 const COMPILE_CACHE_MAX: usize = 64;
 
+static COMPILATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many components this process has compiled to machine code so far
+/// (a diagnostic: installs and opens should compile each component once).
+pub fn compilations() -> u64 {
+    COMPILATIONS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The compiled form of `bytes` for the engine of `stack_bytes`.
 pub(crate) fn compile(bytes: &[u8], stack_bytes: usize) -> Result<Component, PluginError> {
     type Cache = parking_lot::Mutex<std::collections::HashMap<([u8; 32], usize), Component>>;
@@ -167,6 +202,7 @@ pub(crate) fn compile(bytes: &[u8], stack_bytes: usize) -> Result<Component, Plu
         return Ok(found.clone());
     }
     let component = compile_uncached(bytes, engine(stack_bytes)?)?;
+    COMPILATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut cache = cache.lock();
     if cache.len() >= COMPILE_CACHE_MAX {
         // Forget one entry, not all: a chain of more gates than the cache
@@ -325,19 +361,113 @@ impl GateChain {
 
     /// Numbers the chain's gate set: an identical recorded set keeps its id.
     pub(crate) fn assign_set_id(&mut self, recorded: &[GateSetInfo], fresh: impl FnOnce() -> u32) {
-        if self.gates.is_empty() {
-            self.record = None;
-            return;
-        }
-        let gates = self.infos();
-        let id = recorded.iter().find(|s| s.gates == gates).map_or_else(fresh, |s| s.id);
-        self.record = Some((id, GateSetInfo { id, gates }.encode()));
+        self.record = set_record(&self.infos(), recorded, fresh);
     }
 
     /// Installed gate names, in order.
     pub(crate) fn names(&self) -> Vec<String> {
         self.gates.iter().map(|g| g.name.clone()).collect()
     }
+
+    /// Plans the chain `next` from the installed `now` (whose gates report
+    /// `infos`): a plugin already installed (the same component bytes,
+    /// name and limits) keeps its live instance, and only the others are
+    /// compiled and instantiated, here on the caller's thread. Fails, with
+    /// nothing changed, on the first plugin that cannot be loaded or on a
+    /// duplicate name.
+    pub(crate) fn plan(
+        next: &[GatePlugin],
+        now: &[GatePlugin],
+        infos: &[GateInfo],
+        states: Option<Arc<dyn StateReader>>,
+    ) -> Result<ChainEdit, PluginError> {
+        let mut used = vec![false; now.len()];
+        let mut slots = Vec::with_capacity(next.len());
+        let mut next_infos: Vec<GateInfo> = Vec::with_capacity(next.len());
+        for plugin in next {
+            let same = |(j, p): &(usize, &GatePlugin)| {
+                !used[*j] && infos.get(*j).is_some() && p.same_install(plugin)
+            };
+            let (slot, info) = match now.iter().enumerate().find(same) {
+                Some((j, _)) => {
+                    used[j] = true;
+                    (Slot::Keep(j), infos[j].clone())
+                }
+                None => {
+                    let gate = plugin.load(states.clone())?;
+                    let info = gate.info();
+                    (Slot::New(Box::new(gate)), info)
+                }
+            };
+            if next_infos.iter().any(|i| i.name == info.name) {
+                return Err(PluginError::DuplicateName(info.name));
+            }
+            slots.push(slot);
+            next_infos.push(info);
+        }
+        Ok(ChainEdit { slots, infos: next_infos, record: None })
+    }
+
+    /// Applies a planned edit (on the writer): kept gates move from this
+    /// chain, new ones were loaded by [`GateChain::plan`].
+    pub(crate) fn apply(&mut self, edit: ChainEdit) -> Result<(), String> {
+        let mut old: Vec<Option<LoadedGate>> =
+            std::mem::take(&mut self.gates).into_iter().map(Some).collect();
+        let keeps_valid = edit.slots.iter().all(|s| match s {
+            Slot::Keep(j) => old.get(*j).is_some_and(Option::is_some),
+            Slot::New(_) => true,
+        });
+        if !keeps_valid {
+            self.gates = old.into_iter().flatten().collect();
+            return Err("the gate chain changed since the edit was planned".into());
+        }
+        let mut gates = Vec::with_capacity(edit.slots.len());
+        for slot in edit.slots {
+            match slot {
+                Slot::Keep(j) => gates.extend(old.get_mut(j).and_then(Option::take)),
+                Slot::New(g) => gates.push(*g),
+            }
+        }
+        self.gates = gates;
+        self.record = edit.record;
+        Ok(())
+    }
+}
+
+/// Where each gate of a new chain comes from.
+pub(crate) enum Slot {
+    /// The installed gate at this position, with its live instance.
+    Keep(usize),
+    /// A gate loaded for this edit.
+    New(Box<LoadedGate>),
+}
+
+/// A new gate chain, planned off the writer: see [`GateChain::plan`].
+pub(crate) struct ChainEdit {
+    slots: Vec<Slot>,
+    /// The new chain's gates, as they will be recorded.
+    pub infos: Vec<GateInfo>,
+    record: Option<(u32, Vec<u8>)>,
+}
+
+impl ChainEdit {
+    /// Numbers the new gate set: an identical recorded set keeps its id.
+    pub(crate) fn assign_set_id(&mut self, recorded: &[GateSetInfo], fresh: impl FnOnce() -> u32) {
+        self.record = set_record(&self.infos, recorded, fresh);
+    }
+}
+
+/// The gate-set record of a chain reporting `infos` (none if empty).
+fn set_record(
+    infos: &[GateInfo],
+    recorded: &[GateSetInfo],
+    fresh: impl FnOnce() -> u32,
+) -> Option<(u32, Vec<u8>)> {
+    if infos.is_empty() {
+        return None;
+    }
+    let id = recorded.iter().find(|s| s.gates == infos).map_or_else(fresh, |s| s.id);
+    Some((id, GateSetInfo { id, gates: infos.to_vec() }.encode()))
 }
 
 impl LoadedGate {

@@ -95,6 +95,8 @@ pub struct Store<State = Open> {
     plugins: Mutex<Vec<GatePlugin>>,
     next_set_id: AtomicU32,
     gate_names: Mutex<Vec<String>>,
+    /// What the installed gates report, in order (plans chain edits).
+    gate_infos: Mutex<Vec<crate::plugin::GateInfo>>,
     report: RecoveryReport,
     projections: Arc<ProjectionSet>,
     /// Folds background projections after each publish (started on demand).
@@ -141,6 +143,7 @@ impl Store<Open> {
         let mut chain = GateChain::build(&config.writer.gates, Some(states)).map_err(StoreError::Plugin)?;
         chain.assign_set_id(&provenance.list(), || next_set_id.fetch_add(1, Ordering::SeqCst));
         let gate_names = chain.names();
+        let gate_infos = chain.infos();
         let cfg = Arc::new(config);
         let subscribers = Arc::new(Subscribers::default());
         let checkpoint_current = recovered.report.from_checkpoint as usize == recovered.segments.len();
@@ -177,6 +180,7 @@ impl Store<Open> {
             writer: Mutex::new(Some(handle)),
             next_set_id,
             gate_names: Mutex::new(gate_names),
+            gate_infos: Mutex::new(gate_infos),
             report: recovered.report,
             projections,
             cache,

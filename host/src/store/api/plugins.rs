@@ -132,12 +132,14 @@ impl Store<Open> {
 
     fn swap_gates(&self, plugins: &mut Vec<GatePlugin>, next: Vec<GatePlugin>) -> Result<(), StoreError> {
         let states: Arc<dyn StateReader> = Arc::clone(&self.projections) as Arc<dyn StateReader>;
-        let mut chain = GateChain::build(&next, Some(states)).map_err(StoreError::Plugin)?;
-        chain.assign_set_id(&self.provenance.list(), || self.next_set_id.fetch_add(1, Ordering::SeqCst));
-        let names = chain.names();
-        self.call(|reply| Command::SetGates(chain, reply))?;
+        let mut infos = self.gate_infos.lock();
+        let mut edit = GateChain::plan(&next, plugins, &infos, Some(states)).map_err(StoreError::Plugin)?;
+        edit.assign_set_id(&self.provenance.list(), || self.next_set_id.fetch_add(1, Ordering::SeqCst));
+        let next_infos = edit.infos.clone();
+        self.call(|reply| Command::SetGates(Box::new(edit), reply))?;
         *plugins = next;
-        *self.gate_names.lock() = names;
+        *self.gate_names.lock() = next_infos.iter().map(|i| i.name.clone()).collect();
+        *infos = next_infos;
         Ok(())
     }
 }

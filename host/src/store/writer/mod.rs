@@ -119,7 +119,7 @@ pub(crate) enum Command {
     Batch(Box<BatchRequest>, Reply<Vec<AppendReceipt>>),
     Sync(Reply<()>),
     Shutdown(Reply<()>),
-    SetGates(GateChain, Reply<()>),
+    SetGates(Box<crate::plugin::ChainEdit>, Reply<()>),
     /// The segments and the byte lengths that hold every published event.
     SnapshotPlan(Reply<Vec<(u64, u64)>>),
     /// Names the sealed segments a compaction may rewrite.
@@ -326,9 +326,8 @@ impl Writer {
                 let _ = reply.send(self.shutdown());
                 Flow::Exit
             }
-            Command::SetGates(chain, reply) => {
-                self.gates = chain;
-                let _ = reply.send(Ok(()));
+            Command::SetGates(edit, reply) => {
+                let _ = reply.send(self.gates.apply(*edit).map_err(StoreError::Configuration));
                 Flow::Continue
             }
             Command::SnapshotPlan(reply) => {

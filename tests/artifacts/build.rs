@@ -141,8 +141,42 @@ fn negative_components(root: &Path) -> Vec<(&'static str, Vec<u8>)> {
     }
     out.push(("trap_at_instantiation", trap_at_instantiation(&resolve, gate)));
     out.push(("stack_depth", gate_from_wat(&resolve, gate, "stack_depth", STACK_DEPTH_WAT)));
+    out.push(("multi_memory", gate_from_wat(&resolve, gate, "multi_memory", MULTI_MEMORY_WAT)));
     out
 }
+
+/// A gate with four linear memories that grows three of them by 100 pages
+/// (6.25 MiB) each on every call and traps if a grow is refused: 18.75 MiB
+/// in all, over a 16 MiB budget only if the budget covers every memory.
+const MULTI_MEMORY_WAT: &str = r#"(module
+    (memory (export "memory") 1)
+    (memory $m1 1)
+    (memory $m2 1)
+    (memory $m3 1)
+    (global $next (mut i32) (i32.const 4096))
+    (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+        (local $at i32)
+        (local.set $at (i32.and (i32.add (global.get $next) (i32.const 7)) (i32.const -8)))
+        (global.set $next (i32.add (local.get $at) (local.get 3)))
+        (if (i32.gt_u (global.get $next) (i32.mul (memory.size) (i32.const 65536)))
+            (then (if (i32.lt_s (memory.grow (i32.add (i32.shr_u (local.get 3) (i32.const 16)) (i32.const 1)))
+                                (i32.const 0))
+                      (then unreachable))))
+        (local.get $at))
+    (func (export "batpak:plugin/gate@0.1.0#describe") (result i32)
+        (i32.store (i32.const 64) (i32.const 128))
+        (i32.store (i32.const 68) (i32.const 12))
+        (i32.store (i32.const 72) (i32.const 144))
+        (i32.store (i32.const 76) (i32.const 1))
+        (i32.const 64))
+    (data (i32.const 128) "multi-memory")
+    (data (i32.const 144) "1")
+    (func (export "batpak:plugin/gate@0.1.0#evaluate")
+        (param i32 i32 i32 i32 i32 i32 i32 i64 i64 i32 i64 i64 i32 i32) (result i32)
+        (if (i32.lt_s (memory.grow $m1 (i32.const 100)) (i32.const 0)) (then unreachable))
+        (if (i32.lt_s (memory.grow $m2 (i32.const 100)) (i32.const 0)) (then unreachable))
+        (if (i32.lt_s (memory.grow $m3 (i32.const 100)) (i32.const 0)) (then unreachable))
+        (i32.const 256)))"#;
 
 /// A gate that recurses 2000 levels per payload byte and then allows:
 /// each level keeps sixteen i64 values live across its call, so the depth

@@ -8,11 +8,23 @@ use super::bindings::gate::exports::batpak::plugin::gate as wit_gate;
 use super::bindings::gate::{GatePlugin as WitGate, GatePluginPre};
 use super::error::{chain, PluginError};
 use super::limits::{truncate_utf8, GuestState, PluginLimits};
-use super::{GateInput, StateReader};
+use super::{GateInput, StateRead, StateReader};
 use crate::guard::Denial;
 use std::sync::Arc;
-use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Store, Trap};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Store, StoreContextMut, Trap};
+
+/// The one interface a gate may import.
+const HOST_STATE: &str = "batpak:plugin/host-state@0.1.0";
+/// The interface of shared types (no functions; linked so that a component
+/// naming it as an import still links).
+const TYPES: &str = "batpak:plugin/types@0.1.0";
+/// Fuel charged for each `projection-state` call, before any byte moves.
+pub const HOST_CALL_FUEL: u64 = 1_000;
+/// Bytes copied across the boundary per unit of fuel charged.
+pub const HOST_BYTES_PER_FUEL: u64 = 1;
+/// Longest key `projection-state` accepts; a longer one fails the gate closed.
+pub const MAX_STATE_KEY_BYTES: usize = 16 * 1024;
 
 /// A gate ready to evaluate proposals.
 pub(crate) struct LoadedGate {
@@ -39,8 +51,7 @@ impl LoadedGate {
     ) -> Result<Self, PluginError> {
         let engine = component.engine();
         let mut linker: Linker<GuestState> = Linker::new(engine);
-        WitGate::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |s| s)
-            .map_err(|e| PluginError::Engine(chain(&e)))?;
+        link_host_state(&mut linker).map_err(|e| PluginError::Engine(chain(&e)))?;
         let wrong = |e: wasmtime::Error| PluginError::WrongWorld(format!("not a gate-plugin: {}", chain(&e)));
         let pre = linker.instantiate_pre(component).map_err(wrong)?;
         let pre = GatePluginPre::new(pre).map_err(wrong)?;
@@ -67,15 +78,11 @@ impl LoadedGate {
     }
 
     fn instantiate(&self) -> wasmtime::Result<(Store<GuestState>, WitGate)> {
-        let state = GuestState {
-            memory_bytes: self.limits.memory_bytes,
-            memory_refused: false,
-            states: self.states.clone(),
-            host_failure: None,
-        };
+        let state = GuestState::new(self.limits.memory_bytes, self.states.clone());
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| s);
         store.set_fuel(self.limits.fuel_per_call)?;
+        store.set_epoch_deadline(super::deadline_ticks(self.limits.deadline_ms));
         let instance = self.pre.instantiate(&mut store)?;
         Ok((store, instance))
     }
@@ -95,6 +102,7 @@ impl LoadedGate {
         if let Err(e) = store.set_fuel(self.limits.fuel_per_call) {
             return Err(self.defect("engine error", chain(&e)));
         }
+        store.set_epoch_deadline(super::deadline_ticks(self.limits.deadline_ms));
         store.data_mut().memory_refused = false;
         store.data_mut().host_failure = None;
         let proposal = to_wit(input);
@@ -102,15 +110,14 @@ impl LoadedGate {
             Ok(Ok(())) => Ok(()),
             Ok(Err(denial)) => Err(self.denial_from_guest(denial)),
             Err(e) => {
-                let host_failure = store.data_mut().host_failure.take();
-                let kind = match e.downcast_ref::<Trap>() {
-                    _ if host_failure.is_some() => "projection failed",
-                    Some(Trap::OutOfFuel) => "out of fuel",
-                    Some(Trap::StackOverflow) => "stack overflow",
-                    _ if store.data().memory_refused => "out of memory",
-                    _ => "trap",
+                let (kind, detail) = match (store.data_mut().host_failure.take(), e.downcast_ref::<Trap>()) {
+                    (Some((kind, detail)), _) => (kind, detail),
+                    (None, Some(Trap::OutOfFuel)) => ("out of fuel", chain(&e)),
+                    (None, Some(Trap::Interrupt)) => ("deadline exceeded", chain(&e)),
+                    (None, Some(Trap::StackOverflow)) => ("stack overflow", chain(&e)),
+                    (None, _) if store.data().memory_refused => ("out of memory", chain(&e)),
+                    (None, _) => ("trap", chain(&e)),
                 };
-                let detail = host_failure.unwrap_or_else(|| chain(&e));
                 self.live = None;
                 Err(self.defect(kind, detail))
             }
@@ -156,18 +163,58 @@ fn to_wit(input: &GateInput<'_>) -> wit_gate::Proposal {
     }
 }
 
-impl super::bindings::gate::batpak::plugin::host_state::Host for GuestState {
-    fn projection_state(&mut self, projection: String, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        let Some(states) = self.states.as_ref() else { return Ok(None) };
-        match states.read(&projection, &key) {
-            Ok(state) => Ok(state),
-            Err(why) => {
-                let why = format!("projection `{projection}` cannot answer: {why}");
-                self.host_failure = Some(why.clone());
-                Err(wasmtime::Error::msg(why))
-            }
+/// Defines `host-state.projection-state` for gates: every call is charged
+/// to the calling gate's fuel (a fixed cost, the bytes copied each way, and
+/// the fuel the projection burned answering), its key is capped, and a
+/// projection that cannot answer fails the gate closed.
+fn link_host_state(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+    linker.instance(TYPES)?;
+    linker.instance(HOST_STATE)?.func_wrap(
+        "projection-state",
+        |mut cx: StoreContextMut<'_, GuestState>, (projection, key): (String, String)| {
+            projection_state(&mut cx, &projection, &key).map(|state| (state,))
+        },
+    )
+}
+
+fn projection_state(
+    cx: &mut StoreContextMut<'_, GuestState>,
+    projection: &str,
+    key: &str,
+) -> wasmtime::Result<Option<Vec<u8>>> {
+    let copied_in = (projection.len() + key.len()) as u64;
+    charge(cx, HOST_CALL_FUEL.saturating_add(copied_in / HOST_BYTES_PER_FUEL))?;
+    if key.len() > MAX_STATE_KEY_BYTES {
+        let why = format!("projection-state key of {} bytes (at most {MAX_STATE_KEY_BYTES})", key.len());
+        return Err(refuse(cx, "host call refused", why));
+    }
+    let Some(states) = cx.data().states.clone() else { return Ok(None) };
+    match states.read(projection, key) {
+        Ok(StateRead { state, fuel }) => {
+            let copied_out = state.as_ref().map_or(0, |s| s.len() as u64);
+            charge(cx, fuel.saturating_add(copied_out / HOST_BYTES_PER_FUEL))?;
+            Ok(state)
+        }
+        Err(why) => {
+            Err(refuse(cx, "projection failed", format!("projection `{projection}` cannot answer: {why}")))
         }
     }
 }
 
-impl super::bindings::gate::batpak::plugin::types::Host for GuestState {}
+/// Takes `fuel` from the calling gate; when it has less, the gate is out.
+fn charge(cx: &mut StoreContextMut<'_, GuestState>, fuel: u64) -> wasmtime::Result<()> {
+    let left = cx.get_fuel()?;
+    match left.checked_sub(fuel) {
+        Some(rest) => cx.set_fuel(rest),
+        None => {
+            cx.set_fuel(0)?;
+            Err(refuse(cx, "out of fuel", format!("a host call cost {fuel} fuel with {left} left")))
+        }
+    }
+}
+
+/// Records why a host call refused, and the trap that fails the gate.
+fn refuse(cx: &mut StoreContextMut<'_, GuestState>, cause: &'static str, why: String) -> wasmtime::Error {
+    cx.data_mut().host_failure = Some((cause, why.clone()));
+    wasmtime::Error::msg(why)
+}

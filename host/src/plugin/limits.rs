@@ -8,9 +8,10 @@ use wasmtime::ResourceLimiter;
 pub struct PluginLimits {
     /// Fuel (roughly, wasm instructions) per call. Default 10 million.
     pub fuel_per_call: u64,
-    /// Largest linear memory in bytes. Default 16 MiB.
+    /// Most bytes of linear memory and tables together, across every
+    /// memory and table of the guest's instances. Default 16 MiB.
     pub memory_bytes: usize,
-    /// Largest wasm stack in bytes, 64 KiB ..= 4 MiB. Default 512 KiB.
+    /// Largest wasm stack in bytes, 64 KiB ..= 1 MiB. Default 512 KiB.
     /// Guests with different limits run on different engines (at most
     /// [`super::MAX_ENGINES`] per process). The writer thread's stack must
     /// hold a gate's stack plus the stack of a projection it reads: see
@@ -20,6 +21,11 @@ pub struct PluginLimits {
     pub max_message_bytes: usize,
     /// Most denial context pairs kept. Default 32.
     pub max_context_pairs: usize,
+    /// Wall-clock budget of one call, in milliseconds (1..=60 000). Default
+    /// 50. Fuel bounds work, not time (10 M fuel takes 2–120 ms depending on
+    /// the instructions); past this deadline the call traps ("deadline
+    /// exceeded") and a gate fails closed. Checked every millisecond.
+    pub deadline_ms: u64,
 }
 
 impl Default for PluginLimits {
@@ -30,62 +36,125 @@ impl Default for PluginLimits {
             stack_bytes: 512 * 1024,
             max_message_bytes: 4096,
             max_context_pairs: 32,
+            deadline_ms: 50,
         }
     }
 }
 
-/// Per-instance state: the memory limiter, which remembers refusals so a
-/// trap can be reported as "out of memory".
+/// Bytes a table element is counted as, toward `memory_bytes`.
+const TABLE_ELEMENT_BYTES: usize = 16;
+/// Core instances one guest may create. Component toolchains split a guest
+/// into many (componentize-py emits dozens); what bounds a guest is its
+/// memory total, not the count.
+const MAX_INSTANCES: usize = 64;
+/// Tables one guest may create.
+const MAX_TABLES: usize = 64;
+/// Linear memories one guest may create (all share `memory_bytes`).
+const MAX_MEMORIES: usize = 16;
+
+/// Per-store state: the resource limiter (which counts every memory and
+/// table of the guest against one total and remembers refusals, so a trap
+/// can be reported as "out of memory") and what host calls need.
 pub(crate) struct GuestState {
     pub memory_bytes: usize,
+    /// Bytes of memories and tables the guest holds now.
+    pub used_bytes: usize,
     pub memory_refused: bool,
     /// Projection states a gate may read (`host-state`); none for projections.
     pub states: Option<std::sync::Arc<dyn super::StateReader>>,
-    /// Set when a host call refused to answer (a failed projection); the
-    /// trap that follows is reported with this cause.
-    pub host_failure: Option<String>,
+    /// Set when a host call refused to answer (a failed projection, an
+    /// oversized key, fuel spent): the cause and detail the trap that
+    /// follows is reported with.
+    pub host_failure: Option<(&'static str, String)>,
+}
+
+impl GuestState {
+    pub(crate) fn new(memory_bytes: usize, states: Option<std::sync::Arc<dyn super::StateReader>>) -> Self {
+        Self { memory_bytes, used_bytes: 0, memory_refused: false, states, host_failure: None }
+    }
+
+    /// Admits growth from `current` to `desired` bytes against the total.
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let extra = desired.saturating_sub(current);
+        let total = self.used_bytes.saturating_add(extra);
+        if total > self.memory_bytes {
+            self.memory_refused = true;
+            return false;
+        }
+        self.used_bytes = total;
+        true
+    }
 }
 
 impl ResourceLimiter for GuestState {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let ok = desired <= self.memory_bytes;
-        if !ok {
-            self.memory_refused = true;
-        }
-        Ok(ok)
+        Ok(self.grow(current, desired))
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        let bytes = |n: usize| n.saturating_mul(TABLE_ELEMENT_BYTES);
+        Ok(self.grow(bytes(current), bytes(desired)))
     }
 
     fn instances(&self) -> usize {
-        16
+        MAX_INSTANCES
     }
 
     fn tables(&self) -> usize {
-        16
+        MAX_TABLES
     }
 
     fn memories(&self) -> usize {
-        4
+        MAX_MEMORIES
     }
 }
 
 /// Smallest wasm stack limit a guest may ask for.
 pub const MIN_STACK_BYTES: usize = 64 * 1024;
-/// Largest wasm stack limit a guest may ask for.
-pub const MAX_STACK_BYTES: usize = 4 * 1024 * 1024;
+/// Largest wasm stack limit a guest may ask for. A gate and a projection
+/// it reads run nested on the writer thread, so that thread needs twice
+/// this plus room for host frames (see `WriterConfig::stack_size`); a
+/// projection read from a caller's thread needs this much of its stack.
+pub const MAX_STACK_BYTES: usize = 1024 * 1024;
+
+/// Stack the writer thread needs beside its wasm stacks (its own frames,
+/// the host calls between a gate and the projection it reads).
+pub const WRITER_STACK_MARGIN: usize = 512 * 1024;
+
+/// Stack the writer thread gets when `WriterConfig::stack_size` is `None`:
+/// room for the largest gate stack nested with the largest projection stack.
+pub const DEFAULT_WRITER_STACK: usize = 4 * 1024 * 1024;
+
+/// The writer stack that a gate with `gate_stack` bytes of wasm stack,
+/// reading a projection with `projection_stack` bytes, needs.
+pub fn writer_stack_needed(gate_stack: usize, projection_stack: usize) -> usize {
+    gate_stack.saturating_add(projection_stack).saturating_add(WRITER_STACK_MARGIN)
+}
+
+/// Longest allowed `deadline_ms`.
+pub const MAX_DEADLINE_MS: u64 = 60_000;
+
+/// Refuses limits out of their ranges (at install).
+pub(crate) fn check(limits: &PluginLimits) -> Result<(), super::PluginError> {
+    check_stack(limits.stack_bytes)?;
+    if !(1..=MAX_DEADLINE_MS).contains(&limits.deadline_ms) {
+        return Err(super::PluginError::InvalidLimits(format!(
+            "deadline_ms {} is outside 1..={MAX_DEADLINE_MS}",
+            limits.deadline_ms
+        )));
+    }
+    Ok(())
+}
 
 /// Refuses a stack limit outside `MIN_STACK_BYTES..=MAX_STACK_BYTES`.
 pub(crate) fn check_stack(stack_bytes: usize) -> Result<(), super::PluginError> {

@@ -21,7 +21,10 @@ mod limits;
 mod projection_instance;
 
 pub use error::PluginError;
-pub use limits::PluginLimits;
+pub use limits::{
+    writer_stack_needed, PluginLimits, DEFAULT_WRITER_STACK, MAX_STACK_BYTES, MIN_STACK_BYTES,
+    WRITER_STACK_MARGIN,
+};
 pub(crate) use projection_instance::{pack, LoadedProjection, ProjectionEvent};
 pub use projection_instance::{ProjectionInfo, ProjectionPlugin};
 
@@ -57,14 +60,49 @@ pub(crate) fn engine(stack_bytes: usize) -> Result<&'static Engine, PluginError>
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.consume_fuel(true);
+    config.epoch_interruption(true);
     config.cranelift_nan_canonicalization(true);
     config.max_wasm_stack(stack_bytes);
     let engine = Engine::new(&config).map_err(|e| PluginError::Engine(error::chain(&e)))?;
     // Engines live for the process: compiled components and instances
     // borrow them, and there are at most MAX_ENGINES.
     let engine: &'static Engine = Box::leak(Box::new(engine));
+    start_epoch_ticker(engine)?;
     engines.push((stack_bytes, engine));
     Ok(engine)
+}
+
+/// How often every engine's epoch advances: the granularity of
+/// `PluginLimits::deadline_ms`.
+pub(crate) const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Epoch ticks for a deadline of `ms` milliseconds (one more than the
+/// count, since the first tick may come at once).
+pub(crate) fn deadline_ticks(ms: u64) -> u64 {
+    ms.saturating_add(1)
+}
+
+/// One thread for the process advances the epoch of every engine once per
+/// [`EPOCH_TICK`], so a guest call past its deadline traps.
+fn start_epoch_ticker(engine: &'static Engine) -> Result<(), PluginError> {
+    static TICKED: OnceLock<parking_lot::Mutex<Vec<&'static Engine>>> = OnceLock::new();
+    let mut started = Ok(());
+    let ticked = TICKED.get_or_init(|| {
+        started = std::thread::Builder::new()
+            .name("batpak-epoch".into())
+            .spawn(|| loop {
+                std::thread::sleep(EPOCH_TICK);
+                if let Some(list) = TICKED.get() {
+                    list.lock().iter().for_each(|e| e.increment_epoch());
+                }
+            })
+            .map(drop)
+            .map_err(|e| PluginError::Engine(format!("could not start the epoch thread: {e}")));
+        parking_lot::Mutex::new(Vec::new())
+    });
+    started?;
+    ticked.lock().push(engine);
+    Ok(())
 }
 
 /// Distinct wasm stack limits (hence engines) one process may use.
@@ -152,6 +190,7 @@ impl GatePlugin {
 
     /// Compiles and instantiates the component (what install does).
     pub(crate) fn load(&self, states: Option<Arc<dyn StateReader>>) -> Result<LoadedGate, PluginError> {
+        limits::check(&self.limits)?;
         let stack = self.limits.stack_bytes;
         let mut memo = self.compiled.lock();
         let component = match memo.as_ref() {
@@ -270,9 +309,17 @@ pub fn inspect_component(bytes: &[u8]) -> Result<ComponentInfo, PluginError> {
 /// Answers a gate's `projection-state` import.
 pub(crate) trait StateReader: Send + Sync {
     /// The bytes projection `projection` returns for `key` (`None`: no
-    /// data, or no such projection). `Err` says why the projection cannot
-    /// answer (it failed); the calling gate then fails closed.
-    fn read(&self, projection: &str, key: &str) -> Result<Option<Vec<u8>>, String>;
+    /// data, or no such projection), and the fuel the projection burned
+    /// answering. `Err` says why the projection cannot answer (it failed);
+    /// the calling gate then fails closed.
+    fn read(&self, projection: &str, key: &str) -> Result<StateRead, String>;
+}
+
+/// A projection's answer to a gate, and what it cost.
+pub(crate) struct StateRead {
+    pub state: Option<Vec<u8>>,
+    /// Fuel the projection's `read` consumed (charged to the gate).
+    pub fuel: u64,
 }
 
 /// What a gate sees of a proposed event.

@@ -78,11 +78,17 @@ impl ProjectionPlugin {
         self.background
     }
 
+    /// The wasm stack limit it runs under.
+    pub(crate) fn stack_bytes(&self) -> usize {
+        self.limits.stack_bytes
+    }
+
     pub(crate) fn snapshot_every(&self) -> u64 {
         self.snapshot_every
     }
 
     pub(crate) fn load(&self) -> Result<LoadedProjection, PluginError> {
+        super::limits::check(&self.limits)?;
         LoadedProjection::load(&self.bytes, self.limits)
     }
 }
@@ -120,6 +126,8 @@ pub(crate) struct LoadedProjection {
     limits: PluginLimits,
     pre: ProjectionPluginPre<GuestState>,
     live: Option<Live>,
+    /// Fuel the last guest call consumed.
+    last_fuel: u64,
 }
 
 /// An instance and the one `state` resource it holds for the host.
@@ -150,6 +158,7 @@ impl LoadedProjection {
             limits,
             pre,
             live: None,
+            last_fuel: 0,
         };
         me.instantiate().map_err(|e| PluginError::Instantiation(chain(&e)))?;
         let desc = me
@@ -164,15 +173,11 @@ impl LoadedProjection {
     }
 
     fn instantiate(&mut self) -> wasmtime::Result<()> {
-        let state = GuestState {
-            memory_bytes: self.limits.memory_bytes,
-            memory_refused: false,
-            states: None,
-            host_failure: None,
-        };
+        let state = GuestState::new(self.limits.memory_bytes, None);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| s);
         store.set_fuel(self.limits.fuel_per_call)?;
+        store.set_epoch_deadline(super::deadline_ticks(self.limits.deadline_ms));
         let instance = self.pre.instantiate(&mut store)?;
         self.live = Some(Live { store, instance, state: None });
         Ok(())
@@ -196,12 +201,18 @@ impl LoadedProjection {
             return Err("no live instance".into());
         };
         store.set_fuel(fuel).map_err(|e| chain(&e))?;
+        // A call with the fuel of n calls (a packed fold) gets n deadlines.
+        let calls = (fuel / self.limits.fuel_per_call.max(1)).max(1);
+        store.set_epoch_deadline(super::deadline_ticks(self.limits.deadline_ms).saturating_mul(calls));
         store.data_mut().memory_refused = false;
-        match f(instance, store, *state) {
+        let result = f(instance, store, *state);
+        self.last_fuel = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        match result {
             Ok(r) => Ok(r),
             Err(e) => {
                 let why = match e.downcast_ref::<wasmtime::Trap>() {
                     Some(wasmtime::Trap::OutOfFuel) => format!("out of fuel: {}", chain(&e)),
+                    Some(wasmtime::Trap::Interrupt) => format!("deadline exceeded: {}", chain(&e)),
                     _ if store.data().memory_refused => format!("out of memory: {}", chain(&e)),
                     _ => chain(&e),
                 };
@@ -279,6 +290,11 @@ impl LoadedProjection {
 
     pub(crate) fn snapshot(&mut self) -> Result<Vec<u8>, String> {
         self.with_state(|i, s, st| i.batpak_plugin_projection().state().call_snapshot(s, st))
+    }
+
+    /// Fuel the last guest call consumed.
+    pub(crate) fn last_fuel(&self) -> u64 {
+        self.last_fuel
     }
 
     pub(crate) fn read(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {

@@ -90,7 +90,11 @@ impl Default for BatchConfig {
 pub struct WriterConfig {
     /// Capacity of the writer's command queue (default 4096).
     pub channel_capacity: usize,
-    /// Stack size of the writer thread (default: the platform's).
+    /// Stack size of the writer thread (`None`: 4 MiB,
+    /// `plugin::DEFAULT_WRITER_STACK`). Gates run on it, each nesting the
+    /// stack of a projection it reads: a size below
+    /// `plugin::writer_stack_needed(gate, projection)` for the installed
+    /// plugins is refused at open and at install, never left to overflow.
     pub stack_size: Option<usize>,
     /// What to do when the writer panics.
     pub restart_policy: RestartPolicy,
@@ -326,6 +330,15 @@ impl StoreConfig {
     /// Checks every limit; the first violation is a `Configuration` error.
     pub(crate) fn validate(&self) -> Result<(), StoreError> {
         let bad = |msg: String| Err(StoreError::Configuration(msg));
+        if let Some(size) = self.writer.stack_size {
+            let gate = self.writer.gates.iter().map(|g| g.limits().stack_bytes).max().unwrap_or(0);
+            let needed = crate::plugin::writer_stack_needed(gate, 0);
+            if size < needed {
+                return bad(format!(
+                    "writer.stack_size {size} is below the {needed} bytes its gates' wasm stacks need"
+                ));
+            }
+        }
         if self.segment_max_bytes == 0 || self.segment_max_bytes > MAX_SEGMENT_BYTES {
             return bad(format!("segment_max_bytes {} must be in 1..=3 GiB", self.segment_max_bytes));
         }

@@ -165,8 +165,10 @@ impl Store<Open> {
         );
         let (tx, rx) = flume::bounded(cfg.writer.channel_capacity);
         let handle = writer::spawn(writer, rx, writer_thread_name(&cfg))?;
+        let reader = Arc::new(SegmentReader::new(Arc::clone(&dir), Arc::clone(&index), cfg.fd_budget));
+        projections.set_sources(Arc::clone(&index), Arc::clone(&reader));
         Ok(Self {
-            reader: Arc::new(SegmentReader::new(Arc::clone(&dir), Arc::clone(&index), cfg.fd_budget)),
+            reader,
             scratch: reader::ReplayScratch::new(cfg.index.replay_scratch_events),
             dir,
             maintenance: Mutex::new(()),

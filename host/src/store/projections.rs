@@ -8,7 +8,7 @@
 //! appends and other projections go on.
 
 use crate::plugin::{
-    LoadedProjection, PluginError, ProjectionEvent, ProjectionInfo, ProjectionPlugin, StateReader,
+    LoadedProjection, PluginError, ProjectionEvent, ProjectionInfo, ProjectionPlugin, StateRead, StateReader,
 };
 use crate::store::data_dir::DataDir;
 use crate::store::index::StoreIndex;
@@ -73,6 +73,8 @@ pub(crate) struct ProjectionSet {
     progressed: (Mutex<()>, parking_lot::Condvar),
     /// Signalled when a batch's tentative folds are committed or undone.
     settled: (Mutex<()>, parking_lot::Condvar),
+    /// The log, to rebuild an instance that trapped (set once at open).
+    sources: std::sync::OnceLock<(Arc<StoreIndex>, Arc<SegmentReader>)>,
 }
 
 const SNAP_MAGIC: &[u8; 8] = b"BPSNAP01";
@@ -89,7 +91,75 @@ impl ProjectionSet {
             count: AtomicUsize::new(0),
             progressed: (Mutex::new(()), parking_lot::Condvar::new()),
             settled: (Mutex::new(()), parking_lot::Condvar::new()),
+            sources: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Gives the set the log it rebuilds trapped instances from.
+    pub(crate) fn set_sources(&self, index: Arc<StoreIndex>, reader: Arc<SegmentReader>) {
+        let _ = self.sources.set((index, reader));
+    }
+
+    /// A guest call trapped and took the instance (and its state) with it.
+    /// Rebuilds the state it had, from the saved snapshot and the log up to
+    /// the projection's watermark, so one bad call (a read with a key the
+    /// guest cannot handle) does not end the projection. If that is not
+    /// possible, or the fold traps again, the projection is failed with the
+    /// cause; it never goes on reporting `Ready` without an instance.
+    fn recover_after_trap(&self, name: &str, p: &mut Installed, why: String) {
+        let seq = p.watermark.unwrap_or(0);
+        let Some((index, reader)) = self.sources.get() else { return mark_failed(p, why, seq) };
+        if p.pending.is_some() {
+            // Uncommitted folds cannot be rebuilt from the log.
+            return mark_failed(p, why, seq);
+        }
+        let target = p.watermark;
+        let usable = |w: &Option<u64>| match (w, target) {
+            (None, _) => true,
+            (Some(w), Some(t)) => *w <= t,
+            (Some(_), None) => false,
+        };
+        let origin = saved(&p.dir, &p.name, &p.proj.info).filter(|(_, w)| usable(w));
+        let (snapshot, from) = origin.map_or((None, None), |(s, w)| (Some(s), w));
+        if let Err(e) = p.proj.init(snapshot) {
+            return mark_failed(p, format!("{why}; rebuilding the instance failed: {e}"), seq);
+        }
+        p.watermark = from;
+        p.status = ProjectionStatus::Ready { applied_through: from };
+        let how = Replay { index, reader, bulk: false, pack_limit: PACK_EVENTS, may_blame: false };
+        let (start, end) = (from.map_or(0, |w| w + 1), target.map_or(0, |t| t + 1));
+        if let Err(e) = how.run(p, start, end, &mut |_, _| {}) {
+            return mark_failed(p, format!("{why}; rebuilding the instance failed: {e}"), seq);
+        }
+        match &p.status {
+            ProjectionStatus::Ready { .. } if p.watermark == target => {
+                tracing::warn!(projection = name, error = %why, "projection instance rebuilt after a trap");
+            }
+            ProjectionStatus::Ready { .. } => {
+                mark_failed(p, format!("{why}; the rebuild stopped short"), seq)
+            }
+            ProjectionStatus::Failed { error, .. } => {
+                let error = format!("{why}; rebuilding the instance failed: {error}");
+                mark_failed(p, error, seq);
+            }
+        }
+    }
+
+    /// One key's state, or the failure that stops the projection answering.
+    fn read_state(&self, name: &str, p: &mut Installed, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if let ProjectionStatus::Failed { error, sequence } = &p.status {
+            return Err(failed(name, error.clone(), *sequence));
+        }
+        let seq = p.watermark.unwrap_or(0);
+        p.proj.read(key).map_err(|e| {
+            self.recover_after_trap(name, p, format!("read() trapped: {e}"));
+            failed(name, e, seq)
+        })
+    }
+
+    /// The largest wasm stack limit of the installed projections (0: none).
+    pub(crate) fn max_stack(&self) -> usize {
+        self.map.read().values().map(|p| p.lock().plugin.stack_bytes()).max().unwrap_or(0)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -271,7 +341,7 @@ impl ProjectionSet {
         }
         let seq = p.watermark.unwrap_or(0);
         let state = p.proj.snapshot().map_err(|e| {
-            mark_failed(p, format!("snapshot() failed: {e}"), seq);
+            self.recover_after_trap(name, p, format!("snapshot() trapped: {e}"));
             failed(name, e, seq)
         })?;
         let mut out = Vec::with_capacity(state.len() + 128);
@@ -332,8 +402,18 @@ impl ProjectionSet {
             Some((state, w)) if w.is_none_or(|w| w < index.inserted()) => (Some(state), w),
             _ => (None, None),
         };
-        let restored = snapshot.is_some();
-        proj.init(snapshot).map_err(|e| StoreError::Plugin(PluginError::Instantiation(e)))?;
+        let mut restored = snapshot.is_some();
+        let mut watermark = watermark;
+        if let Err(why) = proj.init(snapshot) {
+            if !restored {
+                return Err(StoreError::Plugin(PluginError::Instantiation(why)));
+            }
+            // The saved state no longer restores (the constructor traps, runs
+            // out of memory or fuel): rebuild from the log instead.
+            tracing::warn!(projection = name, error = %why, "snapshot does not restore; rebuilding from the log");
+            proj.init(None).map_err(|e| StoreError::Plugin(PluginError::Instantiation(e)))?;
+            (restored, watermark) = (false, None);
+        }
         let inst = Arc::new(Mutex::new(Installed {
             name: name.to_string(),
             dir: Arc::clone(&self.dir),
@@ -390,16 +470,17 @@ impl ProjectionSet {
 
     /// The state `name` holds for `key`, as of the last committed event.
     pub(crate) fn state(&self, name: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.with_settled(name, |p| read_state(name, p, key))
+        self.with_settled(name, |p| self.read_state(name, p, key))
     }
 
     /// The state `name` holds for `key` as the writer's gates see it: with
     /// the earlier items of the batch being gated folded in.
-    fn state_for_gate(&self, name: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    fn state_for_gate(&self, name: &str, key: &str) -> Result<StateRead, StoreError> {
         let inst =
             self.get(name).ok_or_else(|| StoreError::Plugin(PluginError::UnknownProjection(name.into())))?;
         let mut p = inst.lock();
-        read_state(name, &mut p, key)
+        let state = self.read_state(name, &mut p, key)?;
+        Ok(StateRead { state, fuel: p.proj.last_fuel() })
     }
 
     /// Where `name` stands, and what it declared.
@@ -426,7 +507,7 @@ impl ProjectionSet {
             }
             let seq = p.watermark.unwrap_or(0);
             p.proj.snapshot().map_err(|e| {
-                mark_failed(p, format!("snapshot() failed: {e}"), seq);
+                self.recover_after_trap(name, p, format!("snapshot() trapped: {e}"));
                 failed(name, e, seq)
             })
         })
@@ -635,18 +716,6 @@ fn fold(p: &mut Installed, e: &ProjectionEvent<'_>) -> Result<(), String> {
     Ok(())
 }
 
-/// One key's state, or the failure that stops the projection answering.
-fn read_state(name: &str, p: &mut Installed, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-    if let ProjectionStatus::Failed { error, sequence } = &p.status {
-        return Err(failed(name, error.clone(), *sequence));
-    }
-    let seq = p.watermark.unwrap_or(0);
-    p.proj.read(key).map_err(|e| {
-        mark_failed(p, format!("read() failed: {e}"), seq);
-        failed(name, e, seq)
-    })
-}
-
 /// A guest call trapped and took the instance with it: the projection is
 /// failed from now on (also past an undone batch), with the real cause,
 /// until it is reinstalled. It never goes on answering as `Ready`.
@@ -664,10 +733,12 @@ fn failed(name: &str, error: String, sequence: u64) -> StoreError {
 }
 
 impl StateReader for ProjectionSet {
-    fn read(&self, projection: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
+    fn read(&self, projection: &str, key: &str) -> Result<StateRead, String> {
         match self.state_for_gate(projection, key) {
-            Ok(state) => Ok(state),
-            Err(StoreError::Plugin(PluginError::UnknownProjection(_))) => Ok(None),
+            Ok(read) => Ok(read),
+            Err(StoreError::Plugin(PluginError::UnknownProjection(_))) => {
+                Ok(StateRead { state: None, fuel: 0 })
+            }
             Err(e) => Err(e.to_string()),
         }
     }

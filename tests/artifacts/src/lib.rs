@@ -1,5 +1,7 @@
 //! Paths of the guest components built by this crate's build script:
 //! every example gate in `guest/plugins/examples`, plus negative cases
-//! (`WRONG_WORLD`, `SNEAKY_IMPORT`, `TRAP_IN_DESCRIBE`, `TRAP_AT_INSTANTIATION`, `CORE_MODULE`).
+//! (`WRONG_WORLD`, `SNEAKY_IMPORT`, `TRAP_IN_DESCRIBE`, `TRAP_AT_INSTANTIATION`, `CORE_MODULE`)
+//! and gates written in WebAssembly text for attacks Rust cannot express
+//! (`STACK_DEPTH`, `MULTI_MEMORY`).
 
 include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));

@@ -8,6 +8,7 @@ impl Store<Open> {
     /// component is compiled and instantiated first; on any failure the
     /// installed chain is unchanged.
     pub fn install_gate(&self, plugin: GatePlugin) -> Result<(), StoreError> {
+        self.check_writer_stack(plugin.limits().stack_bytes, self.projections.max_stack())?;
         let mut plugins = self.plugins.lock();
         let mut next = plugins.clone();
         next.push(plugin);
@@ -16,6 +17,7 @@ impl Store<Open> {
 
     /// Replaces the gate named `name` with `plugin`, atomically.
     pub fn replace_gate(&self, name: &str, plugin: GatePlugin) -> Result<(), StoreError> {
+        self.check_writer_stack(plugin.limits().stack_bytes, self.projections.max_stack())?;
         let mut plugins = self.plugins.lock();
         let at = self.gate_position(name)?;
         let mut next = plugins.clone();
@@ -63,6 +65,8 @@ impl Store<Open> {
         plugin: ProjectionPlugin,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<(), StoreError> {
+        let gates = self.plugins.lock().iter().map(|g| g.limits().stack_bytes).max().unwrap_or(0);
+        self.check_writer_stack(gates, plugin.stack_bytes())?;
         if plugin.in_background_mode() {
             self.ensure_projector()?;
         }
@@ -128,6 +132,20 @@ impl Store<Open> {
             .iter()
             .position(|n| n == name)
             .ok_or_else(|| StoreError::Plugin(crate::plugin::PluginError::UnknownGate(name.to_string())))
+    }
+
+    /// Refuses a plugin whose wasm stack, nested with the largest stack of
+    /// the other kind, would not fit on the writer thread.
+    fn check_writer_stack(&self, gate_stack: usize, projection_stack: usize) -> Result<(), StoreError> {
+        let have = self.cfg.writer.stack_size.unwrap_or(crate::plugin::DEFAULT_WRITER_STACK);
+        let needed = crate::plugin::writer_stack_needed(gate_stack, projection_stack);
+        if have < needed {
+            return Err(StoreError::Plugin(crate::plugin::PluginError::InvalidLimits(format!(
+                "a gate with a {gate_stack}-byte wasm stack reading a projection with {projection_stack} \
+                 needs a {needed}-byte writer stack; the writer has {have} (WriterConfig::stack_size)"
+            ))));
+        }
+        Ok(())
     }
 
     fn swap_gates(&self, plugins: &mut Vec<GatePlugin>, next: Vec<GatePlugin>) -> Result<(), StoreError> {

@@ -534,9 +534,9 @@ pub(crate) fn spawn(
     name: String,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
     let mut builder = std::thread::Builder::new().name(name);
-    if let Some(size) = writer.cfg.writer.stack_size {
-        builder = builder.stack_size(size);
-    }
+    // The stack must hold a gate's wasm stack and a projection's nested in
+    // it (checked against the plugins at open and at every install).
+    builder = builder.stack_size(writer.cfg.writer.stack_size.unwrap_or(crate::plugin::DEFAULT_WRITER_STACK));
     let handle = builder.spawn(move || {
         let mut restarts = shutdown::RestartBudget::new(writer.cfg.writer.restart_policy);
         loop {

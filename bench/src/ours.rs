@@ -173,6 +173,42 @@ pub fn gate_workloads(plan: &Plan) -> anyhow::Result<()> {
         let (med, p99) = gate_call_latency(allow, size, if plan.quick { 20_000 } else { 100_000 })?;
         println!("gate_call_latency_{label}: median {med:.2} us, p99 {p99:.2} us");
     }
+    // A stateful gate: the overdraft gate's one `projection-state` read
+    // (charged to its fuel), as the difference between appends with the
+    // balance projection alone and with the gate reading it.
+    let n_state = if plan.quick { 5_000 } else { 20_000 };
+    let with = |gate: bool| {
+        median(plan.runs(), || {
+            let dir = tmp();
+            let store = Store::open(StoreConfig::new(dir.path())).expect("open");
+            let p =
+                batpak::plugin::ProjectionPlugin::from_file(batpak_test_artifacts::BALANCE).expect("read");
+            store.install_projection("balance", p).expect("install");
+            if gate {
+                let g = GatePlugin::from_file(batpak_test_artifacts::OVERDRAFT).expect("read");
+                store.install_gate(g).expect("gate");
+            }
+            let acct = |i: usize| Coordinate::new(format!("account:{}", i % 64), "bank").expect("coord");
+            for i in 0..64 {
+                store
+                    .append(&acct(i), EventKind::custom(1, 1), &serde_json::json!({"amount": 1_000_000}))
+                    .expect("seed");
+            }
+            let start = Instant::now();
+            for i in 0..n_state {
+                store
+                    .append(&acct(i), EventKind::custom(1, 2), &serde_json::json!({"amount": 1}))
+                    .expect("withdraw");
+            }
+            start.elapsed().as_secs_f64() * 1e6 / n_state as f64
+        })
+    };
+    let (alone, gated) = (with(false), with(true));
+    println!(
+        "overdraft_gate_per_append: projection only {alone:.2} us, with the overdraft gate {gated:.2} us, \
+         gate with one projection-state read {:.2} us",
+        gated - alone
+    );
     let flaky = batpak_test_artifacts::FLAKY_PANIC;
     let dir = tmp();
     let store = Store::open(StoreConfig::new(dir.path()).with_gate(GatePlugin::from_file(flaky)?))?;

@@ -280,3 +280,41 @@ fn the_test_hooks_have_0_3_0_signatures() {
     result.unwrap();
     store.append(&coord("after"), EventKind::DATA, &json!(1)).unwrap();
 }
+
+#[test]
+fn a_raw_segment_takes_frames_and_copies_a_store_segments_frames() {
+    use batpak::store::segment::{Active, FramePayload, Sealed, Segment};
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(store_dir.path())).unwrap();
+    for n in 0..3 {
+        store.append(&coord("raw"), EventKind::DATA, &json!({"n": n})).unwrap();
+    }
+    let original = store.get(store.stream("raw")[0].event_id).unwrap();
+    store.close().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut seg: Segment<Active> = Segment::create(out.path(), 7).unwrap();
+    assert!(Segment::<Active>::create(out.path(), 7).is_err(), "create never replaces a segment");
+    let copied = seg.append_frames_from_segment(&store_dir.path().join(segment_filename(1))).unwrap();
+    assert!(copied > 0);
+    // Every copied byte is a whole, CRC-checked frame (the footer was left out).
+    let bytes = std::fs::read(seg.path()).unwrap();
+    let mut at = 32;
+    let mut frames = 0;
+    while at < bytes.len() {
+        let (_, used) = frame_decode(&bytes[at..]).unwrap();
+        at += used;
+        frames += 1;
+    }
+    assert!(frames >= 3, "string records and three events");
+    let payload = FramePayload { event: original.event, entity: "raw".into(), scope: "compat".into() };
+    let offset = seg.write_frame(&frame_encode(&payload).unwrap()).unwrap();
+    assert_eq!(offset as usize, bytes.len());
+    assert!(!seg.needs_rotation(1 << 20) && seg.needs_rotation(64));
+    seg.sync_with_mode(&SyncMode::SyncData).unwrap();
+    let sealed: Segment<Sealed> = seg.seal().unwrap();
+    let bytes = std::fs::read(sealed.path()).unwrap();
+    let (body, _) = frame_decode(&bytes[offset as usize..]).unwrap();
+    let back: FramePayload<Value> = serde_json::from_slice(body).unwrap();
+    assert_eq!(back.event.payload, json!({"n": 0}));
+    assert_eq!(sealed.len(), bytes.len() as u64);
+}

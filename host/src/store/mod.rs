@@ -22,13 +22,13 @@ pub mod log_reader;
 pub mod projection;
 mod projections;
 mod provenance;
-mod reader;
+pub mod reader;
 pub mod recovery;
 pub mod segment;
 pub mod stats;
 pub mod subscription;
 pub mod verify;
-mod writer;
+pub mod writer;
 
 pub use compaction::{CompactionConfig, CompactionResult, CompactionStrategy, RetentionPredicate};
 pub use config::{

@@ -7,6 +7,7 @@ pub mod file;
 pub mod footer;
 pub(crate) mod frame;
 mod public_frame;
+mod raw;
 
 pub use crate::store::compaction::CompactionResult;
 pub use file::{
@@ -15,3 +16,4 @@ pub use file::{
 };
 pub use footer::{FOOTER_MAGIC, FOOTER_TRAILER_LEN};
 pub use public_frame::{frame_decode, frame_encode, FrameDecodeError};
+pub use raw::{Active, FramePayload, Sealed, Segment};

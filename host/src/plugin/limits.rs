@@ -24,7 +24,7 @@ pub struct PluginLimits {
     /// Wall-clock budget of one call, in milliseconds (1..=60 000). Default
     /// 50. Fuel bounds work, not time (10 M fuel takes 2–120 ms depending on
     /// the instructions); past this deadline the call traps ("deadline
-    /// exceeded") and a gate fails closed. Checked every millisecond.
+    /// exceeded") and a gate fails closed. Checked every 5 ms.
     pub deadline_ms: u64,
 }
 

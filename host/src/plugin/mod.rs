@@ -74,12 +74,14 @@ pub(crate) fn engine(stack_bytes: usize) -> Result<&'static Engine, PluginError>
 
 /// How often every engine's epoch advances: the granularity of
 /// `PluginLimits::deadline_ms`.
-pub(crate) const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(1);
+pub(crate) const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(EPOCH_TICK_MS);
+const EPOCH_TICK_MS: u64 = 5;
 
-/// Epoch ticks for a deadline of `ms` milliseconds (one more than the
-/// count, since the first tick may come at once).
+/// Epoch ticks for a deadline of `ms` milliseconds: rounded up, plus one,
+/// since the first tick may come at once. A call is stopped between `ms`
+/// and `ms` + one tick after it starts.
 pub(crate) fn deadline_ticks(ms: u64) -> u64 {
-    ms.saturating_add(1)
+    ms.div_ceil(EPOCH_TICK_MS).saturating_add(1)
 }
 
 /// One thread for the process advances the epoch of every engine once per

@@ -43,6 +43,9 @@
 
 pub mod coordinate;
 pub mod event;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guard;
 pub mod id;
 pub mod outcome;

@@ -10,8 +10,8 @@ use crate::store::segment::codec::{envelope, open_envelope, Cursor, PutBytes, Sh
 
 /// File name of the checkpoint.
 pub const CHECKPOINT_FILE: &str = "index.ckpt";
-const MAGIC: &[u8; 6] = b"FBATCK";
-const VERSION: u16 = 2;
+pub(crate) const MAGIC: &[u8; 6] = b"FBATCK";
+pub(crate) const VERSION: u16 = 2;
 
 /// A decoded checkpoint.
 pub(crate) struct Checkpoint {

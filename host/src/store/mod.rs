@@ -20,7 +20,7 @@ mod fault_point;
 pub mod index;
 pub mod log_reader;
 pub mod projection;
-mod projections;
+pub(crate) mod projections;
 mod provenance;
 pub mod reader;
 pub mod recovery;

@@ -683,11 +683,17 @@ impl Replay<'_> {
 /// `info` exactly: its state bytes and the last sequence folded into them.
 fn saved(dir: &DataDir, name: &str, info: &ProjectionInfo) -> Option<(Vec<u8>, Option<u64>)> {
     let bytes = dir.read_optional(&snapshot_file(name)).ok()??;
-    let mut c = Cursor::new(&bytes);
-    if c.take(8, "magic").ok()? != SNAP_MAGIC || c.str("digest").ok()? != info.digest {
+    parse_snapshot(&bytes, &info.digest, info.schema_version)
+}
+
+/// The state bytes and watermark of a snapshot file, if it is whole and
+/// belongs to the component with `digest` and `schema`.
+pub(crate) fn parse_snapshot(bytes: &[u8], digest: &str, schema: u64) -> Option<(Vec<u8>, Option<u64>)> {
+    let mut c = Cursor::new(bytes);
+    if c.take(8, "magic").ok()? != SNAP_MAGIC || c.str("digest").ok()? != digest {
         return None;
     }
-    if c.u64("schema").ok()? != info.schema_version {
+    if c.u64("schema").ok()? != schema {
         return None;
     }
     let watermark = match c.u64("watermark").ok()? {

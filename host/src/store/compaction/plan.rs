@@ -24,8 +24,8 @@ use crate::store::StoreError;
 pub(crate) const PLAN_FILE: &str = "compact.plan";
 /// Suffix of a compaction output before the plan commits it.
 pub(crate) const OUTPUT_SUFFIX: &str = ".compact";
-const MAGIC: &[u8; 6] = b"FBATCP";
-const VERSION: u16 = 1;
+pub(crate) const MAGIC: &[u8; 6] = b"FBATCP";
+pub(crate) const VERSION: u16 = 1;
 
 /// What a committed compaction does to the directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,7 +53,7 @@ impl Plan {
         envelope(MAGIC, VERSION, &body)
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, String> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, String> {
         let body = open_envelope(bytes, MAGIC, VERSION)?;
         let short = |e: ShortRead| format!("truncated at {}", e.0);
         let mut c = Cursor::new(body);

@@ -103,7 +103,7 @@ pub(crate) fn get_entry(
     let offset = st.frame_end.wrapping_add(unzigzag(c.varint("offset")?) as u64);
     let length = c.varint_u32("length")?;
     st.wall_ms = wall_ms;
-    st.frame_end = offset + u64::from(length);
+    st.frame_end = offset.checked_add(u64::from(length)).ok_or(ShortRead("frame offset"))?;
     Ok(LoadedEntry {
         event_id,
         correlation_id,

@@ -140,6 +140,11 @@ pub(crate) fn decode(
     }
     let n_entries = c.varint("entry count").map_err(short)?;
     let first_seq = c.varint("first sequence").map_err(short)?;
+    // Every entry takes at least one byte: a count beyond the bytes left is
+    // corrupt, and nothing is reserved for entries that cannot be there.
+    if n_entries > (body.len() - c.position()) as u64 {
+        return Err(corrupt("entry count exceeds the footer"));
+    }
     reserve(n_entries);
     let mut st = DeltaState::default();
     let mut next_seq = first_seq;
@@ -153,7 +158,7 @@ pub(crate) fn decode(
                 next_seq = next_seq.checked_add(gap).ok_or_else(|| corrupt("sequence overflow"))?;
             }
             chunk.push(get_entry(&mut c, &global_ids, segment_id, next_seq, &mut st).map_err(short)?);
-            next_seq += 1;
+            next_seq = next_seq.checked_add(1).ok_or_else(|| corrupt("sequence overflow"))?;
         }
         sink(chunk)?;
         i += n;

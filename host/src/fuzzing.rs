@@ -1,0 +1,75 @@
+//! Entry points for the fuzz targets (`fuzz/`), one per decoder of bytes
+//! that come from disk. Compiled only with the `fuzzing` feature; not part
+//! of the public API. Each takes arbitrary bytes and must return (an `Ok`
+//! or a typed error, discarded here), never panic, hang or allocate beyond
+//! what the input can justify. Formats protected by a CRC are also tried
+//! with the CRC made right, so the fuzzer reaches the parser behind it.
+
+use crate::store::checkpoint;
+use crate::store::compaction::plan;
+use crate::store::index::StoreIndex;
+use crate::store::segment::codec::envelope;
+use crate::store::segment::{footer, frame};
+
+/// Every frame of a segment body, decoded one after another.
+pub fn frames(bytes: &[u8]) {
+    let mut at = 0;
+    while let Some(rest) = bytes.get(at..).filter(|r| !r.is_empty()) {
+        match frame::decode(rest) {
+            Ok((_, used)) if used > 0 => at += used,
+            _ => return,
+        }
+    }
+    let _ = crate::store::segment::frame_decode(bytes);
+}
+
+/// A footer body (version byte onwards) with its CRC made right, loaded
+/// into an index as recovery does.
+pub fn footer(body: &[u8]) {
+    let mut region = body.to_vec();
+    region.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+    region.extend_from_slice(&[0u8; footer::FOOTER_TRAILER_LEN]);
+    let index = StoreIndex::new();
+    let resolve = |s: &str| index.intern_with_id(s);
+    let mut reserve = |n: u64| index.reserve(n as usize);
+    let mut sink = |entries| index.insert_loaded(entries).map_err(crate::store::StoreError::Configuration);
+    let _ = footer::decode(&region, 32, 1, &resolve, &mut reserve, &mut sink);
+}
+
+/// `index.ckpt`, as found and with a valid envelope around the input.
+pub fn checkpoint(bytes: &[u8]) {
+    let _ = checkpoint::decode(bytes);
+    let _ = checkpoint::decode(&envelope(checkpoint::MAGIC, checkpoint::VERSION, bytes));
+}
+
+/// The compaction plan, as found and with a valid envelope around the input.
+pub fn compaction_plan(bytes: &[u8]) {
+    let _ = plan::Plan::decode(bytes);
+    let _ = plan::Plan::decode(&envelope(plan::MAGIC, plan::VERSION, bytes));
+}
+
+/// A projection snapshot file, for any digest it names.
+pub fn projection_snapshot(bytes: &[u8]) {
+    let _ = crate::store::projections::parse_snapshot(bytes, "", 0);
+    // The digest a real file names is 64 hex digits after the magic.
+    let digest = bytes.get(9..73).and_then(|d| std::str::from_utf8(d).ok()).unwrap_or("");
+    let _ = crate::store::projections::parse_snapshot(bytes, digest, 0);
+}
+
+/// A whole segment file handed to recovery: written as the only segment
+/// of a fresh data directory, opened, verified and closed.
+pub fn segment(bytes: &[u8]) {
+    let Ok(dir) = tempfile::tempdir() else { return };
+    let name = crate::store::segment::segment_filename(1);
+    if std::fs::write(dir.path().join(name), bytes).is_err() {
+        return;
+    }
+    let cfg = crate::store::StoreConfig::new(dir.path()).with_enable_checkpoint(false);
+    if let Ok(store) = crate::store::Store::open(cfg) {
+        let _ = store.verify();
+        for e in store.query(&crate::coordinate::Region::all()) {
+            let _ = store.get(e.event_id);
+        }
+        let _ = store.close();
+    }
+}

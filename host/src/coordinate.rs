@@ -1,7 +1,7 @@
 //! Where an event lives: its [`Coordinate`] (entity and scope), the [`Region`]s
 //! that select events for queries and subscriptions, and [`DagPosition`].
 
-use crate::event::EventKind;
+use crate::kind::EventKind;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;

@@ -71,7 +71,7 @@ fn bump(id: u128) -> u128 {
 }
 
 fn fresh_v7() -> u128 {
-    let ms = u128::from(u64::try_from(crate::store::config::system_now_us() / 1000).unwrap_or(0));
+    let ms = u128::from(u64::try_from(crate::clock::system_now_us() / 1000).unwrap_or(0));
     let rand = random_u128();
     let rand_a = (rand >> 64) & 0x0FFF;
     let rand_b = rand & ((1u128 << 62) - 1);

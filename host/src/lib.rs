@@ -22,6 +22,24 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Map of the crate
+//!
+//! Each layer imports only the layers above it in this list (the store's
+//! inner layers are listed in `store`'s docs):
+//!
+//! | layer | modules |
+//! |---|---|
+//! | bottom: plain values | `clock` (private), `kind` (`EventKind`), `id`, `wire`, `outcome` |
+//! | events and where they live | `coordinate`, `event` (headers, hash chain, `EventSourced`) |
+//! | native policy | `guard` (gates, denials, receipts, `Proposal`), `pipeline`, `typestate` |
+//! | WebAssembly guests | `plugin` (engines, limits, gate chain, projections as components) |
+//! | the store | `store`: segment format → index → writer / reader / recovery / compaction → `Store` API |
+//! | on top of the store | `projection` (native projections, caches, watchers, reactors), `testing` (guest harness), `prelude` |
+//!
+//! Paths that batpak 0.3.0 gives an item elsewhere are re-exports (for
+//! example `event::kind::EventKind`, `pipeline::Proposal`,
+//! `store::projection::*`), so the logic stays in its layer.
+//!
 //! **It is not**: a database server, an async library (every call blocks;
 //! wrap it in `spawn_blocking` if you live in async code), a distributed log,
 //! or a general WebAssembly host (plugins get no WASI and no host calls).
@@ -41,6 +59,7 @@
 // workspace's, in Cargo.toml; unit tests may use the panicking shortcuts.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+mod clock;
 pub mod coordinate;
 pub mod event;
 #[cfg(feature = "fuzzing")]
@@ -48,6 +67,7 @@ pub mod event;
 pub mod fuzzing;
 pub mod guard;
 pub mod id;
+mod kind;
 pub mod outcome;
 pub mod pipeline;
 pub mod plugin;

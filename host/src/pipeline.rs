@@ -4,27 +4,7 @@
 use crate::guard::{Denial, GateSet, Receipt};
 use serde::{Deserialize, Serialize};
 
-/// A value proposed for commit.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Proposal<T>(T);
-
-impl<T> Proposal<T> {
-    /// Wraps a value.
-    pub fn new(value: T) -> Self {
-        Self(value)
-    }
-    /// The value.
-    pub fn payload(&self) -> &T {
-        &self.0
-    }
-    /// The proposal with its value transformed.
-    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Proposal<U> {
-        Proposal(f(self.0))
-    }
-    pub(crate) fn into_inner(self) -> T {
-        self.0
-    }
-}
+pub use crate::guard::Proposal;
 
 /// A committed value with where the store put it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

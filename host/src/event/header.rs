@@ -1,7 +1,7 @@
 //! [`EventHeader`]: the metadata every event carries.
 
 use crate::coordinate::DagPosition;
-use crate::event::EventKind;
+use crate::kind::EventKind;
 use serde::{Deserialize, Serialize};
 
 /// Flag: the event asks its consumer for an acknowledgement (carried, not acted on).

@@ -3,14 +3,18 @@
 
 pub mod hash;
 pub mod header;
-pub mod kind;
+/// [`EventKind`] at its 0.3.0 path (`event::kind`); it lives below both
+/// `coordinate` and `event`, which use it.
+pub mod kind {
+    pub use crate::kind::EventKind;
+}
 pub mod sourcing;
 
+pub use crate::kind::EventKind;
 pub use hash::HashChain;
 #[cfg(feature = "blake3")]
 pub use hash::{compute_hash, verify_chain};
 pub use header::{EventHeader, FLAG_REPLAY, FLAG_REQUIRES_ACK, FLAG_TRANSACTIONAL};
-pub use kind::EventKind;
 pub use sourcing::{EventSourced, Reactive};
 
 use crate::coordinate::{Coordinate, DagPosition};

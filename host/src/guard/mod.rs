@@ -3,12 +3,13 @@
 //! [`crate::plugin`].)
 
 pub mod denial;
+mod proposal;
 pub mod receipt;
 
 pub use denial::Denial;
 pub use receipt::Receipt;
 
-use crate::pipeline::Proposal;
+pub use proposal::Proposal;
 
 /// A policy check over a context `Ctx`.
 pub trait Gate<Ctx>: Send + Sync {

@@ -395,10 +395,4 @@ impl std::fmt::Debug for StoreConfig {
     }
 }
 
-/// Microseconds since the Unix epoch from the system clock (0 before 1970).
-pub(crate) fn system_now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub(crate) use crate::clock::system_now_us;

@@ -1,6 +1,6 @@
 //! The writer thread: the only code that writes segments or mutates the index.
 //!
-//! Callers send a [`Command`] over a bounded channel and block on a one-shot
+//! Callers send a `Command` over a bounded channel and block on a one-shot
 //! reply. The writer takes one command, then whatever else is queued (up to
 //! the group-commit limit), and runs each unit along one straight line:
 //!

@@ -24,9 +24,28 @@ pub fn info(wasm: &Path) -> Result<ExitCode> {
             "world    batpak:plugin/projection-plugin — projection {:?} version {} schema {} kinds {:?} entity prefix {:?}",
             p.name, p.version, p.schema_version, p.kinds, p.entity_prefix
         ),
-        (Err(why), Err(_)) => println!("world    not a batpak gate or projection: {why}"),
+        (Err(as_gate), Err(as_projection)) => {
+            println!("world    none: this component loads neither as a batpak gate nor as a projection");
+            eprintln!("as a gate (batpak:plugin/gate-plugin): {as_gate}");
+            eprintln!("as a projection (batpak:plugin/projection-plugin): {as_projection}");
+            return Ok(ExitCode::from(1));
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where `guest test` keeps compiled components: `$BATPAK_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/batpak/components`, else `~/.cache/batpak/components`,
+/// else the system temp directory.
+fn cache_dir() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("BATPAK_CACHE_DIR") {
+        return dir.into();
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("batpak").join("components")
 }
 
 /// One line of a cases file.
@@ -78,7 +97,8 @@ pub fn test(wasm: &Path, cases: &Path) -> Result<ExitCode> {
     if parsed.is_empty() {
         bail!("{} holds no cases", cases.display());
     }
-    let mut gate = GuestHarness::load(wasm).with_context(|| format!("loading {}", wasm.display()))?;
+    let mut gate = GuestHarness::from_plugin(GatePlugin::from_file(wasm)?.with_compile_cache(cache_dir()))
+        .with_context(|| format!("loading {}", wasm.display()))?;
     println!("gate {} {} — {} case(s)\n", gate.name(), gate.version(), parsed.len());
     println!("{:<6} {:<24} {:<8} {:<28} result", "line", "entity", "expect", "got");
     let mut failures = 0;

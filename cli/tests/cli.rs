@@ -9,7 +9,13 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn batpak(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_batpak")).args(args).output().expect("run batpak")
+    // Compiled components go to a cache of this test run, not the user's.
+    let cache = std::env::temp_dir().join(format!("batpak-cli-tests-{}", std::process::id()));
+    Command::new(env!("CARGO_BIN_EXE_batpak"))
+        .args(args)
+        .env("BATPAK_CACHE_DIR", cache)
+        .output()
+        .expect("run batpak")
 }
 
 fn text(o: &Output) -> (String, String) {
@@ -120,9 +126,13 @@ fn guest_info_describes_components_and_refuses_others() {
     let (out, err) = text(&batpak(&["guest", "info", art::AMOUNT_LIMIT]));
     assert!(out.contains("gate \"amount-limit\""), "{out}{err}");
     assert!(out.contains("blake3"));
-    let (out, _) = text(&batpak(&["guest", "info", art::SNEAKY_IMPORT]));
+    let o = batpak(&["guest", "info", art::SNEAKY_IMPORT]);
+    let (out, err) = text(&o);
     assert!(out.contains("read-secret"), "imports are listed: {out}");
-    assert!(out.contains("not a batpak gate"), "{out}");
+    assert!(out.contains("neither as a batpak gate nor as a projection"), "{out}");
+    assert!(err.contains("as a gate (batpak:plugin/gate-plugin)"), "{err}");
+    assert!(err.contains("as a projection (batpak:plugin/projection-plugin)"), "{err}");
+    assert_eq!(o.status.code(), Some(1), "a component that cannot load exits non-zero");
     let (out, _) = text(&batpak(&["guest", "info", art::BALANCE]));
     assert!(out.contains("projection \"balance\""), "{out}");
     let o = batpak(&["guest", "info", art::CORE_MODULE]);
@@ -183,5 +193,10 @@ fn replay_rebuilds_a_projection_over_the_log() {
     assert!(!tmp.path().join("proj-cli-replay.snap").exists(), "replay leaves no snapshot behind");
     let o = batpak(&["replay", dir, "--projection", art::AMOUNT_LIMIT]);
     assert_eq!(o.status.code(), Some(1), "a gate is not a projection");
-    assert_eq!(text(&o).1.lines().count(), 1);
+    let err = text(&o).1;
+    assert_eq!(err.lines().count(), 1);
+    let parts: Vec<&str> = err.trim().split(": ").collect();
+    for (i, p) in parts.iter().enumerate() {
+        assert!(!parts[i + 1..].contains(p), "the cause is printed once: {err}");
+    }
 }

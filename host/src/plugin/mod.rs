@@ -15,6 +15,7 @@
 //! `host-state`, no async, no threads in guests.
 
 mod bindings;
+mod disk_cache;
 mod error;
 mod gate_instance;
 mod limits;
@@ -120,6 +121,8 @@ pub struct GatePlugin {
     /// stack limit it was compiled for: rebuilding a chain of k gates to add
     /// one compiles only the new one, whatever k is.
     compiled: Arc<parking_lot::Mutex<Option<(usize, Component)>>>,
+    /// Where compiled components are kept on disk (none: memory only).
+    cache_dir: Option<Arc<Path>>,
 }
 
 impl std::fmt::Debug for GatePlugin {
@@ -140,6 +143,7 @@ impl GatePlugin {
             name: None,
             limits: PluginLimits::default(),
             compiled: Arc::default(),
+            cache_dir: None,
         }
     }
 
@@ -172,6 +176,15 @@ impl GatePlugin {
         self
     }
 
+    /// Keeps the compiled component in `dir` (created if missing), so the
+    /// next process that installs the same component with the same engine
+    /// settings loads it instead of compiling it. Damaged or foreign
+    /// entries are detected and recompiled (see docs/guest-abi.md).
+    pub fn with_compile_cache(mut self, dir: impl AsRef<Path>) -> Self {
+        self.cache_dir = Some(Arc::from(dir.as_ref()));
+        self
+    }
+
     /// The limits this plugin will run under.
     pub fn limits(&self) -> PluginLimits {
         self.limits
@@ -198,7 +211,7 @@ impl GatePlugin {
         let component = match memo.as_ref() {
             Some((s, c)) if *s == stack => c.clone(),
             _ => {
-                let c = compile(&self.bytes, stack)?;
+                let c = compile(&self.bytes, stack, self.cache_dir.as_deref())?;
                 *memo = Some((stack, c.clone()));
                 c
             }
@@ -225,6 +238,9 @@ pub(crate) fn digest(bytes: &[u8]) -> [u8; 32] {
 /// again (hot swap, reinstall, another store) reuses its machine code.
 const COMPILE_CACHE_MAX: usize = 64;
 
+type MemoryCache = parking_lot::Mutex<std::collections::HashMap<([u8; 32], usize), Component>>;
+static COMPILE_CACHE: OnceLock<MemoryCache> = OnceLock::new();
+
 static COMPILATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// How many components this process has compiled to machine code so far
@@ -233,17 +249,23 @@ pub fn compilations() -> u64 {
     COMPILATIONS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// The compiled form of `bytes` for the engine of `stack_bytes`.
-pub(crate) fn compile(bytes: &[u8], stack_bytes: usize) -> Result<Component, PluginError> {
-    type Cache = parking_lot::Mutex<std::collections::HashMap<([u8; 32], usize), Component>>;
-    static CACHE: OnceLock<Cache> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
+/// The compiled form of `bytes` for the engine of `stack_bytes`: from the
+/// process-wide memory cache, else from `disk` (if given), else compiled.
+pub(crate) fn compile(
+    bytes: &[u8],
+    stack_bytes: usize,
+    disk: Option<&Path>,
+) -> Result<Component, PluginError> {
+    let cache = COMPILE_CACHE.get_or_init(Default::default);
     let key = (digest(bytes), stack_bytes);
     if let Some(found) = cache.lock().get(&key) {
         return Ok(found.clone());
     }
-    let component = compile_uncached(bytes, engine(stack_bytes)?)?;
-    COMPILATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let engine = engine(stack_bytes)?;
+    let component = match disk {
+        Some(dir) => disk_cache::load_or_compile(dir, bytes, engine)?,
+        None => compile_uncached(bytes, engine)?,
+    };
     let mut cache = cache.lock();
     if cache.len() >= COMPILE_CACHE_MAX {
         // Forget one entry, not all: a chain of more gates than the cache
@@ -256,7 +278,17 @@ pub(crate) fn compile(bytes: &[u8], stack_bytes: usize) -> Result<Component, Plu
     Ok(component)
 }
 
-fn compile_uncached(bytes: &[u8], engine: &Engine) -> Result<Component, PluginError> {
+/// Drops every compiled component this process keeps in memory for reuse
+/// (installed plugins keep theirs). The next install of another plugin
+/// value compiles again, or loads from its disk cache.
+pub fn clear_compile_cache() {
+    if let Some(cache) = COMPILE_CACHE.get() {
+        cache.lock().clear();
+    }
+}
+
+pub(crate) fn compile_uncached(bytes: &[u8], engine: &Engine) -> Result<Component, PluginError> {
+    COMPILATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     const COMPONENT_LAYER: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
     if bytes.get(..4) != Some(b"\0asm") {
         return Err(PluginError::NotAComponent("missing the \\0asm magic: not WebAssembly".into()));
@@ -295,7 +327,7 @@ pub struct ComponentInfo {
 /// installs as a gate (it is loaded with production limits to find out).
 pub fn inspect_component(bytes: &[u8]) -> Result<ComponentInfo, PluginError> {
     let stack = PluginLimits::default().stack_bytes;
-    let component = compile(bytes, stack)?;
+    let component = compile(bytes, stack, None)?;
     let engine = engine(stack)?;
     let ty = component.component_type();
     let imports = ty.imports(engine).map(|(name, _)| name.to_string()).collect();

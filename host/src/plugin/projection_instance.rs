@@ -20,6 +20,8 @@ pub struct ProjectionPlugin {
     limits: PluginLimits,
     snapshot_every: u64,
     background: bool,
+    /// Where compiled components are kept on disk (none: memory only).
+    cache_dir: Option<Arc<Path>>,
 }
 
 impl std::fmt::Debug for ProjectionPlugin {
@@ -39,6 +41,7 @@ impl ProjectionPlugin {
             limits: PluginLimits::default(),
             snapshot_every: 10_000,
             background: false,
+            cache_dir: None,
         }
     }
 
@@ -56,6 +59,13 @@ impl ProjectionPlugin {
     /// Largest linear memory in bytes.
     pub fn with_memory_limit(mut self, bytes: usize) -> Self {
         self.limits.memory_bytes = bytes;
+        self
+    }
+
+    /// Keeps the compiled component in `dir` (see
+    /// `GatePlugin::with_compile_cache`).
+    pub fn with_compile_cache(mut self, dir: impl AsRef<Path>) -> Self {
+        self.cache_dir = Some(Arc::from(dir.as_ref()));
         self
     }
 
@@ -89,7 +99,7 @@ impl ProjectionPlugin {
 
     pub(crate) fn load(&self) -> Result<LoadedProjection, PluginError> {
         super::limits::check(&self.limits)?;
-        LoadedProjection::load(&self.bytes, self.limits)
+        LoadedProjection::load(&self.bytes, self.limits, self.cache_dir.as_deref())
     }
 }
 
@@ -139,8 +149,8 @@ struct Live {
 }
 
 impl LoadedProjection {
-    fn load(bytes: &[u8], limits: PluginLimits) -> Result<Self, PluginError> {
-        let component = compile(bytes, limits.stack_bytes)?;
+    fn load(bytes: &[u8], limits: PluginLimits, disk: Option<&Path>) -> Result<Self, PluginError> {
+        let component = compile(bytes, limits.stack_bytes, disk)?;
         let linker: Linker<GuestState> = Linker::new(component.engine());
         let wrong =
             |e: wasmtime::Error| PluginError::WrongWorld(format!("not a projection-plugin: {}", chain(&e)));

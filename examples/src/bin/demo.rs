@@ -74,6 +74,25 @@ fn main() -> Result<()> {
         Err(e) => println!("  DENIED   {e}\n           nothing of the batch was written"),
     }
 
+    println!("\nbatch of two withdrawals of 300 from alice (each fits alone, not together):");
+    let overdraw = (0..2)
+        .map(|_| {
+            BatchAppendItem::new(
+                alice.clone(),
+                WITHDRAW,
+                &json!({"amount": 300}),
+                AppendOptions::new(),
+                CausationRef::None,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    match store.append_batch(overdraw) {
+        Ok(_) => anyhow::bail!("a batch overdrew alice's account"),
+        Err(e) => println!(
+            "  DENIED   {e}\n           the second item was gated against the balance after the first"
+        ),
+    }
+
     println!("\na hostile gate that loops forever is installed:");
     store.install_gate(GatePlugin::from_file(guests::HOSTILE_LOOP)?.with_fuel(5_000_000))?;
     report("deposit 10 to alice", store.append(&alice, DEPOSIT, &json!({"amount": 10})));

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // test code
 
+mod common;
+
 use batpak::plugin::ProjectionPlugin;
 use batpak::prelude::*;
 use batpak::store::BatchStage;
@@ -162,13 +164,7 @@ fn eight_threads_mixing_singles_and_batches_never_overdraw() {
     let denied: u32 = threads.into_iter().map(|t| t.join().expect("thread")).sum();
     assert!(denied > 0, "withdrawals exceed deposits: some must be denied");
     for n in 0..2 {
-        let mut running = 0i64;
-        for e in store.stream(&format!("account:{n}")) {
-            let amount =
-                store.get(e.event_id).expect("get").event.payload["amount"].as_i64().expect("amount");
-            running += if e.kind == DEPOSIT { amount } else { -amount };
-            assert!(running >= 0, "account {n} went negative at sequence {}", e.global_sequence);
-        }
+        let running = common::replayed_balance(&store, &format!("account:{n}"), DEPOSIT);
         assert_eq!(balance(&store, n), Some(running));
     }
 }

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // test code
 
+mod common;
+
 use batpak::plugin::ProjectionPlugin;
 use batpak::prelude::*;
 use batpak::store::ProjectionStatus;
@@ -299,13 +301,7 @@ fn eight_threads_never_overdraw_through_the_overdraft_gate() {
     let denied: u32 = threads.into_iter().map(|t| t.join().expect("thread")).sum();
     assert!(denied > 0, "the withdrawals exceed the deposits, so some must be denied");
     for n in 0..2 {
-        let mut running = 0i64;
-        for e in store.stream(&format!("account:{n}")) {
-            let amount =
-                store.get(e.event_id).expect("get").event.payload["amount"].as_i64().expect("amount");
-            running += if e.kind == DEPOSIT { amount } else { -amount };
-            assert!(running >= 0, "balance went negative at sequence {}", e.global_sequence);
-        }
+        let running = common::replayed_balance(&store, &format!("account:{n}"), DEPOSIT);
         assert_eq!(balance(&store, n), Some(running));
     }
 }

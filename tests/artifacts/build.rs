@@ -153,16 +153,7 @@ const MULTI_MEMORY_WAT: &str = r#"(module
     (memory $m1 1)
     (memory $m2 1)
     (memory $m3 1)
-    (global $next (mut i32) (i32.const 4096))
-    (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
-        (local $at i32)
-        (local.set $at (i32.and (i32.add (global.get $next) (i32.const 7)) (i32.const -8)))
-        (global.set $next (i32.add (local.get $at) (local.get 3)))
-        (if (i32.gt_u (global.get $next) (i32.mul (memory.size) (i32.const 65536)))
-            (then (if (i32.lt_s (memory.grow (i32.add (i32.shr_u (local.get 3) (i32.const 16)) (i32.const 1)))
-                                (i32.const 0))
-                      (then unreachable))))
-        (local.get $at))
+    {REALLOC}
     (func (export "batpak:plugin/gate@0.1.0#describe") (result i32)
         (i32.store (i32.const 64) (i32.const 128))
         (i32.store (i32.const 68) (i32.const 12))
@@ -184,16 +175,7 @@ const MULTI_MEMORY_WAT: &str = r#"(module
 /// its frames in linear memory and could not show that).
 const STACK_DEPTH_WAT: &str = r#"(module
     (memory (export "memory") 1)
-    (global $next (mut i32) (i32.const 4096))
-    (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
-        (local $at i32)
-        (local.set $at (i32.and (i32.add (global.get $next) (i32.const 7)) (i32.const -8)))
-        (global.set $next (i32.add (local.get $at) (local.get 3)))
-        (if (i32.gt_u (global.get $next) (i32.mul (memory.size) (i32.const 65536)))
-            (then (if (i32.lt_s (memory.grow (i32.add (i32.shr_u (local.get 3) (i32.const 16)) (i32.const 1)))
-                                (i32.const 0))
-                      (then unreachable))))
-        (local.get $at))
+    {REALLOC}
     (func $deep (param $n i32) (result i64)
         (local $a i64) (local $b i64) (local $c i64) (local $d i64)
         (local $e i64) (local $f i64) (local $g i64) (local $h i64)
@@ -225,9 +207,24 @@ const STACK_DEPTH_WAT: &str = r#"(module
         ;; result<_, denial> at 256, zeroed: ok.
         (i32.const 256)))"#;
 
-/// A gate-world component from a core module written in WebAssembly text.
+/// A bump allocator for the canonical ABI's `cabi_realloc` (memory 0),
+/// shared by the gates written in WebAssembly text.
+const REALLOC_WAT: &str = r#"(global $next (mut i32) (i32.const 4096))
+    (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+        (local $at i32)
+        (local.set $at (i32.and (i32.add (global.get $next) (i32.const 7)) (i32.const -8)))
+        (global.set $next (i32.add (local.get $at) (local.get 3)))
+        (if (i32.gt_u (global.get $next) (i32.mul (memory.size) (i32.const 65536)))
+            (then (if (i32.lt_s (memory.grow (i32.add (i32.shr_u (local.get 3) (i32.const 16)) (i32.const 1)))
+                                (i32.const 0))
+                      (then unreachable))))
+        (local.get $at))"#;
+
+/// A gate-world component from a core module written in WebAssembly text
+/// (`{REALLOC}` in it stands for [`REALLOC_WAT`]).
 fn gate_from_wat(resolve: &Resolve, world: wit_parser::WorldId, name: &str, wat: &str) -> Vec<u8> {
-    let mut module = wat::parse_str(wat).unwrap_or_else(|e| panic!("parse {name}: {e}"));
+    let wat = wat.replace("{REALLOC}", REALLOC_WAT);
+    let mut module = wat::parse_str(&wat).unwrap_or_else(|e| panic!("parse {name}: {e}"));
     wit_component::embed_component_metadata(&mut module, resolve, world, StringEncoding::UTF8)
         .expect("embed metadata");
     ComponentEncoder::default()

@@ -1,4 +1,6 @@
-//! Helpers shared by the compaction test binaries.
+//! Helpers shared by test binaries (each uses some of them).
+
+#![allow(dead_code)] // each test binary uses only some helpers
 
 use std::path::Path;
 
@@ -10,4 +12,20 @@ pub fn leftovers(dir: &Path) -> Vec<String> {
         .filter_map(|e| e.expect("entry").file_name().into_string().ok())
         .filter(|n| n.ends_with(".compact") || n == "compact.plan" || n.ends_with(".tmp"))
         .collect()
+}
+
+/// Replays `entity`'s stream of deposits (`deposit`) and withdrawals:
+/// asserts the running balance never goes negative, and returns it.
+pub fn replayed_balance(
+    store: &batpak::prelude::Store,
+    entity: &str,
+    deposit: batpak::prelude::EventKind,
+) -> i64 {
+    let mut running = 0i64;
+    for e in store.stream(entity) {
+        let amount = store.get(e.event_id).expect("get").event.payload["amount"].as_i64().expect("amount");
+        running += if e.kind == deposit { amount } else { -amount };
+        assert!(running >= 0, "{entity} went negative at sequence {}", e.global_sequence);
+    }
+    running
 }

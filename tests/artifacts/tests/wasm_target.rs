@@ -26,6 +26,19 @@ fn fake_toolchain(root: &Path) -> (PathBuf, PathBuf) {
     (rustc, sysroot.join("lib/rustlib").join(WASM_TARGET).join("lib"))
 }
 
+/// A fake rustup that logs its arguments to `rustup.log` and "installs"
+/// the target by creating a core library in `libdir`.
+fn installing_rustup(dir: &Path, libdir: &Path) -> (PathBuf, PathBuf) {
+    let log = dir.join("rustup.log");
+    let body = format!(
+        "echo \"$@\" > {}\nmkdir -p {}\ntouch {}/libcore-abcd.rlib",
+        log.display(),
+        libdir.display(),
+        libdir.display()
+    );
+    (script(dir, "rustup", &body), log)
+}
+
 #[test]
 fn present_target_needs_no_rustup() {
     let dir = tempfile::tempdir().unwrap();
@@ -40,17 +53,7 @@ fn present_target_needs_no_rustup() {
 fn missing_target_is_installed_for_the_owning_toolchain() {
     let dir = tempfile::tempdir().unwrap();
     let (rustc, libdir) = fake_toolchain(dir.path());
-    let log = dir.path().join("rustup.log");
-    let rustup = script(
-        dir.path(),
-        "rustup",
-        &format!(
-            "echo \"$@\" > {}\nmkdir -p {}\ntouch {}/libcore-abcd.rlib",
-            log.display(),
-            libdir.display(),
-            libdir.display()
-        ),
-    );
+    let (rustup, log) = installing_rustup(dir.path(), &libdir);
     let status = ensure_wasm_target(&rustc, &rustup, None).unwrap();
     assert_eq!(status, TargetStatus::Installed { toolchain: "fake-tc".into() });
     let args = fs::read_to_string(&log).unwrap();

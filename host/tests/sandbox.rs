@@ -158,3 +158,19 @@ fn close_snapshots_every_projection_it_can_and_closes_the_log() {
     assert!(store.diagnostics().recovery.checkpoint_rejected.is_none(), "the log was closed cleanly");
     assert_eq!(store.diagnostics().recovery.scanned, 0, "a clean close leaves nothing to scan");
 }
+
+#[test]
+fn a_component_of_the_wrong_world_is_named_as_such() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(tmp.path())).unwrap();
+    let err = store
+        .install_gate(GatePlugin::from_file(art::BALANCE).unwrap())
+        .expect_err("a projection is no gate");
+    assert!(err.to_string().contains("not a gate-plugin"), "{err}");
+    let err = store
+        .install_projection("p", ProjectionPlugin::from_file(art::AMOUNT_LIMIT).unwrap())
+        .expect_err("a gate is no projection");
+    assert!(err.to_string().contains("not a projection-plugin"), "{err}");
+    assert!(!err.to_string().contains("gate world"), "{err}");
+    store.append(&coord("x"), EventKind::DATA, &json!({"n": 1})).expect("appends go on");
+}

@@ -64,6 +64,10 @@ struct PreImage {
     since_snapshot: u64,
 }
 
+/// The in-writer projections as one batch began (see
+/// [`ProjectionSet::writer_set`]).
+pub(crate) struct WriterSet(Vec<(String, Arc<Mutex<Installed>>)>);
+
 /// Every installed projection.
 pub(crate) struct ProjectionSet {
     dir: Arc<DataDir>,
@@ -198,13 +202,19 @@ impl ProjectionSet {
             .collect()
     }
 
+    /// The in-writer projections a batch folds into, listed once per batch
+    /// (not once per item) by the writer.
+    pub(crate) fn writer_set(&self) -> WriterSet {
+        WriterSet(self.in_writer())
+    }
+
     /// Folds one item of a batch that is not committed yet, so that the
     /// gates of the batch's later items see it. Each projection's state is
     /// saved the first time the batch folds an event it wants; the batch
     /// then ends with [`ProjectionSet::commit_tentative`] or
     /// [`ProjectionSet::undo_tentative`]. Never persists a snapshot.
-    pub(crate) fn fold_tentative(&self, event: &ProjectionEvent<'_>) {
-        for (name, inst) in self.in_writer() {
+    pub(crate) fn fold_tentative(&self, set: &WriterSet, event: &ProjectionEvent<'_>) {
+        for (name, inst) in &set.0 {
             let mut p = inst.lock();
             let p = &mut *p;
             let pre = p.pending.get_or_insert_with(|| PreImage {

@@ -152,6 +152,7 @@ impl Writer {
     fn plan_batch(&mut self, req: &BatchRequest, tentative: bool) -> Result<Vec<ItemPlan>, StoreError> {
         let base = self.index.inserted();
         let last_item = req.items.len().saturating_sub(1);
+        let set = tentative.then(|| self.projections.writer_set());
         // Each entity's head as of the items planned so far, and its last item.
         let mut heads: HashMap<Arc<str>, (Head, Option<usize>)> = HashMap::default();
         let mut plans: Vec<ItemPlan> = Vec::with_capacity(req.items.len());
@@ -182,15 +183,18 @@ impl Writer {
             };
             self.gates.evaluate(&input).map_err(|d| StoreError::Denied(d).in_batch(i, BatchStage::Gating))?;
             let (clock, wall_ms) = head.next(req.timestamp_us);
-            if tentative && i < last_item {
-                self.projections.fold_tentative(&crate::plugin::ProjectionEvent {
-                    coord: &item.coord,
-                    kind: item.kind,
-                    payload: &item.payload_bytes,
-                    event_id,
-                    sequence: base + i as u64,
-                    clock,
-                });
+            if let Some(set) = set.as_ref().filter(|_| i < last_item) {
+                self.projections.fold_tentative(
+                    set,
+                    &crate::plugin::ProjectionEvent {
+                        coord: &item.coord,
+                        kind: item.kind,
+                        payload: &item.payload_bytes,
+                        event_id,
+                        sequence: base + i as u64,
+                        clock,
+                    },
+                );
             }
             let prev = last.map_or(Prev::Head(head.hash), Prev::Item);
             plans.push(ItemPlan { event_id, correlation_id, causation_id, clock, wall_ms, prev });

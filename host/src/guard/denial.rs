@@ -1,15 +1,18 @@
 //! [`Denial`]: why a gate refused a proposal.
 
+use parking_lot::Mutex;
 use serde::Serialize;
-use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
+use std::sync::OnceLock;
 
 /// A gate's refusal: which gate, a machine-readable code, a message for
 /// people, and key/value context.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Denial {
-    /// The gate's name (static for native gates, owned for WASM gates).
-    pub gate: Cow<'static, str>,
+    /// The gate's name. A WASM gate's name is interned once per distinct
+    /// name when the gate is installed (see [`MAX_INTERNED_GATE_NAMES`]).
+    pub gate: &'static str,
     /// Machine-readable code, e.g. `AMOUNT_LIMIT` or `GATE_DEFECT`.
     pub code: String,
     /// Human-readable reason.
@@ -20,8 +23,8 @@ pub struct Denial {
 
 impl Denial {
     /// A denial by `gate` with `message` and an empty code.
-    pub fn new(gate: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        Self { gate: gate.into(), code: String::new(), message: message.into(), context: Vec::new() }
+    pub fn new(gate: &'static str, message: impl Into<String>) -> Self {
+        Self { gate, code: String::new(), message: message.into(), context: Vec::new() }
     }
 
     /// This denial with a code.
@@ -53,3 +56,39 @@ impl fmt::Display for Denial {
 }
 
 impl std::error::Error for Denial {}
+
+/// How many distinct WASM gate names one process interns. Each costs its
+/// bytes (≤ 256) once, for the life of the process; installing a gate with a
+/// new name past this bound is refused.
+pub const MAX_INTERNED_GATE_NAMES: usize = 4096;
+
+/// The process-wide `&'static str` for a WASM gate's name (0.3.0's
+/// `Denial::gate` is `&'static str`; names of installed components are only
+/// known at run time). `None` once [`MAX_INTERNED_GATE_NAMES`] distinct
+/// names are held.
+pub(crate) fn intern_gate_name(name: &str) -> Option<&'static str> {
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut names = NAMES.get_or_init(|| Mutex::new(HashSet::new())).lock();
+    if let Some(held) = names.get(name) {
+        return Some(held);
+    }
+    if names.len() >= MAX_INTERNED_GATE_NAMES {
+        return None;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(leaked);
+    Some(leaked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_is_interned_once() {
+        let a = intern_gate_name("interned-twice").unwrap();
+        let b = intern_gate_name(&String::from("interned-twice")).unwrap();
+        assert!(std::ptr::eq(a, b));
+        assert_eq!(a, "interned-twice");
+    }
+}

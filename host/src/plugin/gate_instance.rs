@@ -9,6 +9,7 @@ use super::bindings::gate::{GatePlugin as WitGate, GatePluginPre};
 use super::error::{chain, PluginError};
 use super::limits::{truncate_utf8, GuestState, PluginLimits};
 use super::{GateInput, StateRead, StateReader};
+use crate::guard::denial::{intern_gate_name, MAX_INTERNED_GATE_NAMES};
 use crate::guard::Denial;
 use std::sync::Arc;
 use wasmtime::component::{Component, Linker};
@@ -28,7 +29,7 @@ pub const MAX_STATE_KEY_BYTES: usize = 16 * 1024;
 
 /// A gate ready to evaluate proposals.
 pub(crate) struct LoadedGate {
-    pub name: String,
+    pub name: &'static str,
     pub version: String,
     pub digest: [u8; 32],
     limits: PluginLimits,
@@ -55,23 +56,20 @@ impl LoadedGate {
         let wrong = |e: wasmtime::Error| PluginError::WrongWorld(format!("not a gate-plugin: {}", chain(&e)));
         let pre = linker.instantiate_pre(component).map_err(wrong)?;
         let pre = GatePluginPre::new(pre).map_err(wrong)?;
-        let mut gate = Self {
-            name: String::new(),
-            version: String::new(),
-            digest,
-            limits,
-            pre,
-            live: None,
-            defects: 0,
-            states,
-        };
+        let mut gate =
+            Self { name: "", version: String::new(), digest, limits, pre, live: None, defects: 0, states };
         let (mut store, instance) = gate.instantiate().map_err(|e| PluginError::Instantiation(chain(&e)))?;
         store.set_fuel(limits.fuel_per_call).map_err(|e| PluginError::Engine(chain(&e)))?;
         let desc = instance
             .batpak_plugin_gate()
             .call_describe(&mut store)
             .map_err(|e| PluginError::Instantiation(format!("describe() failed: {}", chain(&e))))?;
-        gate.name = truncate_utf8(name.map_or(desc.name, str::to_string), 256);
+        let chosen = truncate_utf8(name.map_or(desc.name, str::to_string), 256);
+        gate.name = intern_gate_name(&chosen).ok_or_else(|| {
+            PluginError::InvalidName(format!(
+                "gate name {chosen:?}: this process already holds {MAX_INTERNED_GATE_NAMES} distinct gate names"
+            ))
+        })?;
         gate.version = truncate_utf8(desc.version, 64);
         gate.live = Some((store, instance));
         Ok(gate)
@@ -127,16 +125,15 @@ impl LoadedGate {
     fn defect(&mut self, kind: &str, detail: String) -> Denial {
         self.defects += 1;
         tracing::warn!(gate = %self.name, cause = kind, %detail, "gate failed closed");
-        Denial::new(self.name.clone(), format!("gate {} failed: {kind}", self.name))
+        Denial::new(self.name, format!("gate {} failed: {kind}", self.name))
             .with_code("GATE_DEFECT")
             .with_context("cause", kind)
             .with_context("detail", truncate_utf8(detail, self.limits.max_message_bytes))
     }
 
     fn denial_from_guest(&self, d: wit_gate::Denial) -> Denial {
-        let mut denial =
-            Denial::new(self.name.clone(), truncate_utf8(d.message, self.limits.max_message_bytes))
-                .with_code(truncate_utf8(d.code, 128));
+        let mut denial = Denial::new(self.name, truncate_utf8(d.message, self.limits.max_message_bytes))
+            .with_code(truncate_utf8(d.code, 128));
         for (k, v) in d.context.into_iter().take(self.limits.max_context_pairs) {
             denial =
                 denial.with_context(truncate_utf8(k, 256), truncate_utf8(v, self.limits.max_message_bytes));

@@ -333,7 +333,7 @@ pub fn inspect_component(bytes: &[u8]) -> Result<ComponentInfo, PluginError> {
     let imports = ty.imports(engine).map(|(name, _)| name.to_string()).collect();
     let exports = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
     let gate = LoadedGate::load(&component, digest(bytes), None, PluginLimits::default(), None)
-        .map(|g| (g.name, g.version))
+        .map(|g| (g.name.to_string(), g.version))
         .map_err(|e| e.to_string());
     let projection =
         ProjectionPlugin::from_bytes(bytes.to_vec()).load().map(|p| p.info).map_err(|e| e.to_string());
@@ -415,7 +415,7 @@ impl GateChain {
         for plugin in plugins {
             let gate = plugin.load(states.clone())?;
             if gates.iter().any(|g| g.name == gate.name) {
-                return Err(PluginError::DuplicateName(gate.name));
+                return Err(PluginError::DuplicateName(gate.name.to_string()));
             }
             gates.push(gate);
         }
@@ -447,7 +447,7 @@ impl GateChain {
 
     /// Installed gate names, in order.
     pub(crate) fn names(&self) -> Vec<String> {
-        self.gates.iter().map(|g| g.name.clone()).collect()
+        self.gates.iter().map(|g| g.name.to_string()).collect()
     }
 
     /// Plans the chain `next` from the installed `now` (whose gates report
@@ -553,7 +553,7 @@ fn set_record(
 
 impl LoadedGate {
     fn info(&self) -> GateInfo {
-        GateInfo { name: self.name.clone(), version: self.version.clone(), digest: hex(&self.digest) }
+        GateInfo { name: self.name.to_string(), version: self.version.clone(), digest: hex(&self.digest) }
     }
 }
 

@@ -3,7 +3,16 @@
 //! here is a 0.3.0 path, every call has 0.3.0's argument and return types,
 //! and config structs are built by literal as 0.3.0 code builds them.
 
+//!
+//! `main.rs` holds the paths and config literals; the modules call every
+//! function and method §1 lists, one module per part of the reference, and
+//! check the behaviour the reference gives for it.
+
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // test code
+
+mod policy;
+mod store_api;
+mod values;
 
 use batpak::coordinate::position::DagPosition as PositionAtItsPath;
 use batpak::coordinate::{

@@ -29,15 +29,15 @@
 //!
 //! | layer | modules |
 //! |---|---|
-//! | bottom: plain values | `clock` (private), `kind` (`EventKind`), `id`, `wire`, `outcome` |
-//! | events and where they live | `coordinate`, `event` (headers, hash chain, `EventSourced`) |
-//! | native policy | `guard` (gates, denials, receipts, `Proposal`), `pipeline`, `typestate` |
+//! | plain values (crate `batpak-types`, re-exported whole) | `id`, `wire`, `outcome`, `coordinate`, `event`, `guard` (native gates, `Proposal`), `pipeline`, `typestate` |
+//! | the chain hash (private) | `chain_hash` |
 //! | WebAssembly guests | `plugin` (engines, limits, gate chain, projections as components) |
 //! | the store | `store`: segment format → index → writer / reader / recovery / compaction → `Store` API |
 //! | on top of the store | `projection` (native projections, caches, watchers, reactors), `testing` (guest harness), `prelude` |
 //!
-//! Paths that batpak 0.3.0 gives an item elsewhere are re-exports (for
-//! example `event::kind::EventKind`, `pipeline::Proposal`,
+//! The bottom layer is its own crate, so the compiler checks that it imports
+//! nothing from the store. Paths that batpak 0.3.0 gives an item elsewhere
+//! are re-exports (for example `event::kind::EventKind`,
 //! `store::projection::*`), so the logic stays in its layer.
 //!
 //! **It is not**: a database server, an async library (every call blocks;
@@ -59,24 +59,20 @@
 // workspace's, in Cargo.toml; unit tests may use the panicking shortcuts.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
-mod clock;
-pub mod coordinate;
-pub mod event;
+// The layers below the store live in `batpak-types`; their modules are
+// re-exported whole, at their 0.3.0 paths.
+pub use batpak_types::{coordinate, event, guard, id, outcome, pipeline, typestate, wire};
+pub use batpak_types::{define_entity_id, define_state_machine, define_typestate};
+
+mod chain_hash;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod guard;
-pub mod id;
-mod kind;
-pub mod outcome;
-pub mod pipeline;
 pub mod plugin;
 pub mod prelude;
 pub mod projection;
 pub mod store;
 pub mod testing;
-pub mod typestate;
-pub mod wire;
 
 pub use coordinate::{Coordinate, CoordinateError, DagPosition, KindFilter, Region};
 pub use event::EventKind;

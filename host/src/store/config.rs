@@ -395,4 +395,4 @@ impl std::fmt::Debug for StoreConfig {
     }
 }
 
-pub(crate) use crate::clock::system_now_us;
+pub(crate) use batpak_types::clock::system_now_us;

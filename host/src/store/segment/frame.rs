@@ -54,7 +54,7 @@ impl<'a> EventRecord<'a> {
     /// The payload hash of this record, chained to `prev` (what the writer
     /// computed when it framed the event).
     pub(crate) fn chain_hash(&self, prev: &[u8; 32], entity: &str, scope: &str) -> [u8; 32] {
-        let fields = crate::event::hash::HashedFields {
+        let fields = crate::chain_hash::HashedFields {
             event_id: self.event_id,
             correlation_id: self.correlation_id,
             causation_id: self.causation_id,
@@ -67,7 +67,7 @@ impl<'a> EventRecord<'a> {
             timestamp_us: self.timestamp_us,
             global_sequence: self.global_sequence,
         };
-        crate::event::hash::event_hash(prev, &fields, self.payload)
+        crate::chain_hash::event_hash(prev, &fields, self.payload)
     }
 
     /// The event's hash: the sealed one of a tombstone, else recomputed

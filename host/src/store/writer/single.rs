@@ -1,7 +1,7 @@
 //! One single-event append, start to finish inside the writer.
 
 use super::{inject, Staged, Writer};
-use crate::event::hash::{event_hash, HashedFields};
+use crate::chain_hash::{event_hash, HashedFields};
 use crate::event::HashChain;
 use crate::plugin::GateInput;
 use crate::store::contracts::{AppendOptions, AppendReceipt, Notification};

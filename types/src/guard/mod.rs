@@ -1,6 +1,6 @@
 //! Native policy gates: pure predicates over a context the application
 //! defines. (WebAssembly gates, run by the store on every append, are in
-//! [`crate::plugin`].)
+//! `batpak::plugin`.)
 
 pub mod denial;
 mod proposal;

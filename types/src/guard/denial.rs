@@ -66,7 +66,8 @@ pub const MAX_INTERNED_GATE_NAMES: usize = 4096;
 /// `Denial::gate` is `&'static str`; names of installed components are only
 /// known at run time). `None` once [`MAX_INTERNED_GATE_NAMES`] distinct
 /// names are held.
-pub(crate) fn intern_gate_name(name: &str) -> Option<&'static str> {
+#[doc(hidden)]
+pub fn intern_gate_name(name: &str) -> Option<&'static str> {
     static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
     let mut names = NAMES.get_or_init(|| Mutex::new(HashSet::new())).lock();
     if let Some(held) = names.get(name) {

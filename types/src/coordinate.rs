@@ -79,7 +79,8 @@ impl Coordinate {
     }
 
     /// Builds a coordinate from names that are already shared (no copy).
-    pub(crate) fn from_shared(entity: Arc<str>, scope: Arc<str>) -> Self {
+    #[doc(hidden)]
+    pub fn from_shared(entity: Arc<str>, scope: Arc<str>) -> Self {
         Self { entity, scope }
     }
 
@@ -93,11 +94,13 @@ impl Coordinate {
         &self.scope
     }
 
-    pub(crate) fn entity_arc(&self) -> &Arc<str> {
+    #[doc(hidden)]
+    pub fn entity_arc(&self) -> &Arc<str> {
         &self.entity
     }
 
-    pub(crate) fn scope_arc(&self) -> &Arc<str> {
+    #[doc(hidden)]
+    pub fn scope_arc(&self) -> &Arc<str> {
         &self.scope
     }
 }
@@ -201,7 +204,8 @@ impl Region {
     }
 
     /// Whether an event is in the region, clock range included.
-    pub(crate) fn matches_full(&self, entity: &str, scope: &str, kind: EventKind, clock: u32) -> bool {
+    #[doc(hidden)]
+    pub fn matches_full(&self, entity: &str, scope: &str, kind: EventKind, clock: u32) -> bool {
         self.matches_event(entity, scope, kind)
             && self.clock_range.is_none_or(|(lo, hi)| clock >= lo && clock <= hi)
     }

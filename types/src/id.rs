@@ -44,7 +44,7 @@ fn static_last<T>(f: impl FnOnce(&mut u128) -> T) -> T {
 
 /// `n` fresh UUIDv7 ids, strictly increasing and after every id handed out
 /// before: one clock read and one lock for the lot (a batch's fresh ids).
-pub(crate) fn generate_v7_ids(n: usize) -> Vec<u128> {
+pub fn generate_v7_ids(n: usize) -> Vec<u128> {
     static_last(|last| {
         let fresh = fresh_v7();
         let mut ids = Vec::with_capacity(n);

@@ -1,6 +1,6 @@
 // A locked door has no `open`: the transition does not compile.
-batpak::define_state_machine!(DoorState { Open, Closed, Locked });
-batpak::define_typestate!(Door<S: DoorState> { id: u32 });
+batpak_types::define_state_machine!(DoorState { Open, Closed, Locked });
+batpak_types::define_typestate!(Door<S: DoorState> { id: u32 });
 
 impl Door<Closed> {
     fn open(self) -> Door<Open> {

@@ -7,7 +7,7 @@ pub use crate::id::EventId;
 pub use crate::outcome::{ErrorKind, Outcome, OutcomeError};
 pub use crate::pipeline::{Committed, Pipeline, Proposal};
 pub use crate::plugin::{GatePlugin, PluginError, PluginLimits, ProjectionPlugin};
-pub use crate::projection::{Freshness, NoCache};
+pub use crate::store::projection::{Freshness, NoCache};
 pub use crate::store::{
     AppendOptions, AppendReceipt, BatchAppendItem, BatchConfig, BatchStage, CausationRef, Closed,
     CompactionConfig, CompactionStrategy, Cursor, DiskPos, IndexConfig, IndexEntry, IndexLayout,

@@ -5,6 +5,13 @@
 //! Reading order for newcomers: [`config`] → `writer` (the append path) →
 //! `segment` (bytes on disk) → `index` (what readers see) → `recovery`
 //! (open) → `checkpoint`.
+//!
+//! Layers, each importing only those before it: `entry` (the records the
+//! format and the index share) → `segment` (format: frames, footers,
+//! reading a frame by position) and `checkpoint` → `index` → `writer`,
+//! `reader`, `recovery`, `compaction` (side by side; none imports another's
+//! internals) → `api` (the `Store` methods) → `projection` (native
+//! projections, watchers and reactors, which call the `Store` API).
 
 mod api;
 pub mod checkpoint;
@@ -13,6 +20,8 @@ pub mod config;
 pub mod contracts;
 pub mod cursor;
 mod data_dir;
+// The records the segment format and the index share (below both).
+mod entry;
 pub mod error;
 #[cfg(feature = "dangerous-test-hooks")]
 pub mod fault;

@@ -16,7 +16,7 @@ impl Store<Open> {
             seqs.retain(|s| self.index.kind_at(*s).is_some_and(|k| kinds.contains(&k)));
         }
         let Some(&watermark) = seqs.last() else { return Ok(None) };
-        let key = crate::projection::cache_key::<T>(entity, T::schema_version());
+        let key = crate::store::projection::cache_key::<T>(entity, T::schema_version());
         let cached = self.cache.get(&key).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "projection cache read failed");
             None
@@ -87,7 +87,7 @@ impl Store<Open> {
         let (region, from) = (region.clone(), self.index.visible());
         let handle = std::thread::Builder::new()
             .name("batpak-reactor".into())
-            .spawn(move || crate::projection::react_run(weak, region, from, reactor))?;
+            .spawn(move || crate::store::projection::react_run(weak, region, from, reactor))?;
         Ok(handle)
     }
 }

@@ -2,9 +2,9 @@
 //! secondary maps, and every lookup over them.
 
 use super::append_log::AppendLog;
-use super::entry::{DiskPos, EntityHead, IndexEntry, LoadedEntry, ReadTarget};
 use crate::coordinate::{Coordinate, KindFilter, Region};
 use crate::event::{EventKind, HashChain};
+use crate::store::entry::{DiskPos, EntityHead, IndexEntry, LoadedEntry, ReadTarget};
 use hashbrown::HashTable;
 use parking_lot::RwLock;
 use std::collections::BTreeMap;

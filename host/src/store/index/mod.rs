@@ -14,11 +14,10 @@
 //! only ever rise, with gaps where events were removed.
 
 mod append_log;
-mod entry;
 mod generation;
 
-pub use entry::{ClockKey, DiskPos, IndexEntry};
-pub(crate) use entry::{EntityHead, LoadedEntry};
+pub use crate::store::entry::{ClockKey, DiskPos, IndexEntry};
+pub(crate) use crate::store::entry::{EntityHead, LoadedEntry};
 pub(crate) use generation::IndexGen;
 
 use crate::coordinate::Region;

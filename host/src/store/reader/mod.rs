@@ -12,7 +12,8 @@ use crate::coordinate::DagPosition;
 use crate::event::{Event, EventHeader, StoredEvent};
 use crate::store::data_dir::DataDir;
 use crate::store::index::{DiskPos, IndexEntry, StoreIndex};
-use crate::store::segment::frame::{self, EventRecord, FrameError};
+use crate::store::segment::frame::EventRecord;
+use crate::store::segment::read::{decode_event, read_frame};
 use crate::store::StoreError;
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use std::collections::HashMap;
@@ -186,23 +187,4 @@ pub(crate) fn payload_at<'a>(segment: &'a [u8], entry: &IndexEntry) -> Result<&'
         StoreError::corrupt(pos.segment_id, format!("offset {}: frame beyond the file", pos.offset))
     })?;
     Ok(checked_event(frame, entry)?.payload)
-}
-
-/// The payload bytes of the event framed at `pos` (opens the file itself).
-pub(crate) fn read_payload(dir: &DataDir, pos: DiskPos) -> Result<Vec<u8>, StoreError> {
-    let bytes = read_frame(&dir.open_segment(pos.segment_id)?, pos)?;
-    Ok(decode_event(&bytes, pos)?.payload.to_vec())
-}
-
-fn read_frame(file: &File, pos: DiskPos) -> Result<Vec<u8>, StoreError> {
-    let mut buf = vec![0u8; pos.length as usize];
-    file.read_exact_at(&mut buf, pos.offset)?;
-    Ok(buf)
-}
-
-fn decode_event(bytes: &[u8], pos: DiskPos) -> Result<EventRecord<'_>, StoreError> {
-    frame::decode_event_frame(bytes).map_err(|e| match e {
-        FrameError::Crc { .. } => StoreError::CrcMismatch { segment_id: pos.segment_id, offset: pos.offset },
-        e => StoreError::corrupt(pos.segment_id, format!("offset {}: {e}", pos.offset)),
-    })
 }

@@ -11,7 +11,9 @@ use crate::store::checkpoint::{self, CHECKPOINT_FILE};
 use crate::store::data_dir::DataDir;
 use crate::store::index::{LoadedEntry, StoreIndex};
 use crate::store::segment::file::{list_segments, SEGMENT_HEADER_LEN};
-use crate::store::segment::footer::{self, FOOTER_TRAILER_LEN};
+use crate::store::segment::footer;
+use crate::store::segment::read::footer_bounds;
+use crate::store::segment::Resume;
 use crate::store::StoreError;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -48,20 +50,6 @@ pub(crate) struct Recovered {
     pub report: RecoveryReport,
     /// The crashed last segment, cut back, for the writer to append to.
     pub resume: Option<Resume>,
-}
-
-/// A crashed last segment the writer appends to instead of starting a new
-/// one; it is sealed (footer written) at its rotation or at close.
-pub(crate) struct Resume {
-    pub id: u64,
-    /// End of its last committed unit (the file is cut here).
-    pub len: u64,
-    /// Sequence of its first event, or the next sequence if it has none.
-    pub first_seq: u64,
-    /// Its string table, in id order (ids are dense).
-    pub strings: Vec<Arc<str>>,
-    /// Its gate-set records.
-    pub gate_sets: Vec<(u32, Vec<u8>)>,
 }
 
 /// Builds the index from the files in `dir` and publishes it.
@@ -138,25 +126,6 @@ fn try_checkpoint(dir: &DataDir, bytes: &[u8], segments: &[u64]) -> Result<check
         }
     }
     Ok(ck)
-}
-
-/// Where the frames of segment `id` end.
-pub(crate) fn frames_end(dir: &DataDir, id: u64) -> Result<u64, StoreError> {
-    Ok(footer_bounds(&dir.open_segment(id)?)?.1)
-}
-
-/// File length and where its frames end (the footer start, if it has one).
-fn footer_bounds(file: &File) -> Result<(u64, u64), StoreError> {
-    let len = file.metadata()?.len();
-    if len < (SEGMENT_HEADER_LEN + FOOTER_TRAILER_LEN) as u64 {
-        return Ok((len, len));
-    }
-    let mut trailer = [0u8; FOOTER_TRAILER_LEN];
-    file.read_exact_at(&mut trailer, len - FOOTER_TRAILER_LEN as u64)?;
-    match footer::footer_start(&trailer) {
-        Some(start) if (SEGMENT_HEADER_LEN as u64..len).contains(&start) => Ok((len, start)),
-        _ => Ok((len, len)),
-    }
 }
 
 /// Loads one segment into `index` from its footer, or by scanning its

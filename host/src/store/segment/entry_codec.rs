@@ -6,7 +6,7 @@
 
 use super::codec::{Cursor, PutBytes, ShortRead};
 use crate::event::{EventKind, HashChain};
-use crate::store::index::{DiskPos, IndexEntry, LoadedEntry};
+use crate::store::entry::{DiskPos, IndexEntry, LoadedEntry};
 
 const HAS_CAUSATION: u8 = 0x01;
 const HAS_CORRELATION: u8 = 0x02;

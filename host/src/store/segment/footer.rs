@@ -13,7 +13,7 @@
 
 use super::codec::{Cursor, PutBytes};
 use super::entry_codec::{get_entry, put_entry, DeltaState};
-use crate::store::index::{IndexEntry, LoadedEntry};
+use crate::store::entry::{IndexEntry, LoadedEntry};
 use crate::store::StoreError;
 use std::sync::Arc;
 

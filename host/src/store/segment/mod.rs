@@ -8,6 +8,7 @@ pub mod footer;
 pub(crate) mod frame;
 mod public_frame;
 mod raw;
+pub(crate) mod read;
 
 pub use crate::store::compaction::CompactionResult;
 pub use file::{
@@ -17,3 +18,4 @@ pub use file::{
 pub use footer::{FOOTER_MAGIC, FOOTER_TRAILER_LEN};
 pub use public_frame::{frame_decode, frame_encode, FrameDecodeError};
 pub use raw::{Active, FramePayload, Sealed, Segment};
+pub(crate) use read::Resume;

@@ -73,7 +73,7 @@ impl ActiveSegment {
     /// to append after its last committed unit.
     pub(crate) fn resume(
         dir: &DataDir,
-        resume: crate::store::recovery::Resume,
+        resume: crate::store::segment::Resume,
         segment_max_bytes: u64,
     ) -> Result<Self, StoreError> {
         let file = dir.open_segment_rw(resume.id)?;

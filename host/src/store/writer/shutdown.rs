@@ -56,7 +56,7 @@ impl Writer {
         let Some(&last) = self.segments.last() else { return Ok(()) };
         let frames_end = match frames_end {
             Some(end) => end,
-            None => crate::store::recovery::frames_end(&self.dir, last)?,
+            None => crate::store::segment::read::frames_end(&self.dir, last)?,
         };
         let bytes = checkpoint::encode(&self.segments, frames_end);
         self.dir.write_atomic(CHECKPOINT_FILE, &bytes)?;

@@ -247,7 +247,7 @@ impl Writer {
         if original.kind != kind {
             return Err(conflict(format!("stored as kind {}, retried as {kind}", original.kind)));
         }
-        let stored = crate::store::reader::read_payload(&self.dir, original.disk_pos)?;
+        let stored = crate::store::segment::read::read_payload(&self.dir, original.disk_pos)?;
         if stored != payload {
             return Err(conflict("payload differs".into()));
         }

@@ -1,6 +1,8 @@
 //! Native projections: fold an entity's events into a Rust value
 //! ([`crate::event::EventSourced`]), cached by a [`ProjectionCache`] and
 //! kept fresh according to [`Freshness`]; watchers and reactors on top.
+//! This is batpak 0.3.0's `store::projection`; `batpak::projection`
+//! re-exports it.
 
 pub mod cache;
 mod react;

@@ -8,10 +8,12 @@
 //!
 //! Layers, each importing only those before it: `entry` (the records the
 //! format and the index share) → `segment` (format: frames, footers,
-//! reading a frame by position) and `checkpoint` → `index` → `writer`,
-//! `reader`, `recovery`, `compaction` (side by side; none imports another's
-//! internals) → `api` (the `Store` methods) → `projection` (native
-//! projections, watchers and reactors, which call the `Store` API).
+//! reading a frame by position) and `checkpoint` → `index` → `reader` →
+//! `compaction` (reads through the reader) → `writer` (commits compactions)
+//! and `recovery` (finishes a compaction cut short) → `api` (the `Store`
+//! methods) → `projection` (native projections, watchers and reactors,
+//! which call the `Store` API). `segment` names `CompactionResult` only as
+//! a re-export, at its 0.3.0 path.
 
 mod api;
 pub mod checkpoint;

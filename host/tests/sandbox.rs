@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 /// Generous slack over a limit on a shared, noisy machine; still far below
 /// the seconds to hours the attacks took before they were bounded.
 const SLACK: Duration = Duration::from_millis(1500);
+/// Default limits but a 1 s deadline, for tests that expect fuel to run out
+/// first: the default 50 ms could fire first on a loaded machine.
+const FUEL_BOUND: PluginLimits = PluginLimits { deadline_ms: 1_000, ..PluginLimits::DEFAULT };
 
 fn coord(e: &str) -> Coordinate {
     Coordinate::new(e, "s").expect("coord")
@@ -51,7 +54,10 @@ fn with_gate(dir: &std::path::Path, gate: GatePlugin) -> Store {
 #[test]
 fn host_calls_in_a_loop_run_out_of_the_callers_fuel() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = with_gate(tmp.path(), GatePlugin::from_file(art::HOSTILE_STATE_LOOP).unwrap());
+    let store = with_gate(
+        tmp.path(),
+        GatePlugin::from_file(art::HOSTILE_STATE_LOOP).unwrap().with_limits(FUEL_BOUND),
+    );
     // 8 KiB keys for a projection that does not exist: ~9 000 fuel a call.
     let bound = Duration::from_millis(PluginLimits::default().deadline_ms) + SLACK;
     assert_contained(store, tmp.path(), json!({"key_bytes": 8192}), "out of fuel", bound);
@@ -70,7 +76,9 @@ fn the_fuel_a_projection_burns_answering_is_charged_to_the_gate() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(StoreConfig::new(tmp.path())).unwrap();
     store.install_projection("slow", ProjectionPlugin::from_file(art::SLOW_READ).unwrap()).unwrap();
-    store.install_gate(GatePlugin::from_file(art::HOSTILE_STATE_LOOP).unwrap()).unwrap();
+    store
+        .install_gate(GatePlugin::from_file(art::HOSTILE_STATE_LOOP).unwrap().with_limits(FUEL_BOUND))
+        .unwrap();
     // Each read burns millions of the projection's fuel: the gate's 10 M
     // lasts a few calls, where before it lasted until the wall clock.
     let bound = Duration::from_millis(2 * PluginLimits::default().deadline_ms) + SLACK;

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // test code
 
+use batpak::plugin::PluginLimits;
 use batpak::prelude::*;
 use batpak_test_artifacts as art;
 use serde_json::json;
@@ -108,9 +109,13 @@ fn hostile_guests_fail_closed_and_the_next_append_works() {
         (art::HOSTILE_RECURSION, "trap"),
         (art::HOSTILE_PANIC, "trap"),
     ];
+    // The default 50 ms deadline could fire first on a loaded machine; these
+    // cases are about the other limits (the deadline has its own tests).
+    let limits = PluginLimits { deadline_ms: 1_000, ..PluginLimits::default() };
     for (path, cause) in cases {
         let tmp = tempfile::tempdir().expect("tmp");
-        let store = open_with(tmp.path(), &[path]);
+        let gate = GatePlugin::from_file(path).expect("read component").with_limits(limits);
+        let store = Store::open(StoreConfig::new(tmp.path()).with_gate(gate)).expect("open");
         for _ in 0..2 {
             let err = store.append(&coord("x"), EventKind::DATA, &json!({"n": 1})).expect_err("fails closed");
             assert_defect(err, cause);
@@ -138,7 +143,10 @@ fn a_trap_is_followed_by_a_fresh_instance() {
 #[test]
 fn giant_denials_are_bounded() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let gate = GatePlugin::from_file(art::HOSTILE_GIANT_DENIAL).expect("read").with_fuel(2_000_000_000);
+    // Building the giant denial takes time: a deadline far from the default
+    // keeps a loaded machine from turning this into a deadline defect.
+    let limits = PluginLimits { fuel_per_call: 2_000_000_000, deadline_ms: 5_000, ..PluginLimits::default() };
+    let gate = GatePlugin::from_file(art::HOSTILE_GIANT_DENIAL).expect("read").with_limits(limits);
     let store = Store::open(StoreConfig::new(tmp.path()).with_gate(gate)).expect("open");
     match store.append(&coord("x"), EventKind::DATA, &json!({})).expect_err("denied") {
         StoreError::Denied(d) => {
@@ -322,7 +330,6 @@ fn every_example_gate_allows_and_denies_through_append_and_batch() {
 
 #[test]
 fn the_stack_limit_of_each_gate_is_the_one_it_was_given() {
-    use batpak::plugin::PluginLimits;
     // The gate recurses 2000 native frames per payload byte ("1": 2000).
     let with_stack = |stack_bytes| {
         GatePlugin::from_file(art::STACK_DEPTH)

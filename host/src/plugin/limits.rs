@@ -28,16 +28,21 @@ pub struct PluginLimits {
     pub deadline_ms: u64,
 }
 
+impl PluginLimits {
+    /// The defaults, usable in constants (`..PluginLimits::DEFAULT`).
+    pub const DEFAULT: PluginLimits = PluginLimits {
+        fuel_per_call: 10_000_000,
+        memory_bytes: 16 * 1024 * 1024,
+        stack_bytes: 512 * 1024,
+        max_message_bytes: 4096,
+        max_context_pairs: 32,
+        deadline_ms: 50,
+    };
+}
+
 impl Default for PluginLimits {
     fn default() -> Self {
-        Self {
-            fuel_per_call: 10_000_000,
-            memory_bytes: 16 * 1024 * 1024,
-            stack_bytes: 512 * 1024,
-            max_message_bytes: 4096,
-            max_context_pairs: 32,
-            deadline_ms: 50,
-        }
+        Self::DEFAULT
     }
 }
 

@@ -2,6 +2,8 @@
 //! of the store goes through it, so no path outside the directory can be
 //! reached. Also holds the exclusive lock taken at open.
 
+use crate::store::config::SyncMode;
+use crate::store::durability::Durability;
 use crate::store::segment::file::segment_filename;
 use crate::store::StoreError;
 use cap_std::fs::{Dir, OpenOptions};
@@ -16,13 +18,15 @@ pub const LOCK_FILE: &str = "LOCK";
 /// The opened, locked data directory.
 pub(crate) struct DataDir {
     dir: Dir,
+    /// Every fsync and name change goes through it.
+    durability: Durability,
     /// Held for the store's lifetime; the lock is released when it closes.
     _lock: File,
 }
 
 impl DataDir {
     /// Creates `path` if needed, opens it as a capability and takes its lock.
-    pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
+    pub(crate) fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
         std::fs::create_dir_all(path)?;
         let dir = Dir::open_ambient_dir(path, cap_std::ambient_authority())?;
         let lock = dir.open_with(LOCK_FILE, OpenOptions::new().create(true).write(true))?.into_std();
@@ -34,7 +38,17 @@ impl DataDir {
                 path.display()
             )));
         }
-        Ok(Self { dir, _lock: lock })
+        Ok(Self { dir, durability, _lock: lock })
+    }
+
+    /// The seam for fsyncs of files opened through this directory.
+    pub(crate) fn durability(&self) -> &Durability {
+        &self.durability
+    }
+
+    /// fsyncs `file`, which is `name` in this directory.
+    pub(crate) fn sync_file(&self, file: &File, name: &str, mode: SyncMode) -> Result<(), StoreError> {
+        Ok(self.durability.sync_file(file, name, mode)?)
     }
 
     pub(crate) fn dir(&self) -> &Dir {
@@ -45,7 +59,7 @@ impl DataDir {
     pub(crate) fn sync_dir(&self) -> Result<(), StoreError> {
         // The capability itself may be an O_PATH descriptor, which cannot be
         // fsynced; open the directory for reading through it instead.
-        self.dir.open(".")?.into_std().sync_all()?;
+        self.durability.sync_dir(&self.dir.open(".")?.into_std())?;
         Ok(())
     }
 
@@ -79,13 +93,19 @@ impl DataDir {
         self.remove_optional(&tmp)?;
         let opts = OpenOptions::new().read(true).write(true).create_new(true).clone();
         let file = self.dir.open_with(&tmp, &opts)?.into_std();
-        let staged = file.write_all_at(header, 0).and_then(|()| file.sync_all());
+        self.durability.names_changed();
+        let staged = file
+            .write_all_at(header, 0)
+            .and_then(|()| self.durability.sync_file(&file, &tmp, SyncMode::SyncAll));
         let linked = staged.map_err(StoreError::from).and_then(|()| {
             before_link()?;
-            Ok(self.dir.hard_link(&tmp, &self.dir, &name)?)
+            self.dir.hard_link(&tmp, &self.dir, &name)?;
+            self.durability.names_changed();
+            Ok(())
         });
         // The temporary name goes in every case; the linked name stays.
         let removed = self.dir.remove_file(&tmp);
+        self.durability.names_changed();
         linked?;
         removed?;
         self.sync_dir()?;
@@ -95,13 +115,18 @@ impl DataDir {
     /// Creates file `name` for writing; fails if anything has that name.
     pub(crate) fn create_new(&self, name: &str) -> Result<File, StoreError> {
         let opts = OpenOptions::new().read(true).write(true).create_new(true).clone();
-        Ok(self.dir.open_with(name, &opts)?.into_std())
+        let file = self.dir.open_with(name, &opts)?.into_std();
+        self.durability.names_changed();
+        Ok(file)
     }
 
     /// Renames `from` to `to` (replacing `to`); false if `from` does not exist.
     pub(crate) fn rename_if_present(&self, from: &str, to: &str) -> Result<bool, StoreError> {
         match self.dir.rename(from, &self.dir, to) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                self.durability.names_changed();
+                Ok(true)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e.into()),
         }
@@ -135,20 +160,27 @@ impl DataDir {
         let tmp = format!("{name}.{}.{}.tmp", std::process::id(), crate::store::config::system_now_us());
         let opts = OpenOptions::new().write(true).create_new(true).clone();
         let mut file = self.dir.open_with(&tmp, &opts)?.into_std();
-        let written = file.write_all(bytes).and_then(|()| file.sync_all());
+        self.durability.names_changed();
+        let written =
+            file.write_all(bytes).and_then(|()| self.durability.sync_file(&file, &tmp, SyncMode::SyncAll));
         if let Err(e) = written {
             let _ = self.dir.remove_file(&tmp);
+            self.durability.names_changed();
             return Err(e.into());
         }
         drop(file);
         self.dir.rename(&tmp, &self.dir, name)?;
+        self.durability.names_changed();
         self.sync_dir()
     }
 
     /// Removes `name` if present.
     pub(crate) fn remove_optional(&self, name: &str) -> Result<(), StoreError> {
         match self.dir.remove_file(name) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.durability.names_changed();
+                Ok(())
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e.into()),
         }

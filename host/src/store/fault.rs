@@ -101,6 +101,52 @@ pub trait FaultInjector: Send + Sync {
     fn validate(&self) -> Result<(), String> {
         Ok(())
     }
+    /// Sees each fsync and each change of the directory's names as it
+    /// happens, on the thread doing it (not a batpak 0.3.0 method; the
+    /// default ignores them). The step's files are not written to while this
+    /// runs, so an observer may read them: the power-loss simulation in
+    /// host/tests/power_loss.rs models what survives from these steps.
+    fn observe_io(&self, step: IoStep<'_>) {
+        let _ = step;
+    }
+}
+
+/// A durability step of the store's file I/O, reported to
+/// [`FaultInjector::observe_io`]. `dir` is the data directory and `name` a
+/// file in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IoStep<'a> {
+    /// `name` is about to be fsynced; what it holds is not yet durable.
+    FileSyncing {
+        /// The data directory.
+        dir: &'a std::path::Path,
+        /// The file.
+        name: &'a str,
+    },
+    /// `name`'s contents are durable (the fsync returned).
+    FileSynced {
+        /// The data directory.
+        dir: &'a std::path::Path,
+        /// The file.
+        name: &'a str,
+    },
+    /// The directory is about to be fsynced.
+    DirSyncing {
+        /// The data directory.
+        dir: &'a std::path::Path,
+    },
+    /// Every name change so far is durable.
+    DirSynced {
+        /// The data directory.
+        dir: &'a std::path::Path,
+    },
+    /// A name was created, linked, renamed or removed (durable only after
+    /// the next `DirSynced`).
+    NamesChanged {
+        /// The data directory.
+        dir: &'a std::path::Path,
+    },
 }
 
 /// What a countdown injector does when it fires.

@@ -22,6 +22,7 @@ pub mod config;
 pub mod contracts;
 pub mod cursor;
 mod data_dir;
+mod durability;
 // The records the segment format and the index share (below both).
 mod entry;
 pub mod error;
@@ -144,7 +145,7 @@ impl Store<Open> {
         if let Some(injector) = &config.fault_injector {
             injector.validate().map_err(StoreError::Configuration)?;
         }
-        let dir = Arc::new(DataDir::open(&config.data_dir)?);
+        let dir = Arc::new(DataDir::open(&config.data_dir, durability::Durability::for_config(&config))?);
         let (index, recovered) = recovery::recover(&dir, config.index.enable_checkpoint)?;
         let index = Arc::new(index);
         let provenance = Arc::new(Provenance::load(recovered.gate_sets));

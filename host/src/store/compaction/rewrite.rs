@@ -6,6 +6,7 @@
 use super::plan::{output_name, Plan};
 use super::{CompactionResult, CompactionStart, CompactionStrategy};
 use crate::event::{EventKind, StoredEvent};
+use crate::store::config::SyncMode;
 use crate::store::data_dir::DataDir;
 use crate::store::index::{DiskPos, IndexEntry, IndexGen, StoreIndex};
 use crate::store::reader::SegmentReader;
@@ -312,7 +313,7 @@ impl Outputs<'_, '_> {
         let bytes = footer::encode(out.len, &out.string_list, &out.gate_sets, &out.entries, refs, anchored)
             .map_err(|why| StoreError::corrupt(out.id, format!("compaction output footer: {why}")))?;
         out.file.write_all_at(&bytes, out.len)?;
-        out.file.sync_all()?;
+        self.ctx.dir.sync_file(&out.file, &output_name(out.id), SyncMode::SyncAll)?;
         self.sizes += out.len + bytes.len() as u64;
         Ok(())
     }

@@ -10,7 +10,7 @@ mod stream;
 use crate::store::checkpoint::{self, CHECKPOINT_FILE};
 use crate::store::data_dir::DataDir;
 use crate::store::index::{LoadedEntry, StoreIndex};
-use crate::store::segment::file::{list_segments, SEGMENT_HEADER_LEN};
+use crate::store::segment::file::{list_segments, segment_filename, SEGMENT_HEADER_LEN};
 use crate::store::segment::footer;
 use crate::store::segment::read::footer_bounds;
 use crate::store::segment::Resume;
@@ -168,7 +168,7 @@ fn load_segment(
     report.scanned += 1;
     report.discarded_batches += summary.discarded_batches;
     if tail {
-        cut_crashed_tail(&file, id, len, &summary, report)?;
+        cut_crashed_tail(dir, &file, id, len, &summary, report)?;
         *resume = resumable(id, next_seq, &summary);
     }
     Ok(summary.gate_sets)
@@ -179,6 +179,7 @@ fn load_segment(
 /// the cut tail behind those appends. Zeros the writer wrote ahead go too,
 /// but only torn or uncommitted data counts as truncated.
 fn cut_crashed_tail(
+    dir: &DataDir,
     file: &File,
     id: u64,
     len: u64,
@@ -195,7 +196,7 @@ fn cut_crashed_tail(
         tracing::warn!(segment = id, from = valid_end, bytes = lost, "cutting uncommitted tail");
     }
     file.set_len(valid_end)?;
-    file.sync_all()?;
+    dir.sync_file(file, &segment_filename(id), crate::store::config::SyncMode::SyncAll)?;
     Ok(())
 }
 

@@ -4,8 +4,9 @@
 
 use crate::store::config::SyncMode;
 use crate::store::data_dir::DataDir;
+use crate::store::durability::{Durability, SyncHandle};
 use crate::store::index::{IndexEntry, StoreIndex};
-use crate::store::segment::file::{SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::store::segment::file::{segment_filename, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::store::segment::footer;
 use crate::store::segment::frame::{self, Record};
 use crate::store::StoreError;
@@ -23,6 +24,8 @@ const ZERO_AHEAD_MAX: u64 = 1 << 20;
 
 /// The segment being appended to.
 pub(crate) struct ActiveSegment {
+    /// The seam its fsyncs go through.
+    durability: Durability,
     pub id: u64,
     file: Arc<File>,
     /// End of the last committed unit; bytes past it belong to no one.
@@ -57,6 +60,7 @@ impl ActiveSegment {
         let header = SegmentHeader::new(id, now_us).encode();
         let file = dir.create_segment(id, &header, before_link)?;
         Ok(Self {
+            durability: dir.durability().clone(),
             id,
             file: Arc::new(file),
             len: SEGMENT_HEADER_LEN as u64,
@@ -79,6 +83,7 @@ impl ActiveSegment {
         let file = dir.open_segment_rw(resume.id)?;
         let strings = resume.strings.iter().enumerate().map(|(i, s)| (Arc::clone(s), i as u32)).collect();
         Ok(Self {
+            durability: dir.durability().clone(),
             id: resume.id,
             file: Arc::new(file),
             len: resume.len,
@@ -159,18 +164,18 @@ impl ActiveSegment {
         Ok(())
     }
 
-    /// A shared handle to the file, for an fsync on another thread.
-    pub(crate) fn file_handle(&self) -> Arc<File> {
-        Arc::clone(&self.file)
+    /// What another thread needs to write and fsync this file.
+    pub(crate) fn sync_handle(&self) -> SyncHandle {
+        SyncHandle {
+            file: Arc::clone(&self.file),
+            name: segment_filename(self.id),
+            durability: self.durability.clone(),
+        }
     }
 
     /// Flushes written bytes to stable storage.
     pub(crate) fn sync(&self, mode: SyncMode) -> Result<(), StoreError> {
-        match mode {
-            SyncMode::SyncAll => self.file.sync_all()?,
-            SyncMode::SyncData => self.file.sync_data()?,
-        }
-        Ok(())
+        Ok(self.durability.sync_file(&self.file, &segment_filename(self.id), mode)?)
     }
 
     /// Writes the footer (entries `first_seq..end_seq` of `index`) and fsyncs.
@@ -182,7 +187,9 @@ impl ActiveSegment {
         // Writer appends always chain from the entity's head: never anchored.
         let bytes = footer::encode(self.len, &self.string_list, &self.gate_sets, &entries, refs, |_| false)
             .map_err(|why| StoreError::corrupt(self.id, format!("footer not written: {why}")))?;
-        let written = self.file.write_all_at(&bytes, self.len).and_then(|()| self.file.sync_all());
+        let written = self.file.write_all_at(&bytes, self.len).and_then(|()| {
+            self.durability.sync_file(&self.file, &segment_filename(self.id), SyncMode::SyncAll)
+        });
         if let Err(e) = written {
             // Leave no half footer behind: the segment stays active and unsealed.
             let _ = self.cut_back();

@@ -10,9 +10,8 @@
 //! taken for another job's.
 
 use crate::store::config::SyncMode;
-use std::fs::File;
+use crate::store::durability::SyncHandle;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How long the writer spins for the helper's result before it sleeps:
@@ -29,7 +28,7 @@ pub(crate) enum IoFailure {
 }
 
 struct Job {
-    file: Arc<File>,
+    target: SyncHandle,
     bytes: Vec<u8>,
     at: u64,
     mode: SyncMode,
@@ -43,13 +42,8 @@ struct Done {
 
 impl Job {
     fn run(self) -> Done {
-        let outcome = self.file.write_all_at(&self.bytes, self.at).map_err(IoFailure::Write).and_then(|()| {
-            match self.mode {
-                SyncMode::SyncAll => self.file.sync_all(),
-                SyncMode::SyncData => self.file.sync_data(),
-            }
-            .map_err(IoFailure::Sync)
-        });
+        let outcome = (self.target.file.write_all_at(&self.bytes, self.at).map_err(IoFailure::Write))
+            .and_then(|()| self.target.sync(self.mode).map_err(IoFailure::Sync));
         Done { bytes: self.bytes, outcome }
     }
 }
@@ -77,8 +71,8 @@ impl IoHelper {
     }
 
     /// Starts writing `bytes` at `at` in `file`, then fsyncing it.
-    fn start(&mut self, file: Arc<File>, bytes: Vec<u8>, at: u64, mode: SyncMode) -> PendingIo<'_> {
-        let job = Job { file, bytes, at, mode };
+    fn start(&mut self, target: SyncHandle, bytes: Vec<u8>, at: u64, mode: SyncMode) -> PendingIo<'_> {
+        let job = Job { target, bytes, at, mode };
         let inline = match &self.jobs {
             Some(jobs) => jobs.send(job).err().map(|unsent| unsent.into_inner().run()),
             None => Some(job.run()),
@@ -143,7 +137,7 @@ impl super::Writer {
         if let Err(e) = seg.zero_ahead_of(at + self.buf.len() as u64) {
             return (work(), Err(IoFailure::Write(e)));
         }
-        let file = seg.file_handle();
+        let target = seg.sync_handle();
         if self.io_helper.is_none() {
             let name = format!("{}-io", std::thread::current().name().unwrap_or("batpak-writer"));
             self.io_helper = IoHelper::spawn(name)
@@ -153,12 +147,12 @@ impl super::Writer {
         let bytes = std::mem::take(&mut self.buf);
         let (out, done) = match self.io_helper.as_mut() {
             Some(helper) => {
-                let pending = helper.start(file, bytes, at, mode);
+                let pending = helper.start(target, bytes, at, mode);
                 let out = work();
                 (out, pending.wait())
             }
             None => {
-                let done = Job { file, bytes, at, mode }.run();
+                let done = Job { target, bytes, at, mode }.run();
                 (work(), Some(done))
             }
         };
@@ -175,6 +169,12 @@ impl super::Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
+    use std::sync::Arc;
+
+    fn target(file: &Arc<File>) -> SyncHandle {
+        SyncHandle { file: Arc::clone(file), name: "test".into(), durability: Default::default() }
+    }
 
     fn file_in(dir: &tempfile::TempDir) -> Arc<File> {
         let mut options = std::fs::OpenOptions::new();
@@ -189,9 +189,9 @@ mod tests {
         let mut helper = IoHelper::spawn("io-helper-test".into()).unwrap();
         for i in 0..3u8 {
             // Dropped without waiting: the drop consumes its result.
-            let _ = helper.start(Arc::clone(&file), vec![i; 4], u64::from(i) * 4, SyncMode::SyncData);
+            let _ = helper.start(target(&file), vec![i; 4], u64::from(i) * 4, SyncMode::SyncData);
         }
-        let done = helper.start(Arc::clone(&file), vec![9; 4], 12, SyncMode::SyncAll).wait().unwrap();
+        let done = helper.start(target(&file), vec![9; 4], 12, SyncMode::SyncAll).wait().unwrap();
         assert!(done.outcome.is_ok());
         assert_eq!(done.bytes, vec![9; 4], "the job's own buffer comes back");
         assert!(helper.results.is_empty(), "no result left over for a later job");
@@ -207,7 +207,7 @@ mod tests {
         let file = file_in(&dir);
         let mut helper = IoHelper::spawn("io-helper-test".into()).unwrap();
         helper.jobs = None;
-        let done = helper.start(file, b"abc".to_vec(), 0, SyncMode::SyncAll).wait().unwrap();
+        let done = helper.start(target(&file), b"abc".to_vec(), 0, SyncMode::SyncAll).wait().unwrap();
         assert!(done.outcome.is_ok());
         assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"abc");
     }
@@ -218,7 +218,7 @@ mod tests {
         std::fs::write(dir.path().join("ro"), b"").unwrap();
         let read_only = Arc::new(File::open(dir.path().join("ro")).unwrap());
         let mut helper = IoHelper::spawn("io-helper-test".into()).unwrap();
-        let done = helper.start(read_only, b"abc".to_vec(), 0, SyncMode::SyncAll).wait().unwrap();
+        let done = helper.start(target(&read_only), b"abc".to_vec(), 0, SyncMode::SyncAll).wait().unwrap();
         assert!(matches!(done.outcome, Err(IoFailure::Write(_))), "{:?}", done.outcome);
     }
 }

@@ -101,6 +101,14 @@ pub trait FaultInjector: Send + Sync {
     fn validate(&self) -> Result<(), String> {
         Ok(())
     }
+    /// Whether this injector may fail operations (not a batpak 0.3.0
+    /// method). While an injector that does is configured, the writer
+    /// writes every batch on its own thread so each point fires in order;
+    /// one that only observes (`false`) leaves the writer on the paths it
+    /// takes without an injector, its I/O helper included.
+    fn injects(&self) -> bool {
+        true
+    }
     /// Sees each fsync and each change of the directory's names as it
     /// happens, on the thread doing it (not a batpak 0.3.0 method; the
     /// default ignores them). The step's files are not written to while this

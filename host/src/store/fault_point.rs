@@ -47,8 +47,10 @@ mod enabled {
     pub(crate) fn compaction_committed() -> Point {
         Some(InjectionPoint::CompactionCommitted)
     }
+    /// Whether an injector wants every point fired in order (the writer
+    /// then writes batches inline instead of on its I/O helper).
     pub(crate) fn enabled(cfg: &crate::store::StoreConfig) -> bool {
-        cfg.fault_injector.is_some()
+        cfg.fault_injector.as_ref().is_some_and(|f| f.injects())
     }
 }
 

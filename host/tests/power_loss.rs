@@ -26,176 +26,16 @@
 #![cfg(feature = "dangerous-test-hooks")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // test code
 
+mod common;
+
 use batpak::prelude::*;
-use batpak::store::fault::{FaultInjector, InjectionPoint, IoStep};
-use parking_lot::Mutex;
+use batpak::store::fault::FaultInjector;
+use common::power::{scratch, torn, write_image, Rng, Sim};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::os::unix::fs::MetadataExt;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-
-/// splitmix64: small, seedable, good enough to pick steps and bytes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-}
-
-/// What the disk holds after the cut: name → bytes.
-type Image = BTreeMap<String, Vec<u8>>;
-
-struct SimState {
-    rng: Rng,
-    /// Contents as of each inode's last completed fsync.
-    synced: HashMap<u64, Vec<u8>>,
-    /// Names as of the last completed directory fsync.
-    durable_names: BTreeMap<String, u64>,
-    /// The listing after each name change since then.
-    pending_names: Vec<BTreeMap<String, u64>>,
-    steps: u64,
-    crash_at: u64,
-    image: Option<(Image, usize)>,
-}
-
-struct Sim {
-    state: Mutex<SimState>,
-    /// Operations the client has completed (acknowledged) so far.
-    done: Arc<AtomicUsize>,
-}
-
-fn listing(dir: &Path) -> BTreeMap<String, u64> {
-    let mut names = BTreeMap::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name != "LOCK" {
-            names.insert(name, entry.metadata().unwrap().ino());
-        }
-    }
-    names
-}
-
-/// Bytes at offsets below `cut` come from `new`, the rest from `old`.
-fn torn(new: &[u8], old: &[u8], cut: usize) -> Vec<u8> {
-    let from_new = cut.min(new.len());
-    let mut out = new[..from_new].to_vec();
-    if old.len() > from_new {
-        out.extend_from_slice(&old[from_new..]);
-    }
-    out
-}
-
-impl SimState {
-    fn capture(&mut self, dir: &Path) -> Image {
-        let now = listing(dir);
-        let by_ino: HashMap<u64, &String> = now.iter().map(|(name, ino)| (*ino, name)).collect();
-        let choice = self.rng.below(self.pending_names.len() as u64 + 1) as usize;
-        let names = if choice == 0 { &self.durable_names } else { &self.pending_names[choice - 1] };
-        let mut image = Image::new();
-        for (name, ino) in names {
-            let old = self.synced.get(ino).cloned().unwrap_or_default();
-            let new = match by_ino.get(ino) {
-                Some(current) => std::fs::read(dir.join(current)).unwrap_or_else(|_| old.clone()),
-                None => old.clone(),
-            };
-            let kept = match self.rng.below(3) {
-                0 => new,
-                1 => old,
-                _ => {
-                    let cut = self.rng.below(new.len().max(old.len()) as u64 + 1) as usize;
-                    torn(&new, &old, cut)
-                }
-            };
-            image.insert(name.clone(), kept);
-        }
-        image
-    }
-}
-
-impl Sim {
-    fn new(seed: u64, crash_at: u64, done: Arc<AtomicUsize>) -> Self {
-        let state = SimState {
-            rng: Rng(seed),
-            synced: HashMap::new(),
-            durable_names: BTreeMap::new(),
-            pending_names: Vec::new(),
-            steps: 0,
-            crash_at,
-            image: None,
-        };
-        Self { state: Mutex::new(state), done }
-    }
-
-    /// Counts a step; the power goes at the chosen one.
-    fn step(&self, state: &mut SimState, dir: &Path) {
-        state.steps += 1;
-        if state.steps == state.crash_at && state.image.is_none() {
-            let image = state.capture(dir);
-            state.image = Some((image, self.done.load(Ordering::SeqCst)));
-        }
-    }
-
-    /// The image taken at the crash step, or one taken now (the power goes
-    /// after the last operation) if the run never reached that step.
-    fn take_image(&self, dir: &Path) -> (Image, usize) {
-        let mut state = self.state.lock();
-        match state.image.take() {
-            Some(image) => image,
-            None => {
-                let image = state.capture(dir);
-                (image, self.done.load(Ordering::SeqCst))
-            }
-        }
-    }
-}
-
-impl FaultInjector for Sim {
-    fn check(&self, _: InjectionPoint) -> Option<StoreError> {
-        None
-    }
-
-    fn injects(&self) -> bool {
-        false
-    }
-
-    fn observe_io(&self, step: IoStep<'_>) {
-        let mut state = self.state.lock();
-        match step {
-            IoStep::FileSyncing { dir, .. } | IoStep::DirSyncing { dir } => self.step(&mut state, dir),
-            IoStep::FileSynced { dir, name } => {
-                let path = dir.join(name);
-                if let (Ok(meta), Ok(bytes)) = (std::fs::metadata(&path), std::fs::read(&path)) {
-                    state.synced.insert(meta.ino(), bytes);
-                }
-            }
-            IoStep::DirSynced { dir } => {
-                state.durable_names = listing(dir);
-                state.pending_names.clear();
-            }
-            IoStep::NamesChanged { dir } => {
-                let now = listing(dir);
-                state.pending_names.push(now);
-                self.step(&mut state, dir);
-            }
-            _ => {}
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug)]
 struct Setting {
@@ -275,20 +115,6 @@ fn workload(dir: &Path, setting: Setting, sim: &Arc<Sim>, rng: &mut Rng, ops: us
         sim.done.fetch_add(1, Ordering::SeqCst);
     }
     (log, store.unwrap())
-}
-
-fn write_image(image: &Image, into: &Path) {
-    for (name, bytes) in image {
-        std::fs::write(into.join(name), bytes).unwrap();
-    }
-}
-
-fn scratch() -> tempfile::TempDir {
-    // tmpfs makes the store's own fsyncs cheap; the simulation does not need them.
-    match Path::new("/dev/shm").is_dir() {
-        true => tempfile::tempdir_in("/dev/shm").unwrap(),
-        false => tempfile::tempdir().unwrap(),
-    }
 }
 
 /// What the store after the cut must hold, given what was acknowledged.

@@ -4,6 +4,9 @@
 
 use std::path::Path;
 
+#[cfg(feature = "dangerous-test-hooks")]
+pub mod power;
+
 /// Files a compaction leaves behind until it is finished or undone:
 /// outputs, the plan, temporaries.
 pub fn leftovers(dir: &Path) -> Vec<String> {

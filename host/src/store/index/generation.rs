@@ -609,7 +609,10 @@ mod tests {
     #[test]
     fn the_next_log_chunk_is_prepared_once_the_current_is_half_full() {
         // Built without `from_gen`, so this test holds each preparing thread.
-        let index = StoreIndex { current: arc_swap::ArcSwap::from_pointee(IndexGen::new()) };
+        let index = StoreIndex {
+            current: arc_swap::ArcSwap::from_pointee(IndexGen::new()),
+            prep: Default::default(),
+        };
         let ready = |k: usize| index.generation().log.chunks[k].get().is_some();
         let gen = || index.generation();
         assert!(!ready(0));

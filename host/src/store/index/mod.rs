@@ -29,6 +29,17 @@ use std::sync::Arc;
 /// Shared by the writer (the only mutator) and readers.
 pub(crate) struct StoreIndex {
     current: arc_swap::ArcSwap<IndexGen>,
+    /// The last chunk-preparing thread; joined when the index is dropped, so
+    /// no thread of the store outlives it.
+    prep: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for StoreIndex {
+    fn drop(&mut self) {
+        if let Some(thread) = self.prep.get_mut().take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Forwards each method to the current generation.
@@ -46,8 +57,9 @@ impl StoreIndex {
     }
 
     pub(crate) fn from_gen(gen: IndexGen) -> Self {
-        let index = Self { current: arc_swap::ArcSwap::from_pointee(gen) };
-        drop(index.prepare_ahead());
+        let index =
+            Self { current: arc_swap::ArcSwap::from_pointee(gen), prep: parking_lot::Mutex::new(None) };
+        index.keep(index.prepare_ahead());
         index
     }
 
@@ -55,7 +67,7 @@ impl StoreIndex {
     /// short-lived thread, so that allocating and first touching its
     /// ~6.5 MiB (64 Ki slots) does not stall an append. Called after
     /// every insert; spawns at most once per chunk. Callers let the thread
-    /// run detached (tests join it); without it, the first insert into the
+    /// run until the next one starts or the index is dropped (tests join it); without it, the first insert into the
     /// chunk allocates it.
     fn prepare_ahead(&self) -> Option<std::thread::JoinHandle<()>> {
         let gen = self.current.load();
@@ -70,12 +82,23 @@ impl StoreIndex {
             .ok()
     }
 
+    /// Keeps the handle of a newly started preparing thread, joining the
+    /// previous one (long finished: chunks are asked for one at a time,
+    /// half a chunk of inserts apart).
+    fn keep(&self, started: Option<std::thread::JoinHandle<()>>) {
+        if let Some(thread) = started {
+            if let Some(previous) = self.prep.lock().replace(thread) {
+                let _ = previous.join();
+            }
+        }
+    }
+
     /// Replaces the live generation (writer only, between groups). Readers
     /// that loaded the old one finish their call with it.
     pub(crate) fn replace(&self, gen: IndexGen) {
         debug_assert!(gen.visible() >= self.visible(), "a new generation hides nothing published");
         self.current.store(Arc::new(gen));
-        drop(self.prepare_ahead());
+        self.keep(self.prepare_ahead());
     }
 
     /// The live generation, for a reader doing many lookups in one call.
@@ -89,21 +112,21 @@ impl StoreIndex {
         entries: impl IntoIterator<Item = Result<LoadedEntry, String>>,
     ) -> Result<(), String> {
         let done = self.current.load().insert_each(entries);
-        drop(self.prepare_ahead());
+        self.keep(self.prepare_ahead());
         done
     }
 
     /// Inserts entries above the watermark (see [`IndexGen::insert`]).
     pub(crate) fn insert(&self, entries: Vec<IndexEntry>) -> Result<(), String> {
         let done = self.current.load().insert(entries);
-        drop(self.prepare_ahead());
+        self.keep(self.prepare_ahead());
         done
     }
 
     /// Inserts entries whose string ids are known.
     pub(crate) fn insert_loaded(&self, entries: Vec<LoadedEntry>) -> Result<(), String> {
         let done = self.current.load().insert_loaded(entries);
-        drop(self.prepare_ahead());
+        self.keep(self.prepare_ahead());
         done
     }
 

@@ -33,6 +33,10 @@ use batpak::outcome::wait::{CompensationAction, WaitCondition};
 use batpak::outcome::Outcome;
 use batpak::pipeline::bypass::{BypassReason, BypassReceipt};
 use batpak::pipeline::{Committed, Pipeline, Proposal};
+use batpak::store::cursor::Cursor as CursorAtItsPath;
+use batpak::store::index::{
+    ClockKey as ClockKeyAtItsPath, DiskPos as DiskPosAtItsPath, IndexEntry as EntryAtItsPath,
+};
 use batpak::store::projection::{
     CacheCapabilities, CacheMeta, Freshness, NativeCache, NoCache, ProjectionCache, ProjectionWatcher,
 };
@@ -264,6 +268,7 @@ fn reads_cursors_subscriptions_and_contracts_at_their_paths() {
     let n: Notification = sub.recv().unwrap();
     assert_eq!(n.event_id, first.event_id);
     let _ = ClockKey { wall_ms: 0, clock: 0, uuid: 0 };
+    let _: Option<(CursorAtItsPath, EntryAtItsPath, DiskPosAtItsPath, ClockKeyAtItsPath)> = None;
     let _: CompactionConfig = CompactionConfig { strategy: CompactionStrategy::Merge, min_segments: 2 };
     let _: BatchStage = BatchStage::Validation;
     assert!(matches!(Coordinate::new("", "s"), Err(CoordinateError::EmptyEntity)));

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 /// Generous slack over a limit on a shared, noisy machine; still far below
 /// the seconds to hours the attacks took before they were bounded.
 const SLACK: Duration = Duration::from_millis(1500);
-/// Default limits but a 1 s deadline, for tests that expect fuel to run out
-/// first: the default 50 ms could fire first on a loaded machine.
-const FUEL_BOUND: PluginLimits = PluginLimits { deadline_ms: 1_000, ..PluginLimits::DEFAULT };
+/// Default limits but a 1 s deadline, for tests that expect another limit
+/// (fuel, memory) to bind: the default 50 ms could fire first on a loaded
+/// machine.
+const PATIENT: PluginLimits = PluginLimits { deadline_ms: 1_000, ..PluginLimits::DEFAULT };
 
 fn coord(e: &str) -> Coordinate {
     Coordinate::new(e, "s").expect("coord")
@@ -54,10 +55,8 @@ fn with_gate(dir: &std::path::Path, gate: GatePlugin) -> Store {
 #[test]
 fn host_calls_in_a_loop_run_out_of_the_callers_fuel() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = with_gate(
-        tmp.path(),
-        GatePlugin::from_file(art::HOSTILE_STATE_LOOP).unwrap().with_limits(FUEL_BOUND),
-    );
+    let store =
+        with_gate(tmp.path(), GatePlugin::from_file(art::HOSTILE_STATE_LOOP).unwrap().with_limits(PATIENT));
     // 8 KiB keys for a projection that does not exist: ~9 000 fuel a call.
     let bound = Duration::from_millis(PluginLimits::default().deadline_ms) + SLACK;
     assert_contained(store, tmp.path(), json!({"key_bytes": 8192}), "out of fuel", bound);
@@ -75,10 +74,10 @@ fn an_oversized_key_is_refused_and_fails_the_gate_closed() {
 fn the_fuel_a_projection_burns_answering_is_charged_to_the_gate() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(StoreConfig::new(tmp.path())).unwrap();
-    store.install_projection("slow", ProjectionPlugin::from_file(art::SLOW_READ).unwrap()).unwrap();
     store
-        .install_gate(GatePlugin::from_file(art::HOSTILE_STATE_LOOP).unwrap().with_limits(FUEL_BOUND))
+        .install_projection("slow", ProjectionPlugin::from_file(art::SLOW_READ).unwrap().with_limits(PATIENT))
         .unwrap();
+    store.install_gate(GatePlugin::from_file(art::HOSTILE_STATE_LOOP).unwrap().with_limits(PATIENT)).unwrap();
     // Each read burns millions of the projection's fuel: the gate's 10 M
     // lasts a few calls, where before it lasted until the wall clock.
     let bound = Duration::from_millis(2 * PluginLimits::default().deadline_ms) + SLACK;
@@ -103,12 +102,12 @@ fn a_gate_with_fuel_to_spare_is_stopped_by_its_deadline() {
 fn memory_is_limited_across_all_of_a_guests_memories() {
     let tmp = tempfile::tempdir().unwrap();
     // Three grows of 6.25 MiB in three memories: 18.75 MiB > 16 MiB in all.
-    let store = with_gate(tmp.path(), GatePlugin::from_file(art::MULTI_MEMORY).unwrap());
+    let store = with_gate(tmp.path(), GatePlugin::from_file(art::MULTI_MEMORY).unwrap().with_limits(PATIENT));
     let bound = Duration::from_millis(PluginLimits::default().deadline_ms) + SLACK;
     assert_contained(store, tmp.path(), json!({"n": 0}), "out of memory", bound);
     // With room for all three, the same gate allows: the total is what binds.
     let tmp = tempfile::tempdir().unwrap();
-    let roomy = PluginLimits { memory_bytes: 24 << 20, ..PluginLimits::default() };
+    let roomy = PluginLimits { memory_bytes: 24 << 20, ..PATIENT };
     let store = with_gate(tmp.path(), GatePlugin::from_file(art::MULTI_MEMORY).unwrap().with_limits(roomy));
     store.append(&coord("x"), EventKind::DATA, &json!({"n": 0})).expect("fits in 24 MiB");
 }

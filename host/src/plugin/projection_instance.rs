@@ -62,6 +62,12 @@ impl ProjectionPlugin {
         self
     }
 
+    /// Every limit at once (fuel, memory, stack, deadline; checked at install).
+    pub fn with_limits(mut self, limits: PluginLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// Keeps the compiled component in `dir` (see
     /// `GatePlugin::with_compile_cache`).
     pub fn with_compile_cache(mut self, dir: impl AsRef<Path>) -> Self {

@@ -1,12 +1,13 @@
 //! serde `with` helpers for 128-bit ids in formats without a u128 (such as
-//! MessagePack): a `u128` as 16 big-endian bytes.
+//! MessagePack): a `u128` as 16 big-endian bytes. The same module is
+//! `batpak::wire`.
 //!
 //! ```
 //! #[derive(serde::Serialize, serde::Deserialize)]
 //! struct Ref {
-//!     #[serde(with = "batpak::wire::u128_bytes")]
+//!     #[serde(with = "batpak_types::wire::u128_bytes")]
 //!     id: u128,
-//!     #[serde(with = "batpak::wire::option_u128_bytes")]
+//!     #[serde(with = "batpak_types::wire::option_u128_bytes")]
 //!     parent: Option<u128>,
 //! }
 //! ```

@@ -89,7 +89,7 @@ impl GuestHarness {
 
     /// The name the gate describes itself with.
     pub fn name(&self) -> &str {
-        &self.gate.name
+        self.gate.name
     }
 
     /// The version the gate reports.

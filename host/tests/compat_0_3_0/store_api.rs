@@ -287,7 +287,7 @@ fn snapshot_and_compaction_by_merge_retention_and_tombstone() {
     let merged: CompactionResult = store.compact(&CompactionConfig::default()).unwrap();
     assert!(merged.segments_removed > 0);
     let keep_even: RetentionPredicate =
-        Box::new(|e: &StoredEvent<Value>| e.event.payload["n"].as_u64().unwrap() % 2 == 0);
+        Box::new(|e: &StoredEvent<Value>| e.event.payload["n"].as_u64().unwrap().is_multiple_of(2));
     let config = CompactionConfig { strategy: CompactionStrategy::Retention(keep_even), min_segments: 1 };
     store.compact(&config).unwrap();
     let remaining = store.query(&Region::all()).len();

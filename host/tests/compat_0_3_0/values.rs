@@ -125,7 +125,7 @@ fn headers_carry_flags_and_ages_and_events_their_chain() {
     let header = EventHeader::new(1, 2, Some(3), 1_000, pos, 10, EventKind::DATA);
     assert_eq!((header.flags, header.content_hash), (0, [0; 32]));
     assert!(!header.requires_ack() && !header.is_transactional() && !header.is_replay());
-    let flagged = header.clone().with_flags(FLAG_REQUIRES_ACK | FLAG_TRANSACTIONAL | FLAG_REPLAY);
+    let flagged = header.with_flags(FLAG_REQUIRES_ACK | FLAG_TRANSACTIONAL | FLAG_REPLAY);
     assert!(flagged.requires_ack() && flagged.is_transactional() && flagged.is_replay());
     assert_eq!(header.age_us(1_500), 500);
     assert_eq!(header.age_us(10), 0, "ages saturate at zero");

@@ -98,7 +98,7 @@ fn a_config_built_by_literal_opens_and_its_builders_take_0_3_0_types() {
         .with_writer_stack_size(None)
         .with_sync_every_n_events(1)
         .with_group_commit_max_batch(0);
-    let store = Store::open(cfg).unwrap();
+    let store: Store<batpak::store::Open> = Store::open(cfg).unwrap();
     let r: AppendReceipt = store.append(&coord("a"), EventKind::DATA, &json!({"n": 1})).unwrap();
     let _: DiskPos = r.disk_pos;
     let stats: StoreStats = store.stats();

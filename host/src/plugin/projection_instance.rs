@@ -332,3 +332,33 @@ pub(crate) fn pack(out: &mut Vec<u8>, e: &ProjectionEvent<'_>) {
         out.extend_from_slice(field);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The worked example of docs/guest-abi.md is what `pack` produces.
+    #[test]
+    fn the_documented_packed_example_is_what_the_host_packs() {
+        let coord = Coordinate::new("acct:a", "bank").unwrap();
+        let event = ProjectionEvent {
+            coord: &coord,
+            kind: EventKind::from_raw(0x1001),
+            payload: br#"{"amount":5}"#,
+            event_id: 0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10,
+            sequence: 7,
+            clock: 2,
+        };
+        let mut packed = Vec::new();
+        pack(&mut packed, &event);
+        let doc = include_str!("../../../docs/guest-abi.md");
+        let start = doc.find("```text\n01 10").expect("the worked example is in the doc") + "```text\n".len();
+        let table = &doc[start..start + doc[start..].find("```").expect("the table ends")];
+        let documented: Vec<u8> = table
+            .lines()
+            .flat_map(|line| line.split("  ").next().unwrap_or("").split_whitespace())
+            .map(|byte| u8::from_str_radix(byte, 16).unwrap())
+            .collect();
+        assert_eq!(documented, packed);
+    }
+}

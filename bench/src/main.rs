@@ -11,6 +11,8 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod ours;
+#[cfg(feature = "peers")]
+mod peers;
 mod projections;
 mod reference;
 mod util;
@@ -52,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         let o = median(plan.runs(), || ours::single_append(n_single));
         let r = median(plan.runs(), || reference::single_append(n_single));
         Line::higher("single_append_100B", o, r, "ev/s").print();
+        peer_line("single_append_100B", o, PeerWorkload::Single(n_single), &plan);
     }
     for callers in [1usize, 16] {
         let name = format!("durable_append_{callers}_callers");
@@ -60,6 +63,7 @@ fn main() -> anyhow::Result<()> {
             let o = median(plan.runs(), || ours::durable_append(callers, per));
             let r = median(plan.runs(), || reference::durable_append(callers, per));
             Line::higher(&name, o, r, "ev/s").print();
+            peer_line(&name, o, PeerWorkload::Durable { callers, per }, &plan);
         }
     }
     let ours_only = args.iter().any(|a| a == "--ours-only");
@@ -74,6 +78,9 @@ fn main() -> anyhow::Result<()> {
                 median(plan.runs(), || reference::batch_append(size, total / size))
             };
             Line::higher(&name, o, r, "ev/s").print();
+            if size == 1000 {
+                peer_line(&name, o, PeerWorkload::Batch { size, batches: total / size }, &plan);
+            }
         }
     }
     if plan.wants("append_batch_10_vs_fsync") {
@@ -179,3 +186,39 @@ fn main() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A workload the peers run too.
+#[cfg_attr(not(feature = "peers"), allow(dead_code))]
+enum PeerWorkload {
+    Single(usize),
+    Durable { callers: usize, per: usize },
+    Batch { size: usize, batches: usize },
+}
+
+/// With feature `peers`: `<workload>: ours X, fjall Y, sqlite Z` (medians
+/// over the plan's runs), measured right after ours.
+#[cfg(feature = "peers")]
+fn peer_line(name: &str, ours: f64, workload: PeerWorkload, plan: &Plan) {
+    let runs: Vec<(f64, f64)> = (0..plan.runs())
+        .map(|_| match workload {
+            PeerWorkload::Single(n) => peers::single_append(n),
+            PeerWorkload::Durable { callers, per } => peers::durable_append(callers, per),
+            PeerWorkload::Batch { size, batches } => peers::batch_append(size, batches),
+        })
+        .collect();
+    let mid = |pick: fn(&(f64, f64)) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(pick).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (fjall, sqlite) = (mid(|r| r.0), mid(|r| r.1));
+    println!(
+        "{name}: ours {ours:.0}, fjall {fjall:.0}, sqlite {sqlite:.0} ev/s; ours/fjall {:.2}, ours/sqlite {:.2}",
+        ours / fjall,
+        ours / sqlite
+    );
+}
+
+/// Without feature `peers` there is nothing to compare with.
+#[cfg(not(feature = "peers"))]
+fn peer_line(_: &str, _: f64, _: PeerWorkload, _: &Plan) {}

@@ -1,0 +1,207 @@
+//! The stores a user would pick instead, running the same event-store
+//! workloads (feature `peers`, so the test build does not compile them).
+//!
+//! Each append does what ours does: read the entity's head (clock and last
+//! hash), chain a blake3 hash over the previous hash and the payload, and
+//! write the event and the new head atomically. Payloads are the same
+//! 100-byte JSON. "Buffered" leaves durability to the OS (fjall's journal
+//! unsynced, SQLite WAL with `synchronous=NORMAL`); "durable" syncs every
+//! append (fjall `persist(SyncAll)`, SQLite WAL with `synchronous=FULL`).
+
+use crate::util::payload;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+fn entity(i: usize) -> String {
+    format!("entity:{}", i % 64)
+}
+
+/// The head record: clock (u32 LE) then the last hash.
+fn next_head(head: Option<&[u8]>, body: &[u8]) -> (u32, [u8; 32]) {
+    let (clock, prev) = match head {
+        Some(h) if h.len() == 36 => {
+            let clock = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) + 1;
+            let mut prev = [0u8; 32];
+            prev.copy_from_slice(&h[4..]);
+            (clock, prev)
+        }
+        _ => (0, [0u8; 32]),
+    };
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&prev);
+    hasher.update(body);
+    (clock, *hasher.finalize().as_bytes())
+}
+
+fn head_bytes(clock: u32, hash: &[u8; 32]) -> Vec<u8> {
+    let mut v = clock.to_le_bytes().to_vec();
+    v.extend_from_slice(hash);
+    v
+}
+
+/// fjall 3: one keyspace for events, one for heads.
+pub struct Fjall {
+    _dir: tempfile::TempDir,
+    db: fjall::Database,
+    events: fjall::Keyspace,
+    heads: fjall::Keyspace,
+    durable: bool,
+    /// Read-modify-write of a head must not interleave between callers.
+    lock: Mutex<()>,
+}
+
+impl Fjall {
+    pub fn open(durable: bool) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = fjall::Database::builder(dir.path()).open().expect("fjall open");
+        let events = db.keyspace("events", fjall::KeyspaceCreateOptions::default).expect("keyspace");
+        let heads = db.keyspace("heads", fjall::KeyspaceCreateOptions::default).expect("keyspace");
+        Self { _dir: dir, db, events, heads, durable, lock: Mutex::new(()) }
+    }
+
+    /// Appends `bodies` for `entities` as one atomic write.
+    pub fn append(&self, items: &[(String, Vec<u8>)]) {
+        let _guard = self.lock.lock().expect("lock");
+        let mut batch = self.db.batch();
+        let mut heads: std::collections::HashMap<&str, Vec<u8>> = std::collections::HashMap::new();
+        for (entity, body) in items {
+            let current = match heads.get(entity.as_str()) {
+                Some(h) => Some(h.clone()),
+                None => self.heads.get(entity.as_bytes()).expect("get").map(|v| v.to_vec()),
+            };
+            let (clock, hash) = next_head(current.as_deref(), body);
+            let mut key = entity.as_bytes().to_vec();
+            key.extend_from_slice(&clock.to_be_bytes());
+            batch.insert(&self.events, key, body.as_slice());
+            let head = head_bytes(clock, &hash);
+            batch.insert(&self.heads, entity.as_bytes(), head.as_slice());
+            heads.insert(entity, head);
+        }
+        batch.commit().expect("commit");
+        if self.durable {
+            self.db.persist(fjall::PersistMode::SyncAll).expect("persist");
+        }
+    }
+}
+
+/// SQLite (bundled) in WAL mode: `events(entity, clock, hash, body)` and
+/// `heads(entity, clock, hash)`.
+pub struct Sqlite {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    durable: bool,
+}
+
+impl Sqlite {
+    pub fn open(durable: bool) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.db");
+        let s = Self { _dir: dir, path, durable };
+        s.connect()
+            .execute_batch(
+                "CREATE TABLE events(entity TEXT, clock INTEGER, hash BLOB, body BLOB, PRIMARY KEY(entity, clock));
+                 CREATE TABLE heads(entity TEXT PRIMARY KEY, clock INTEGER, hash BLOB);",
+            )
+            .expect("schema");
+        s
+    }
+
+    /// One connection (per caller thread).
+    pub fn connect(&self) -> rusqlite::Connection {
+        let c = rusqlite::Connection::open(&self.path).expect("sqlite open");
+        let sync = if self.durable { "FULL" } else { "NORMAL" };
+        c.execute_batch(&format!("PRAGMA journal_mode=WAL; PRAGMA synchronous={sync};")).expect("pragmas");
+        c.busy_timeout(std::time::Duration::from_secs(30)).expect("busy timeout");
+        c
+    }
+
+    /// Appends `items` in one transaction.
+    pub fn append(c: &mut rusqlite::Connection, items: &[(String, Vec<u8>)]) {
+        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).expect("begin");
+        for (entity, body) in items {
+            let head: Option<(u32, Vec<u8>)> = tx
+                .query_row("SELECT clock, hash FROM heads WHERE entity = ?1", [entity], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .ok();
+            let current = head.map(|(clock, hash)| head_bytes(clock, &hash.try_into().unwrap_or([0; 32])));
+            let (clock, hash) = next_head(current.as_deref(), body);
+            tx.execute(
+                "INSERT INTO events(entity, clock, hash, body) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![entity, clock, &hash[..], body],
+            )
+            .expect("insert");
+            tx.execute(
+                "INSERT INTO heads(entity, clock, hash) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(entity) DO UPDATE SET clock = excluded.clock, hash = excluded.hash",
+                rusqlite::params![entity, clock, &hash[..]],
+            )
+            .expect("head");
+        }
+        tx.commit().expect("commit");
+    }
+}
+
+fn body(i: usize) -> Vec<u8> {
+    serde_json::to_vec(&payload(i)).expect("payload")
+}
+
+/// Single appends, one caller, buffered: (fjall, sqlite) ev/s.
+pub fn single_append(n: usize) -> (f64, f64) {
+    let items: Vec<(String, Vec<u8>)> = (0..n).map(|i| (entity(i), body(i))).collect();
+    let f = Fjall::open(false);
+    let start = Instant::now();
+    for item in &items {
+        f.append(std::slice::from_ref(item));
+    }
+    let fjall = n as f64 / start.elapsed().as_secs_f64();
+    let s = Sqlite::open(false);
+    let mut c = s.connect();
+    let start = Instant::now();
+    for item in &items {
+        Sqlite::append(&mut c, std::slice::from_ref(item));
+    }
+    (fjall, n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Durable single appends from `callers` threads: (fjall, sqlite) ev/s.
+pub fn durable_append(callers: usize, per_caller: usize) -> (f64, f64) {
+    let f = Arc::new(Fjall::open(true));
+    let start = Instant::now();
+    let threads: Vec<_> = (0..callers)
+        .map(|t| {
+            let f = Arc::clone(&f);
+            std::thread::spawn(move || (0..per_caller).for_each(|i| f.append(&[(entity(t), body(i))])))
+        })
+        .collect();
+    threads.into_iter().for_each(|h| h.join().expect("join"));
+    let fjall = (callers * per_caller) as f64 / start.elapsed().as_secs_f64();
+    let s = Arc::new(Sqlite::open(true));
+    let start = Instant::now();
+    let threads: Vec<_> = (0..callers)
+        .map(|t| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                let mut c = s.connect();
+                (0..per_caller).for_each(|i| Sqlite::append(&mut c, &[(entity(t), body(i))]));
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|h| h.join().expect("join"));
+    (fjall, (callers * per_caller) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Durable batches of `size`: (fjall, sqlite) ev/s.
+pub fn batch_append(size: usize, batches: usize) -> (f64, f64) {
+    let all: Vec<Vec<(String, Vec<u8>)>> =
+        (0..batches).map(|b| (0..size).map(|i| (entity(b * size + i), body(i))).collect()).collect();
+    let f = Fjall::open(true);
+    let start = Instant::now();
+    all.iter().for_each(|items| f.append(items));
+    let fjall = (size * batches) as f64 / start.elapsed().as_secs_f64();
+    let s = Sqlite::open(true);
+    let mut c = s.connect();
+    let start = Instant::now();
+    all.iter().for_each(|items| Sqlite::append(&mut c, items));
+    (fjall, (size * batches) as f64 / start.elapsed().as_secs_f64())
+}

@@ -11,7 +11,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod ours;
-#[cfg(feature = "peers")]
+#[cfg(batpak_peers)]
 mod peers;
 mod projections;
 mod reference;
@@ -188,16 +188,16 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// A workload the peers run too.
-#[cfg_attr(not(feature = "peers"), allow(dead_code))]
+#[cfg_attr(not(batpak_peers), allow(dead_code))]
 enum PeerWorkload {
     Single(usize),
     Durable { callers: usize, per: usize },
     Batch { size: usize, batches: usize },
 }
 
-/// With feature `peers`: `<workload>: ours X, fjall Y, sqlite Z` (medians
+/// With `--cfg batpak_peers`: `<workload>: ours X, fjall Y, sqlite Z` (medians
 /// over the plan's runs), measured right after ours.
-#[cfg(feature = "peers")]
+#[cfg(batpak_peers)]
 fn peer_line(name: &str, ours: f64, workload: PeerWorkload, plan: &Plan) {
     let runs: Vec<(f64, f64)> = (0..plan.runs())
         .map(|_| match workload {
@@ -219,6 +219,6 @@ fn peer_line(name: &str, ours: f64, workload: PeerWorkload, plan: &Plan) {
     );
 }
 
-/// Without feature `peers` there is nothing to compare with.
-#[cfg(not(feature = "peers"))]
+/// Without `--cfg batpak_peers` there is nothing to compare with.
+#[cfg(not(batpak_peers))]
 fn peer_line(_: &str, _: f64, _: PeerWorkload, _: &Plan) {}

@@ -1,5 +1,6 @@
 //! The stores a user would pick instead, running the same event-store
-//! workloads (feature `peers`, so the test build does not compile them).
+//! workloads. Built only with `RUSTFLAGS="--cfg batpak_peers"`, so no test
+//! build compiles fjall or SQLite.
 //!
 //! Each append does what ours does: read the entity's head (clock and last
 //! hash), chain a blake3 hash over the previous hash and the payload, and

@@ -235,6 +235,7 @@ fn projections_through_caches_watchers_and_reactors() {
     let store = Arc::new(
         Store::open_with_native_cache(StoreConfig::new(tmp.path().join("data")), &cache_dir).unwrap(),
     );
+    let echoes = store.subscribe_lossy(&Region::entity("echo"));
     let handle = store.react_loop(&Region::entity("acct"), Echo).unwrap();
     let mut watcher = store.watch_projection::<Total>("acct", Freshness::Consistent);
     store.append(&coord("acct"), EventKind::DATA, &json!({"amount": 5})).unwrap();
@@ -242,9 +243,9 @@ fn projections_through_caches_watchers_and_reactors() {
     store.append(&coord("acct"), EventKind::DATA, &json!({"amount": 7})).unwrap();
     assert_eq!(watcher.recv().unwrap(), Some(Total(12)));
     assert_eq!(store.project::<Total>("acct", &Freshness::Consistent).unwrap(), Some(Total(12)));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while store.stream("echo").len() < 2 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
+    for _ in 0..2 {
+        let n = echoes.receiver().recv_timeout(Duration::from_secs(10)).expect("a reaction");
+        assert_eq!(n.coord.entity(), "echo");
     }
     assert_eq!(store.stream("echo").len(), 2, "the reactor answered both events");
     drop(watcher);

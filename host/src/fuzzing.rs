@@ -30,6 +30,13 @@ pub fn footer(body: &[u8]) {
     let mut region = body.to_vec();
     region.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
     region.extend_from_slice(&[0u8; footer::FOOTER_TRAILER_LEN]);
+    decode_footer_region(&region, 32);
+    debug_assert!(region.len() >= body.len());
+}
+
+/// Decodes a footer region (footer start to end of file) found at
+/// `start`, with names interned in a plain map and entries dropped.
+fn decode_footer_region(region: &[u8], start: u64) {
     let names = std::cell::RefCell::new(std::collections::HashMap::<String, u32>::new());
     let resolve = |s: &str| {
         let mut names = names.borrow_mut();
@@ -43,8 +50,8 @@ pub fn footer(body: &[u8]) {
         drop(entries);
         Ok(())
     };
-    let _ = footer::decode(&region, 32, 1, &resolve, &mut reserve, &mut sink);
-    debug_assert!(reserved <= body.len() as u64, "reserved beyond the footer's bytes");
+    let _ = footer::decode(region, start, 1, &resolve, &mut reserve, &mut sink);
+    debug_assert!(reserved <= region.len() as u64, "reserved beyond the footer's bytes");
 }
 
 /// `index.ckpt`, as found and with a valid envelope around the input.
@@ -65,6 +72,24 @@ pub fn projection_snapshot(bytes: &[u8]) {
     // The digest a real file names is 64 hex digits after the magic.
     let digest = bytes.get(9..73).and_then(|d| std::str::from_utf8(d).ok()).unwrap_or("");
     let _ = crate::store::projections::parse_snapshot(bytes, digest, 0);
+}
+
+/// A whole segment file handed to recovery's decoding, in memory: the
+/// footer as recovery finds it (its CRC as found), then the frame scan
+/// both as the crashed tail and as a sealed segment, with chain hashes
+/// recomputed. The same code [`segment`] reaches through a real open, at
+/// thousands of times the speed, so a campaign can reach 10 M inputs.
+pub fn segment_scan(bytes: &[u8]) {
+    let len = bytes.len() as u64;
+    let frames_end = footer::footer_start(bytes).filter(|at| *at <= len).unwrap_or(len) as usize;
+    if let Some(region) = bytes.get(frames_end..).filter(|r| !r.is_empty()) {
+        decode_footer_region(region, frames_end as u64);
+    }
+    let intern = |s: &str| std::sync::Arc::<str>::from(s);
+    let before = |_: &str| [0u8; 32];
+    for tail in [true, false] {
+        let _ = crate::store::recovery::scan::scan_segment(bytes, 1, frames_end, tail, &intern, &before);
+    }
 }
 
 /// A whole segment file handed to recovery: written as the only segment

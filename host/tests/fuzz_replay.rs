@@ -18,6 +18,7 @@ const TARGETS: &[(&str, Target, usize)] = &[
     ("compaction_plan", batpak::fuzzing::compaction_plan, 20_000),
     ("projection_snapshot", batpak::fuzzing::projection_snapshot, 20_000),
     ("segment", batpak::fuzzing::segment, 300),
+    ("segment_scan", batpak::fuzzing::segment_scan, 20_000),
 ];
 
 /// A time cap per target, so the slice stays short on a slow machine.

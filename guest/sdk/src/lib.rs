@@ -2,7 +2,7 @@
 //!
 //! Write a batpak policy gate in a few lines of Rust:
 //!
-//! ```ignore
+//! ```no_run
 //! use batpak_guest::{export_gate, Denial, Gate, Proposal};
 //!
 //! struct MaxAmount;

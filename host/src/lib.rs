@@ -69,6 +69,8 @@ mod chain_hash;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod plugin;
+#[cfg(feature = "replication")]
+pub mod replication;
 pub mod prelude;
 pub mod projection;
 pub mod store;

@@ -115,6 +115,8 @@ pub struct Store<State = Open> {
     projector: Mutex<Option<std::thread::JoinHandle<()>>>,
     cache: Box<dyn ProjectionCache>,
     closed: AtomicBool,
+    /// Set on a read replica's store: appends come only from the stream.
+    read_only: AtomicBool,
     /// Callers currently spinning for a reply (at most one spins).
     spinners: std::sync::atomic::AtomicUsize,
     _state: PhantomData<State>,
@@ -199,6 +201,7 @@ impl Store<Open> {
             projections,
             cache,
             closed: AtomicBool::new(false),
+            read_only: AtomicBool::new(false),
             spinners: std::sync::atomic::AtomicUsize::new(0),
             _state: PhantomData,
         })

@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+#[cfg(feature = "replication")]
+pub mod nats;
 #[cfg(feature = "dangerous-test-hooks")]
 pub mod power;
 

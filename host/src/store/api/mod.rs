@@ -4,4 +4,6 @@ mod maintenance;
 mod native_projection;
 mod plugins;
 mod read;
+#[cfg(feature = "replication")]
+mod replication;
 mod write;

@@ -47,6 +47,7 @@ impl Store<Open> {
         options: AppendOptions,
     ) -> Result<AppendReceipt, StoreError> {
         let _span = tracing::debug_span!("batpak.append", entity = coord.entity()).entered();
+        self.check_writable()?;
         check_kind(kind)?;
         let payload = serde_json::to_vec(payload)?;
         check_payload_size(payload.len(), self.cfg.single_append_max_bytes)?;
@@ -65,11 +66,13 @@ impl Store<Open> {
     /// written; the batch is fsynced before this returns.
     pub fn append_batch(&self, items: Vec<BatchAppendItem>) -> Result<Vec<AppendReceipt>, StoreError> {
         let _span = tracing::debug_span!("batpak.append_batch", items = items.len()).entered();
+        self.check_writable()?;
         validate_batch(&self.cfg, &items)?;
         let req = BatchRequest {
             fresh_ids: crate::id::generate_v7_ids(items.len()),
             items: Arc::new(items),
             timestamp_us: self.cfg.now_us(),
+            item_timestamps: Vec::new(),
         };
         self.call_spinning(writer::SPIN_FOR_FSYNC, |reply| Command::Batch(Box::new(req), reply))
     }
@@ -103,6 +106,44 @@ impl Store<Open> {
     /// Makes every acknowledged append durable.
     pub fn sync(&self) -> Result<(), StoreError> {
         self.call(Command::Sync)
+    }
+
+    /// Refuses appends on a read replica's store.
+    fn check_writable(&self) -> Result<(), StoreError> {
+        if self.read_only.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(StoreError::Configuration(
+                "this store is a read replica: append on the writer, the replica follows its stream".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Marks this store as a read replica's: the public append calls fail
+    /// from now on, and only [`Store::import_batch`] writes.
+    #[cfg(feature = "replication")]
+    pub(crate) fn set_read_only(&self) {
+        self.read_only.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Writes events replicated from a writer's stream as one batch: ids,
+    /// correlation, causation and flags come from the items' options, and
+    /// item `i` is written with `timestamps[i]`. Gates do not run (they ran
+    /// on the writer); the writer still assigns sequences, clocks and chain
+    /// links, which the replica compares with the writer's.
+    #[cfg(feature = "replication")]
+    pub(crate) fn import_batch(
+        &self,
+        items: Vec<BatchAppendItem>,
+        timestamps: Vec<i64>,
+    ) -> Result<Vec<AppendReceipt>, StoreError> {
+        validate_batch(&self.cfg, &items)?;
+        let req = BatchRequest {
+            fresh_ids: crate::id::generate_v7_ids(items.len()),
+            items: Arc::new(items),
+            timestamp_us: timestamps.first().copied().unwrap_or_else(|| self.cfg.now_us()),
+            item_timestamps: timestamps,
+        };
+        self.call_spinning(writer::SPIN_FOR_FSYNC, |reply| Command::Batch(Box::new(req), reply))
     }
 }
 

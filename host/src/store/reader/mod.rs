@@ -171,9 +171,19 @@ impl SegmentReader {
 
     /// The stored payload bytes (canonical JSON) of `entry`.
     pub(crate) fn read_payload_bytes(&self, entry: &IndexEntry) -> Result<Vec<u8>, StoreError> {
-        let once = |e: &IndexEntry| -> Result<Vec<u8>, StoreError> {
+        self.with_record(entry, |record| record.payload.to_vec())
+    }
+
+    /// `f` applied to the checked record behind `entry`, looked up again
+    /// once if compaction moved it meanwhile.
+    pub(crate) fn with_record<T>(
+        &self,
+        entry: &IndexEntry,
+        f: impl Fn(&crate::store::segment::frame::EventRecord<'_>) -> T,
+    ) -> Result<T, StoreError> {
+        let once = |e: &IndexEntry| -> Result<T, StoreError> {
             let bytes = read_frame(&*self.file(e.disk_pos.segment_id)?, e.disk_pos)?;
-            Ok(checked_event(&bytes, e)?.payload.to_vec())
+            Ok(f(&checked_event(&bytes, e)?))
         };
         once(entry).or_else(|_| once(&self.refreshed(entry)?))
     }

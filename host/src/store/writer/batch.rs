@@ -83,7 +83,7 @@ impl Writer {
                 correlation_id: p.correlation_id,
                 causation_id: p.causation_id,
                 flags: item.options.flags,
-                timestamp_us: req.timestamp_us,
+                timestamp_us: req.timestamp_of(i),
                 seq: base + i as u64,
                 clock: p.clock,
                 wall_ms: p.wall_ms,
@@ -182,7 +182,7 @@ impl Writer {
                 clock: head.clock,
             };
             self.gates.evaluate(&input).map_err(|d| StoreError::Denied(d).in_batch(i, BatchStage::Gating))?;
-            let (clock, wall_ms) = head.next(req.timestamp_us);
+            let (clock, wall_ms) = head.next(req.timestamp_of(i));
             if let Some(set) = set.as_ref().filter(|_| i < last_item) {
                 self.projections.fold_tentative(
                     set,

@@ -111,6 +111,16 @@ pub(crate) struct BatchRequest {
     /// One fresh id per item, used unless the item carries an idempotency key.
     pub fresh_ids: Vec<u128>,
     pub timestamp_us: i64,
+    /// Per-item timestamps, when a replica imports events committed at
+    /// different times (empty: every item takes `timestamp_us`).
+    pub item_timestamps: Vec<i64>,
+}
+
+impl BatchRequest {
+    /// The timestamp item `i` is written with.
+    pub(crate) fn timestamp_of(&self, i: usize) -> i64 {
+        self.item_timestamps.get(i).copied().unwrap_or(self.timestamp_us)
+    }
 }
 
 /// What the writer can be asked to do.

@@ -1,0 +1,382 @@
+//! The read replica: a thread follows the stream with an ordered consumer,
+//! checks every event's sequence and chain link, and stores the events in
+//! a local read-only store, one local batch per shipped batch.
+
+use super::wire::Shipped;
+use super::{connect, runtime, JetStreamConfig, Progress, ReplicationError, GROUP_END};
+use crate::store::{AppendOptions, AppendReceipt, BatchAppendItem, CausationRef, Store, StoreConfig};
+use async_nats::jetstream::{self, consumer};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How long the follower waits for more messages before it stores what
+/// it holds.
+const SETTLE: Duration = Duration::from_millis(1);
+/// How long an idle follower waits before it checks whether to stop.
+const IDLE: Duration = Duration::from_millis(100);
+/// Consecutive consumer errors (a server restart, lost heartbeats) the
+/// follower rides out before it gives up.
+const MAX_CONSUMER_ERRORS: u32 = 100;
+
+/// A local, read-only copy of a store, following its JetStream stream.
+///
+/// [`Replica::store`] serves the normal read API: gets, queries, cursors,
+/// subscriptions, native and WASM projections. Appends on it fail; events
+/// arrive only from the stream. Reopening the same directory resumes where
+/// the local copy ends.
+pub struct Replica {
+    store: Arc<Store>,
+    progress: Arc<Progress>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// How far a replica has come.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    /// Events stored locally (global sequences below this are applied).
+    pub applied: u64,
+    /// The highest stream sequence received.
+    pub received: u64,
+    /// Why the replica stopped following, if it stopped on an error
+    /// (e.g. a broken hash chain: nothing past it is stored).
+    pub error: Option<String>,
+    /// Whether the follower thread still runs.
+    pub running: bool,
+}
+
+impl Replica {
+    /// Opens (or creates) a replica store in `dir` with the default store
+    /// config and starts following the stream.
+    pub fn open(dir: impl AsRef<Path>, cfg: JetStreamConfig) -> Result<Self, ReplicationError> {
+        Self::open_with(StoreConfig::new(dir.as_ref()), cfg)
+    }
+
+    /// [`Replica::open`] with a store config of your own (its batch limits
+    /// should be at least the writer's). Returns once connected to the
+    /// server; the stream may be created later by the writer's shipper.
+    pub fn open_with(store_config: StoreConfig, cfg: JetStreamConfig) -> Result<Self, ReplicationError> {
+        cfg.validate()?;
+        let store = Arc::new(Store::open(store_config)?);
+        store.set_read_only();
+        let progress = Progress::new(store.next_sequence());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = flume::bounded(1);
+        let thread = {
+            let (store, progress, stop) = (Arc::clone(&store), Arc::clone(&progress), Arc::clone(&stop));
+            std::thread::Builder::new()
+                .name("batpak-replica".into())
+                .spawn(move || {
+                    let result = follow(&store, &cfg, &progress, &stop, &ready_tx);
+                    let error = result.err().map(|e| {
+                        tracing::error!(error = %e, "replica stopped following");
+                        let text = e.to_string();
+                        let _ = ready_tx.send(Err(e));
+                        text
+                    });
+                    progress.update(|p| {
+                        p.error = error;
+                        p.finished = true;
+                    });
+                })
+                .map_err(|e| ReplicationError::Stopped(format!("cannot spawn the follower: {e}")))?
+        };
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Self { store, progress, stop, thread: Some(thread) }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(ReplicationError::Stopped("the follower ended during open".into()))
+            }
+        }
+    }
+
+    /// The local store, for reads (appends on it fail).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Applied and received counts, and the error that stopped it, if any.
+    pub fn status(&self) -> ReplicaStatus {
+        let p = self.progress.snapshot();
+        ReplicaStatus { applied: p.done, received: p.stream_last, error: p.error, running: !p.finished }
+    }
+
+    /// Waits until every global sequence below `upto` is stored here
+    /// (read-your-writes after the writer's shipper reports it shipped);
+    /// `false` if `timeout` passed first or the follower stopped.
+    pub fn wait_for(&self, upto: u64, timeout: Duration) -> bool {
+        self.progress.wait_done(upto, timeout)
+    }
+
+    /// Stops following and closes the local store; returns the final
+    /// status. If other handles to the store are alive, it closes when
+    /// the last one drops.
+    pub fn close(mut self) -> Result<ReplicaStatus, ReplicationError> {
+        self.halt();
+        let status = self.status();
+        let store = Arc::clone(&self.store);
+        drop(self);
+        if let Ok(store) = Arc::try_unwrap(store) {
+            store.close()?;
+        }
+        Ok(status)
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// The follower thread: connect, report ready, wait for the stream, then
+/// apply its messages until stopped.
+fn follow(
+    store: &Store,
+    cfg: &JetStreamConfig,
+    progress: &Progress,
+    stop: &AtomicBool,
+    ready: &flume::Sender<Result<(), ReplicationError>>,
+) -> Result<(), ReplicationError> {
+    runtime()?.block_on(async {
+        let client = connect(cfg).await?;
+        let _ = ready.send(Ok(()));
+        let js = jetstream::new(client);
+        let Some(stream) = wait_for_stream(&js, cfg, stop).await? else { return Ok(()) };
+        let mut applier = Applier::new(store);
+        let config = consumer::pull::OrderedConfig {
+            deliver_policy: match applier.next {
+                0 => consumer::DeliverPolicy::All,
+                next => consumer::DeliverPolicy::ByStartSequence { start_sequence: next + 1 },
+            },
+            ..Default::default()
+        };
+        let consumer = stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| ReplicationError::Nats(format!("ordered consumer: {e}")))?;
+        let mut messages =
+            consumer.messages().await.map_err(|e| ReplicationError::Nats(format!("consume: {e}")))?;
+        let mut pending = Pending::default();
+        let mut errors = 0u32;
+        while !stop.load(Ordering::Acquire) {
+            let wait = if pending.events.is_empty() { IDLE } else { SETTLE };
+            match tokio::time::timeout(wait, messages.next()).await {
+                Err(_) => applier.apply(pending.take_complete(), progress)?,
+                Ok(None) => return Err(ReplicationError::Nats("the consumer ended".into())),
+                Ok(Some(Err(e))) => {
+                    errors += 1;
+                    tracing::warn!(error = %e, errors, "replica consumer error");
+                    if errors >= MAX_CONSUMER_ERRORS {
+                        return Err(ReplicationError::Nats(format!("consumer keeps failing: {e}")));
+                    }
+                }
+                Ok(Some(Ok(msg))) => {
+                    errors = 0;
+                    let seq = msg.info().map_err(|e| ReplicationError::Nats(e.to_string()))?.stream_sequence;
+                    let event = Shipped::decode(&msg.payload).map_err(|e| ReplicationError::Diverged {
+                        sequence: seq.saturating_sub(1),
+                        detail: format!("stream message {seq} is not a batpak event: {e}"),
+                    })?;
+                    let expected = applier.next + pending.events.len() as u64;
+                    if seq != expected + 1 || event.global_sequence != expected {
+                        return Err(ReplicationError::Diverged {
+                            sequence: expected,
+                            detail: format!(
+                                "expected global sequence {expected}, the stream gave message {seq} carrying {}",
+                                event.global_sequence
+                            ),
+                        });
+                    }
+                    let ends_group = msg.headers.as_ref().is_some_and(|h| h.get(GROUP_END).is_some());
+                    progress.update(|p| p.stream_last = p.stream_last.max(seq));
+                    if pending.push(event, ends_group, applier.limits) {
+                        applier.apply(pending.take_complete_or_all(), progress)?;
+                    }
+                }
+            }
+        }
+        applier.apply(pending.take_complete(), progress)
+    })
+}
+
+/// Waits until the stream exists; `None` if asked to stop first.
+async fn wait_for_stream(
+    js: &jetstream::Context,
+    cfg: &JetStreamConfig,
+    stop: &AtomicBool,
+) -> Result<Option<jetstream::stream::Stream>, ReplicationError> {
+    loop {
+        match js.get_stream(&cfg.stream).await {
+            Ok(stream) => return Ok(Some(stream)),
+            Err(e) if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(_)) => {
+                tracing::debug!(stream = %cfg.stream, "waiting for the stream to be created");
+            }
+            Err(e) => return Err(ReplicationError::Nats(format!("stream {}: {e}", cfg.stream))),
+        }
+        if stop.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        tokio::time::sleep(IDLE).await;
+    }
+}
+
+/// Events received and not yet stored, and how many of them end at a
+/// shipped batch's last message.
+#[derive(Default)]
+struct Pending {
+    events: Vec<Shipped>,
+    bytes: usize,
+    complete: usize,
+}
+
+impl Pending {
+    /// Adds an event; `true` when the store's batch limits are reached and
+    /// what is held must be stored now.
+    fn push(&mut self, event: Shipped, ends_group: bool, (max_items, max_bytes): (usize, usize)) -> bool {
+        self.bytes += event.payload.len();
+        self.events.push(event);
+        if ends_group {
+            self.complete = self.events.len();
+        }
+        self.events.len() >= max_items || self.bytes >= max_bytes / 2
+    }
+
+    /// The events up to the last complete shipped batch.
+    fn take_complete(&mut self) -> Vec<Shipped> {
+        let rest = self.events.split_off(self.complete);
+        let out = std::mem::replace(&mut self.events, rest);
+        self.bytes = self.events.iter().map(|e| e.payload.len()).sum();
+        self.complete = 0;
+        out
+    }
+
+    /// The complete batches, or everything when one shipped batch alone
+    /// exceeds the local limits (it is then stored in parts; logged).
+    fn take_complete_or_all(&mut self) -> Vec<Shipped> {
+        if self.complete == 0 {
+            tracing::warn!(events = self.events.len(), "a shipped batch exceeds the replica's batch limits; storing it in parts");
+            self.complete = self.events.len();
+        }
+        self.take_complete()
+    }
+}
+
+/// Checks and stores events in order.
+struct Applier<'s> {
+    store: &'s Store,
+    /// The next global sequence to store.
+    next: u64,
+    limits: (usize, usize),
+}
+
+impl<'s> Applier<'s> {
+    fn new(store: &'s Store) -> Self {
+        Self { store, next: store.next_sequence(), limits: store.batch_limits() }
+    }
+
+    /// Checks `events` against the local chain, stores them as one batch,
+    /// and confirms the store gave them the writer's sequences and hashes.
+    fn apply(&mut self, events: Vec<Shipped>, progress: &Progress) -> Result<(), ReplicationError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.check_chain(&events)?;
+        let timestamps = events.iter().map(|e| e.timestamp_us).collect();
+        let items = events.iter().map(item).collect::<Result<Vec<_>, _>>()?;
+        let receipts = self.store.import_batch(items, timestamps)?;
+        self.confirm(&events, &receipts)?;
+        self.next += events.len() as u64;
+        let next = self.next;
+        progress.update(|p| p.done = next);
+        Ok(())
+    }
+
+    /// Every event continues its entity's chain here: clock, wall time,
+    /// previous hash and its own hash recomputed from its contents.
+    fn check_chain(&self, events: &[Shipped]) -> Result<(), ReplicationError> {
+        let mut heads: HashMap<&str, (u32, [u8; 32], u64)> = HashMap::new();
+        for (i, e) in events.iter().enumerate() {
+            let seq = self.next + i as u64;
+            let diverged = |detail: String| ReplicationError::Diverged { sequence: seq, detail };
+            if e.global_sequence != seq {
+                return Err(diverged(format!("event carries global sequence {}", e.global_sequence)));
+            }
+            let head = heads
+                .get(e.entity.as_str())
+                .copied()
+                .or_else(|| self.store.entity_head(&e.entity).map(|h| (h.clock, h.hash, h.wall_ms)));
+            let (clock, prev, wall_floor) = match head {
+                Some((c, h, w)) => (c.saturating_add(1), h, w),
+                None => (0, [0u8; 32], 0),
+            };
+            if e.clock != clock {
+                return Err(diverged(format!("{} has clock {} here, the event says {}", e.entity, clock, e.clock)));
+            }
+            if e.prev_hash != prev {
+                return Err(diverged(format!("the hash chain of {} breaks: previous hash differs", e.entity)));
+            }
+            let wall = crate::store::segment::frame::wall_base(e.timestamp_us).max(wall_floor);
+            if e.wall_ms != wall {
+                return Err(diverged(format!("wall time {} where {} follows", e.wall_ms, wall)));
+            }
+            let hash = crate::chain_hash::event_hash(&prev, &e.hashed_fields(), &e.payload);
+            if hash != e.event_hash {
+                return Err(diverged(format!(
+                    "event {:032x} of {} does not hash to its recorded hash (altered on the stream?)",
+                    e.event_id, e.entity
+                )));
+            }
+            heads.insert(&e.entity, (clock, hash, wall));
+        }
+        Ok(())
+    }
+
+    /// The store stored each event at its sequence, under its id.
+    fn confirm(&self, events: &[Shipped], receipts: &[AppendReceipt]) -> Result<(), ReplicationError> {
+        for (e, r) in events.iter().zip(receipts) {
+            if r.sequence != e.global_sequence || r.event_id != e.event_id {
+                return Err(ReplicationError::Diverged {
+                    sequence: e.global_sequence,
+                    detail: format!("stored at {} as {:032x}", r.sequence, r.event_id),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The batch item that stores `e` with its own id, correlation,
+/// causation and flags.
+fn item(e: &Shipped) -> Result<BatchAppendItem, ReplicationError> {
+    let coord = crate::coordinate::Coordinate::new(e.entity.as_str(), e.scope.as_str())
+        .map_err(|err| ReplicationError::Diverged { sequence: e.global_sequence, detail: err.to_string() })?;
+    let mut options = AppendOptions::new();
+    options.idempotency_key = Some(e.event_id);
+    options.correlation_id = Some(e.correlation_id);
+    options.causation_id = e.causation_id;
+    options.flags = e.flags;
+    Ok(BatchAppendItem {
+        coord,
+        kind: crate::EventKind::from_raw(e.kind),
+        payload_bytes: e.payload.clone(),
+        options,
+        causation: CausationRef::None,
+    })
+}

@@ -1,0 +1,248 @@
+//! Scale-out through NATS JetStream (feature `replication`).
+//!
+//! A batpak store keeps its single writer; a JetStream stream becomes the
+//! replicated copy of its committed log, and read replicas on other
+//! machines follow that stream into local stores of their own.
+//!
+//! - [`Shipper`] tails a store's committed log and publishes every event,
+//!   in order, to the stream (the `local` ack mode: appends are
+//!   acknowledged after the local commit, as without replication, and the
+//!   shipper's lag is reported). It resumes from the stream's last
+//!   sequence after a restart.
+//! - [`Replica`] follows the stream into a local, read-only store, checking
+//!   that sequences are contiguous and that every entity's hash chain
+//!   holds before it stores an event. It serves the whole read API,
+//!   cursors, subscriptions and WASM projections, and resumes after a
+//!   restart.
+//!
+//! **Invariant: the stream's sequence is the store's global sequence plus
+//! one.** Every publish carries `Nats-Expected-Last-Sequence`, so the
+//! stream only ever grows by exactly the next event: a second shipper, or
+//! a shipper whose store is not the stream's writer, is refused by the
+//! server rather than interleaved. Consecutive events committed together
+//! (one timestamp: a batch) go out as one JetStream atomic batch, so a
+//! replica never sees part of a batch. The message body layout and the
+//! correctness argument are in docs/design.md ("Scaling out").
+//!
+//! What this module is not (yet): the `quorum` ack mode (acknowledging an
+//! append only after JetStream's PubAck) and writer failover through a
+//! lease; see docs/design.md.
+//!
+//! The async NATS client runs on a private thread per shipper or replica,
+//! each with its own single-threaded runtime; this API stays synchronous.
+
+mod follow;
+mod ship;
+pub(crate) mod wire;
+
+pub use follow::{Replica, ReplicaStatus};
+pub use ship::{Shipper, ShipperStatus};
+
+use std::fmt;
+use std::time::Duration;
+
+/// Most events in one JetStream atomic batch (the server's limit).
+pub const MAX_ATOMIC_BATCH: usize = 1000;
+
+/// Header on the last message of each shipped batch: a replica stores
+/// what it received up to such a message as one local batch, so readers
+/// of a replica never see part of a batch either.
+const GROUP_END: &str = "Batpak-Group-End";
+
+/// Where and how a store's log is replicated.
+#[derive(Clone, Debug)]
+pub struct JetStreamConfig {
+    /// NATS server URL, e.g. `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// Stream name (one stream per store).
+    pub stream: String,
+    /// Subject prefix; each entity publishes on `prefix.<entity>`.
+    pub subject_prefix: String,
+    /// Stream replicas when the shipper creates the stream (1, 3 or 5).
+    pub replicas: usize,
+    /// How long to wait for the server at start.
+    pub connect_timeout: Duration,
+}
+
+impl JetStreamConfig {
+    /// A config for `stream` on the server at `url`, with the subject
+    /// prefix `batpak.<stream>` and one replica.
+    pub fn new(url: impl Into<String>, stream: impl Into<String>) -> Self {
+        let stream = stream.into();
+        Self {
+            url: url.into(),
+            subject_prefix: format!("batpak.{stream}"),
+            stream,
+            replicas: 1,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Sets the subject prefix.
+    pub fn with_subject_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.subject_prefix = prefix.into();
+        self
+    }
+
+    /// Sets the number of stream replicas used when the stream is created.
+    pub fn with_replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas;
+        self
+    }
+
+    /// Checks the names before anything connects.
+    fn validate(&self) -> Result<(), ReplicationError> {
+        let bad_stream = self.stream.is_empty()
+            || self.stream.bytes().any(|b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
+        if bad_stream {
+            return Err(ReplicationError::Config(format!(
+                "stream name {:?} must be non-empty [A-Za-z0-9_-]",
+                self.stream
+            )));
+        }
+        let bad_prefix = self.subject_prefix.is_empty()
+            || self.subject_prefix.split('.').any(|t| {
+                t.is_empty() || t.bytes().any(|b| b.is_ascii_whitespace() || b == b'*' || b == b'>')
+            });
+        if bad_prefix {
+            return Err(ReplicationError::Config(format!(
+                "subject prefix {:?} must be dot-separated tokens without wildcards",
+                self.subject_prefix
+            )));
+        }
+        if ![1, 3, 5].contains(&self.replicas) {
+            return Err(ReplicationError::Config(format!("replicas must be 1, 3 or 5, not {}", self.replicas)));
+        }
+        Ok(())
+    }
+}
+
+/// Why replication failed or stopped.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ReplicationError {
+    /// The configuration is invalid.
+    Config(String),
+    /// The NATS server could not be reached or refused a request.
+    Nats(String),
+    /// The stream and the local log disagree; nothing more is shipped or
+    /// applied until an operator looks. `sequence` is the store's global
+    /// sequence where they part.
+    Diverged {
+        /// Global sequence of the first disagreement.
+        sequence: u64,
+        /// What differs.
+        detail: String,
+    },
+    /// The local store failed.
+    Store(crate::store::StoreError),
+    /// The replication thread stopped unexpectedly.
+    Stopped(String),
+}
+
+impl fmt::Display for ReplicationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config(m) => write!(f, "replication config: {m}"),
+            Self::Nats(m) => write!(f, "NATS: {m}"),
+            Self::Diverged { sequence, detail } => {
+                write!(f, "stream and store diverge at global sequence {sequence}: {detail}")
+            }
+            Self::Store(e) => write!(f, "local store: {e}"),
+            Self::Stopped(m) => write!(f, "replication stopped: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for ReplicationError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Store(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ReplicationError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+/// A single-threaded runtime for one replication thread.
+fn runtime() -> Result<tokio::runtime::Runtime, ReplicationError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| ReplicationError::Stopped(format!("cannot start a runtime: {e}")))
+}
+
+/// Connects to the server, bounded by the config's timeout.
+async fn connect(cfg: &JetStreamConfig) -> Result<async_nats::Client, ReplicationError> {
+    // No retry on the first connect: a wrong URL is an error at start.
+    // Once connected, the client reconnects on its own.
+    let options = async_nats::ConnectOptions::new().connection_timeout(cfg.connect_timeout);
+    match tokio::time::timeout(cfg.connect_timeout, options.connect(cfg.url.as_str())).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(e)) => Err(ReplicationError::Nats(format!("connect to {}: {e}", cfg.url))),
+        Err(_) => Err(ReplicationError::Nats(format!(
+            "no NATS server answered at {} within {:?}",
+            cfg.url, cfg.connect_timeout
+        ))),
+    }
+}
+
+/// Hex of an event id, as `Nats-Msg-Id`.
+fn msg_id(event_id: u128) -> String {
+    format!("{event_id:032x}")
+}
+
+/// A value shared between a replication thread and its handle, with a
+/// condition to wait on.
+struct Progress {
+    state: parking_lot::Mutex<ProgressState>,
+    changed: parking_lot::Condvar,
+}
+
+#[derive(Default, Clone)]
+struct ProgressState {
+    /// Global sequences below this are done (shipped or applied).
+    done: u64,
+    /// The stream's last sequence as last seen.
+    stream_last: u64,
+    /// Why the thread stopped, if it did.
+    error: Option<String>,
+    /// Whether the thread has finished.
+    finished: bool,
+}
+
+impl Progress {
+    fn new(done: u64) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            state: parking_lot::Mutex::new(ProgressState { done, ..ProgressState::default() }),
+            changed: parking_lot::Condvar::new(),
+        })
+    }
+
+    fn update(&self, f: impl FnOnce(&mut ProgressState)) {
+        f(&mut self.state.lock());
+        self.changed.notify_all();
+    }
+
+    fn snapshot(&self) -> ProgressState {
+        self.state.lock().clone()
+    }
+
+    /// Waits until `done >= upto`, the thread stops, or `timeout` passes.
+    fn wait_done(&self, upto: u64, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut state = self.state.lock();
+        while state.done < upto && !state.finished {
+            if self.changed.wait_until(&mut state, deadline).timed_out() {
+                break;
+            }
+        }
+        state.done >= upto
+    }
+}

@@ -1,0 +1,37 @@
+//! What `crate::replication` needs from a store: committed events in their
+//! shipped form, entity heads, and the sequence bound.
+
+use crate::replication::wire::Shipped;
+use crate::store::*;
+
+impl Store<Open> {
+    /// The committed event at global sequence `seq` (visible), shipped form.
+    pub(crate) fn shipped_at(&self, seq: u64) -> Result<Option<Shipped>, StoreError> {
+        match self.index.get_visible(seq) {
+            Some(entry) => self.shipped(&entry).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The event behind `entry` in its shipped form.
+    pub(crate) fn shipped(&self, entry: &IndexEntry) -> Result<Shipped, StoreError> {
+        self.reader.with_record(entry, |record| {
+            Shipped::of(record, entry.coord.entity(), entry.coord.scope(), &entry.hash_chain)
+        })
+    }
+
+    /// The entity's chain tip: clock, hash and wall time of its last event.
+    pub(crate) fn entity_head(&self, entity: &str) -> Option<crate::store::entry::EntityHead> {
+        self.index.head(entity)
+    }
+
+    /// Exclusive bound of visible global sequences: the next one to commit.
+    pub(crate) fn next_sequence(&self) -> u64 {
+        self.index.visible()
+    }
+
+    /// The store's batch limits: (items, payload bytes).
+    pub(crate) fn batch_limits(&self) -> (usize, usize) {
+        (self.cfg.batch.max_size as usize, self.cfg.batch.max_bytes as usize)
+    }
+}

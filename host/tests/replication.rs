@@ -1,0 +1,258 @@
+//! Scale-out through NATS JetStream: a writer's shipper and read replicas,
+//! against real nats-server processes on 127.0.0.1 (tests/common/nats.rs).
+
+#![cfg(feature = "replication")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // test code
+
+mod common;
+
+use batpak::prelude::*;
+use batpak::replication::{JetStreamConfig, ReplicationError, Replica, Shipper};
+use serde_json::json;
+use std::io::{BufRead, BufReader, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+/// Entity names NATS would read as subject syntax, and plain ones.
+const ENTITIES: [&str; 4] = ["acct:1", "acct:2", "a.b c*>%", "émile"];
+
+fn open(dir: &std::path::Path) -> Arc<Store> {
+    Arc::new(Store::open(StoreConfig::new(dir)).expect("open store"))
+}
+
+/// Appends `n` rounds of one single and one 3-item batch, causally linked.
+fn write_mix(store: &Store, from: u64, n: u64) {
+    for i in from..from + n {
+        let entity = ENTITIES[(i % 4) as usize];
+        let c = Coordinate::new(entity, "bank").unwrap();
+        let r = store.append(&c, EventKind::custom(1, 1), &json!({"i": i, "amount": i * 10})).unwrap();
+        let items = (0..3)
+            .map(|j| {
+                let c = Coordinate::new(ENTITIES[((i + j) % 4) as usize], "bank").unwrap();
+                let options = AppendOptions::new().with_correlation(r.event_id).with_causation(r.event_id);
+                BatchAppendItem::new(c, EventKind::custom(1, 2), &json!({"i": i, "j": j}), options, CausationRef::None)
+                    .unwrap()
+            })
+            .collect();
+        store.append_batch(items).unwrap();
+    }
+}
+
+/// Both stores hold the same events: ids, sequences, clocks, hashes,
+/// coordinates, kinds, causal links, times and payload bytes.
+fn assert_same_log(writer: &Store, replica: &Store) {
+    let (a, b) = (writer.query(&Region::all()), replica.query(&Region::all()));
+    assert_eq!(a.len(), b.len(), "event counts differ");
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(
+            (x.event_id, x.global_sequence, x.clock, x.hash_chain, &x.coord, x.kind),
+            (y.event_id, y.global_sequence, y.clock, y.hash_chain, &y.coord, y.kind)
+        );
+        assert_eq!((x.correlation_id, x.causation_id, x.wall_ms), (y.correlation_id, y.causation_id, y.wall_ms));
+        assert_eq!(writer.payload_bytes(x.event_id).unwrap(), replica.payload_bytes(y.event_id).unwrap());
+        let (hx, hy) = (writer.get(x.event_id).unwrap().event.header, replica.get(y.event_id).unwrap().event.header);
+        assert_eq!(hx.timestamp_us, hy.timestamp_us);
+    }
+    let (va, vb) = (writer.verify(), replica.verify());
+    assert!(va.is_ok() && vb.is_ok(), "verify: writer {:?}, replica {:?}", va.issues, vb.issues);
+    assert_eq!(va.events, vb.events);
+}
+
+fn committed(store: &Store) -> u64 {
+    store.stats().global_sequence
+}
+
+#[test]
+fn a_replica_follows_the_writer_with_identical_ids_sequences_and_hashes() {
+    let Some(server) = common::nats::start() else { return };
+    let cfg = JetStreamConfig::new(server.url(), "ORDERS");
+    let (wdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let writer = open(wdir.path());
+    write_mix(&writer, 0, 50);
+    let replica = Replica::open(rdir.path(), cfg.clone()).unwrap();
+    let shipper = Shipper::start(Arc::clone(&writer), cfg).unwrap();
+    let sub = replica.store().subscribe_lossy(&Region::entity("acct:1"));
+    write_mix(&writer, 50, 50); // while both run
+    let n = committed(&writer);
+    assert_eq!(n, 400);
+    assert!(shipper.wait_shipped(n, WAIT), "shipper: {:?}", shipper.status());
+    assert!(replica.wait_for(n, WAIT), "replica: {:?}", replica.status());
+    assert_same_log(&writer, replica.store());
+    // Subscriptions and cursors on the replica see what arrives.
+    assert!(sub.receiver().recv_timeout(WAIT).is_ok(), "no notification on the replica");
+    assert_eq!(replica.store().cursor_from(&Region::all(), 0).poll_batch(1000).len(), 400);
+    let status = shipper.stop().unwrap();
+    assert_eq!((status.shipped, status.lag, status.error), (400, 0, None));
+    // The replica refuses appends: events arrive only from the stream.
+    let refused = replica.store().append(&Coordinate::new("acct:1", "bank").unwrap(), EventKind::custom(1, 1), &1);
+    assert!(matches!(refused, Err(StoreError::Configuration(m)) if m.contains("read replica")));
+    let status = replica.close().unwrap();
+    assert_eq!((status.applied, status.error), (400, None));
+}
+
+#[test]
+fn shipper_and_replica_resume_after_restarts_without_gaps_or_duplicates() {
+    let Some(server) = common::nats::start() else { return };
+    let cfg = JetStreamConfig::new(server.url(), "RESUME").with_subject_prefix("bp.resume");
+    let (wdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let writer = open(wdir.path());
+    write_mix(&writer, 0, 10);
+    let shipper = Shipper::start(Arc::clone(&writer), cfg.clone()).unwrap();
+    assert!(shipper.wait_shipped(40, WAIT));
+    drop(shipper);
+    write_mix(&writer, 10, 10); // committed while no shipper runs
+    let replica = Replica::open(rdir.path(), cfg.clone()).unwrap();
+    assert!(replica.wait_for(40, WAIT));
+    assert_eq!(replica.close().unwrap().applied, 40);
+    let shipper = Shipper::start(Arc::clone(&writer), cfg.clone()).unwrap();
+    assert_eq!(shipper.status().lag, 40, "resumes where the stream ends");
+    assert!(shipper.wait_shipped(80, WAIT));
+    drop(shipper);
+    // The writer restarts too: a reopened store ships nothing twice.
+    drop(writer);
+    let writer = open(wdir.path());
+    let shipper = Shipper::start(Arc::clone(&writer), cfg.clone()).unwrap();
+    let status = shipper.status();
+    assert_eq!((status.shipped, status.lag), (80, 0), "the stream holds each event once");
+    let replica = Replica::open(rdir.path(), cfg).unwrap();
+    assert_eq!(replica.status().applied, 40, "the replica reopens where it stopped");
+    assert!(replica.wait_for(80, WAIT), "{:?}", replica.status());
+    assert_same_log(&writer, replica.store());
+    drop(shipper);
+}
+
+#[test]
+fn a_store_that_is_not_the_streams_writer_is_refused() {
+    let Some(server) = common::nats::start() else { return };
+    let cfg = JetStreamConfig::new(server.url(), "FENCE");
+    let (a, b, c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let writer = open(a.path());
+    write_mix(&writer, 0, 5);
+    let shipper = Shipper::start(Arc::clone(&writer), cfg.clone()).unwrap();
+    assert!(shipper.wait_shipped(20, WAIT));
+    // Another store with as many events, but other ones.
+    let other = open(b.path());
+    write_mix(&other, 0, 5);
+    match Shipper::start(Arc::clone(&other), cfg.clone()) {
+        Err(ReplicationError::Diverged { sequence: 19, detail }) => assert!(detail.contains("last event"), "{detail}"),
+        other => panic!("expected Diverged at 19, got {:?}", other.map(|s| s.status())),
+    }
+    // A store with fewer events than the stream.
+    let short = open(c.path());
+    write_mix(&short, 0, 1);
+    match Shipper::start(Arc::clone(&short), cfg) {
+        Err(ReplicationError::Diverged { detail, .. }) => assert!(detail.contains("not the stream's writer"), "{detail}"),
+        other => panic!("expected Diverged, got {:?}", other.map(|s| s.status())),
+    }
+    // The real writer is unaffected and goes on shipping.
+    write_mix(&writer, 5, 1);
+    assert!(shipper.wait_shipped(24, WAIT), "{:?}", shipper.status());
+}
+
+#[test]
+fn a_message_altered_on_the_stream_is_refused_by_the_replica() {
+    let Some(server) = common::nats::start() else { return };
+    let cfg = JetStreamConfig::new(server.url(), "TAMPER").with_subject_prefix("bp.tamper");
+    let (wdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let writer = open(wdir.path());
+    write_mix(&writer, 0, 3);
+    let shipper = Shipper::start(Arc::clone(&writer), cfg.clone()).unwrap();
+    assert!(shipper.wait_shipped(12, WAIT));
+    drop(shipper);
+    // The writer's next event, forged on its way: same hashes, other payload.
+    let c = Coordinate::new("acct:1", "bank").unwrap();
+    let r = writer.append(&c, EventKind::custom(1, 1), &json!({"amount": 10})).unwrap();
+    let forged = body(&writer, r.sequence, br#"{"amount":1000000}"#);
+    raw_publish(server.port, "bp.tamper.acct:1", 12, &forged);
+    let replica = Replica::open(rdir.path(), cfg).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while replica.status().running && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = replica.status();
+    assert!(!status.running, "the replica should stop at the forged event");
+    let error = status.error.expect("an error");
+    assert!(error.contains("does not hash to its recorded hash"), "{error}");
+    assert_eq!(status.applied, 12, "everything before the forgery is stored, nothing after");
+    assert_eq!(replica.store().query(&Region::all()).len(), 12);
+    assert!(replica.store().verify().is_ok());
+}
+
+#[test]
+fn an_unreachable_server_is_a_clear_error_within_the_timeout() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut cfg = JetStreamConfig::new(format!("nats://127.0.0.1:{port}"), "NOWHERE");
+    cfg.connect_timeout = Duration::from_millis(500);
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    match Shipper::start(open(dir.path()), cfg.clone()) {
+        Err(ReplicationError::Nats(m)) => assert!(m.contains("127.0.0.1"), "{m}"),
+        other => panic!("expected a NATS error, got {:?}", other.map(|s| s.status())),
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(matches!(
+        Shipper::start(open(tempfile::tempdir().unwrap().path()), cfg.with_replicas(2)),
+        Err(ReplicationError::Config(_))
+    ));
+}
+
+/// The shipped body of the writer's event at `seq` (layout in
+/// docs/design.md, "Scaling out"), with `payload` in place of its own.
+fn body(store: &Store, seq: u64, payload: &[u8]) -> Vec<u8> {
+    let e = store.cursor_from(&Region::all(), seq).poll().unwrap();
+    let h = store.get(e.event_id).unwrap().event.header;
+    let mut b = vec![1u8];
+    b.extend_from_slice(&e.kind.as_raw().to_le_bytes());
+    b.push(h.flags);
+    b.extend_from_slice(&e.clock.to_le_bytes());
+    b.extend_from_slice(&e.wall_ms.to_le_bytes());
+    b.extend_from_slice(&h.timestamp_us.to_le_bytes());
+    b.extend_from_slice(&e.global_sequence.to_le_bytes());
+    b.extend_from_slice(&e.event_id.to_le_bytes());
+    b.extend_from_slice(&e.correlation_id.to_le_bytes());
+    match e.causation_id {
+        Some(c) => {
+            b.push(1);
+            b.extend_from_slice(&c.to_le_bytes());
+        }
+        None => b.push(0),
+    }
+    b.extend_from_slice(&e.hash_chain.prev_hash);
+    b.extend_from_slice(&e.hash_chain.event_hash);
+    for name in [e.coord.entity(), e.coord.scope()] {
+        b.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        b.extend_from_slice(name.as_bytes());
+    }
+    b.extend_from_slice(payload);
+    b
+}
+
+/// Publishes one message with the NATS text protocol, as any client on the
+/// network could, expecting the stream's last sequence to be `last`.
+fn raw_publish(port: u16, subject: &str, last: u64, payload: &[u8]) {
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("INFO"), "{line}");
+    let headers = format!("NATS/1.0\r\nNats-Expected-Last-Sequence: {last}\r\n\r\n");
+    let mut msg = format!(
+        "CONNECT {{\"verbose\":false,\"headers\":true}}\r\nHPUB {subject} {} {}\r\n{headers}",
+        headers.len(),
+        headers.len() + payload.len()
+    )
+    .into_bytes();
+    msg.extend_from_slice(payload);
+    msg.extend_from_slice(b"\r\nPING\r\n");
+    conn.write_all(&msg).unwrap();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        assert!(!line.starts_with("-ERR"), "{line}");
+        if line.starts_with("PONG") {
+            return;
+        }
+    }
+}

@@ -69,10 +69,10 @@ mod chain_hash;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod plugin;
-#[cfg(feature = "replication")]
-pub mod replication;
 pub mod prelude;
 pub mod projection;
+#[cfg(feature = "replication")]
+pub mod replication;
 pub mod store;
 pub mod testing;
 

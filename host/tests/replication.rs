@@ -7,7 +7,7 @@
 mod common;
 
 use batpak::prelude::*;
-use batpak::replication::{JetStreamConfig, ReplicationError, Replica, Shipper};
+use batpak::replication::{JetStreamConfig, Replica, ReplicationError, Shipper};
 use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
 use std::sync::Arc;
@@ -31,8 +31,14 @@ fn write_mix(store: &Store, from: u64, n: u64) {
             .map(|j| {
                 let c = Coordinate::new(ENTITIES[((i + j) % 4) as usize], "bank").unwrap();
                 let options = AppendOptions::new().with_correlation(r.event_id).with_causation(r.event_id);
-                BatchAppendItem::new(c, EventKind::custom(1, 2), &json!({"i": i, "j": j}), options, CausationRef::None)
-                    .unwrap()
+                BatchAppendItem::new(
+                    c,
+                    EventKind::custom(1, 2),
+                    &json!({"i": i, "j": j}),
+                    options,
+                    CausationRef::None,
+                )
+                .unwrap()
             })
             .collect();
         store.append_batch(items).unwrap();
@@ -49,9 +55,13 @@ fn assert_same_log(writer: &Store, replica: &Store) {
             (x.event_id, x.global_sequence, x.clock, x.hash_chain, &x.coord, x.kind),
             (y.event_id, y.global_sequence, y.clock, y.hash_chain, &y.coord, y.kind)
         );
-        assert_eq!((x.correlation_id, x.causation_id, x.wall_ms), (y.correlation_id, y.causation_id, y.wall_ms));
+        assert_eq!(
+            (x.correlation_id, x.causation_id, x.wall_ms),
+            (y.correlation_id, y.causation_id, y.wall_ms)
+        );
         assert_eq!(writer.payload_bytes(x.event_id).unwrap(), replica.payload_bytes(y.event_id).unwrap());
-        let (hx, hy) = (writer.get(x.event_id).unwrap().event.header, replica.get(y.event_id).unwrap().event.header);
+        let (hx, hy) =
+            (writer.get(x.event_id).unwrap().event.header, replica.get(y.event_id).unwrap().event.header);
         assert_eq!(hx.timestamp_us, hy.timestamp_us);
     }
     let (va, vb) = (writer.verify(), replica.verify());
@@ -85,7 +95,8 @@ fn a_replica_follows_the_writer_with_identical_ids_sequences_and_hashes() {
     let status = shipper.stop().unwrap();
     assert_eq!((status.shipped, status.lag, status.error), (400, 0, None));
     // The replica refuses appends: events arrive only from the stream.
-    let refused = replica.store().append(&Coordinate::new("acct:1", "bank").unwrap(), EventKind::custom(1, 1), &1);
+    let refused =
+        replica.store().append(&Coordinate::new("acct:1", "bank").unwrap(), EventKind::custom(1, 1), &1);
     assert!(matches!(refused, Err(StoreError::Configuration(m)) if m.contains("read replica")));
     let status = replica.close().unwrap();
     assert_eq!((status.applied, status.error), (400, None));
@@ -126,7 +137,8 @@ fn shipper_and_replica_resume_after_restarts_without_gaps_or_duplicates() {
 fn a_store_that_is_not_the_streams_writer_is_refused() {
     let Some(server) = common::nats::start() else { return };
     let cfg = JetStreamConfig::new(server.url(), "FENCE");
-    let (a, b, c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b, c) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let writer = open(a.path());
     write_mix(&writer, 0, 5);
     let shipper = Shipper::start(Arc::clone(&writer), cfg.clone()).unwrap();
@@ -135,14 +147,18 @@ fn a_store_that_is_not_the_streams_writer_is_refused() {
     let other = open(b.path());
     write_mix(&other, 0, 5);
     match Shipper::start(Arc::clone(&other), cfg.clone()) {
-        Err(ReplicationError::Diverged { sequence: 19, detail }) => assert!(detail.contains("last event"), "{detail}"),
+        Err(ReplicationError::Diverged { sequence: 19, detail }) => {
+            assert!(detail.contains("last event"), "{detail}")
+        }
         other => panic!("expected Diverged at 19, got {:?}", other.map(|s| s.status())),
     }
     // A store with fewer events than the stream.
     let short = open(c.path());
     write_mix(&short, 0, 1);
     match Shipper::start(Arc::clone(&short), cfg) {
-        Err(ReplicationError::Diverged { detail, .. }) => assert!(detail.contains("not the stream's writer"), "{detail}"),
+        Err(ReplicationError::Diverged { detail, .. }) => {
+            assert!(detail.contains("not the stream's writer"), "{detail}")
+        }
         other => panic!("expected Diverged, got {:?}", other.map(|s| s.status())),
     }
     // The real writer is unaffected and goes on shipping.
@@ -255,4 +271,26 @@ fn raw_publish(port: u16, subject: &str, last: u64, payload: &[u8]) {
             return;
         }
     }
+}
+
+#[test]
+fn appends_go_on_while_the_server_is_killed_and_everything_arrives_after_it_returns() {
+    let Some(mut server) = common::nats::start() else { return };
+    let cfg = JetStreamConfig::new(server.url(), "KILL").with_subject_prefix("bp.kill");
+    let (wdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let writer = open(wdir.path());
+    let shipper = Shipper::start(Arc::clone(&writer), cfg.clone()).unwrap();
+    let replica = Replica::open(rdir.path(), cfg).unwrap();
+    write_mix(&writer, 0, 20);
+    assert!(replica.wait_for(80, WAIT), "{:?}", replica.status());
+    server.kill(); // SIGKILL
+    write_mix(&writer, 20, 20); // `local` mode: acknowledged without the server
+    assert!(shipper.status().lag > 0 || shipper.status().shipped == 160);
+    server.kill_and_restart();
+    write_mix(&writer, 40, 20);
+    let n = committed(&writer);
+    assert!(shipper.wait_shipped(n, Duration::from_secs(60)), "{:?}", shipper.status());
+    assert!(replica.wait_for(n, Duration::from_secs(60)), "{:?}", replica.status());
+    assert_same_log(&writer, replica.store());
+    assert_eq!(shipper.status().error, None);
 }

@@ -4,7 +4,7 @@
 
 use super::wire::Shipped;
 use super::{connect, runtime, JetStreamConfig, Progress, ReplicationError, GROUP_END};
-use crate::store::{AppendOptions, AppendReceipt, BatchAppendItem, CausationRef, Store, StoreConfig};
+use crate::store::{AppendOptions, BatchAppendItem, CausationRef, Store, StoreConfig};
 use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
 use std::collections::HashMap;
@@ -178,7 +178,7 @@ fn follow(
         while !stop.load(Ordering::Acquire) {
             let wait = if pending.events.is_empty() { IDLE } else { SETTLE };
             match tokio::time::timeout(wait, messages.next()).await {
-                Err(_) => applier.apply(pending.take_complete(), progress)?,
+                Err(_) => applier.apply(pending.take_complete(), &pending.events, progress)?,
                 Ok(None) => return Err(ReplicationError::Nats("the consumer ended".into())),
                 Ok(Some(Err(e))) => {
                     errors += 1;
@@ -204,15 +204,20 @@ fn follow(
                             ),
                         });
                     }
+                    if let Err(e) = applier.check(&event) {
+                        // Keep every whole batch before the bad event.
+                        applier.apply(pending.take_complete(), &pending.events, progress)?;
+                        return Err(e);
+                    }
                     let ends_group = msg.headers.as_ref().is_some_and(|h| h.get(GROUP_END).is_some());
                     progress.update(|p| p.stream_last = p.stream_last.max(seq));
                     if pending.push(event, ends_group, applier.limits) {
-                        applier.apply(pending.take_complete_or_all(), progress)?;
+                        applier.apply(pending.take_complete_or_all(), &pending.events, progress)?;
                     }
                 }
             }
         }
-        applier.apply(pending.take_complete(), progress)
+        applier.apply(pending.take_complete(), &pending.events, progress)
     })
 }
 
@@ -271,86 +276,94 @@ impl Pending {
     /// exceeds the local limits (it is then stored in parts; logged).
     fn take_complete_or_all(&mut self) -> Vec<Shipped> {
         if self.complete == 0 {
-            tracing::warn!(events = self.events.len(), "a shipped batch exceeds the replica's batch limits; storing it in parts");
+            tracing::warn!(
+                events = self.events.len(),
+                "a shipped batch exceeds the replica's batch limits; storing it in parts"
+            );
             self.complete = self.events.len();
         }
         self.take_complete()
     }
 }
 
-/// Checks and stores events in order.
+/// Checks events as they arrive and stores them in order.
 struct Applier<'s> {
     store: &'s Store,
     /// The next global sequence to store.
     next: u64,
     limits: (usize, usize),
+    /// Each entity's chain tip after the events checked but not yet
+    /// stored: (clock, hash, wall_ms).
+    tips: HashMap<String, (u32, [u8; 32], u64)>,
+    /// Events checked so far (stored or pending).
+    checked: u64,
 }
 
 impl<'s> Applier<'s> {
     fn new(store: &'s Store) -> Self {
-        Self { store, next: store.next_sequence(), limits: store.batch_limits() }
+        let next = store.next_sequence();
+        Self { store, next, limits: store.batch_limits(), tips: HashMap::new(), checked: next }
     }
 
-    /// Checks `events` against the local chain, stores them as one batch,
-    /// and confirms the store gave them the writer's sequences and hashes.
-    fn apply(&mut self, events: Vec<Shipped>, progress: &Progress) -> Result<(), ReplicationError> {
+    /// Checks that `e` continues the log and its entity's chain: the next
+    /// sequence, the next clock, the wall time the writer would give it,
+    /// the previous hash, and its own hash recomputed from its contents.
+    fn check(&mut self, e: &Shipped) -> Result<(), ReplicationError> {
+        let seq = self.checked;
+        let diverged = |detail: String| ReplicationError::Diverged { sequence: seq, detail };
+        if e.global_sequence != seq {
+            return Err(diverged(format!("event carries global sequence {}", e.global_sequence)));
+        }
+        let tip = self
+            .tips
+            .get(&e.entity)
+            .copied()
+            .or_else(|| self.store.entity_head(&e.entity).map(|h| (h.clock, h.hash, h.wall_ms)));
+        let (clock, prev, wall_floor) = match tip {
+            Some((c, h, w)) => (c.saturating_add(1), h, w),
+            None => (0, [0u8; 32], 0),
+        };
+        if e.clock != clock {
+            return Err(diverged(format!(
+                "{} has clock {} here, the event says {}",
+                e.entity, clock, e.clock
+            )));
+        }
+        if e.prev_hash != prev {
+            return Err(diverged(format!("the hash chain of {} breaks: previous hash differs", e.entity)));
+        }
+        let wall = crate::store::segment::frame::wall_base(e.timestamp_us).max(wall_floor);
+        if e.wall_ms != wall {
+            return Err(diverged(format!("wall time {} where {} follows", e.wall_ms, wall)));
+        }
+        let hash = crate::chain_hash::event_hash(&prev, &e.hashed_fields(), &e.payload);
+        if hash != e.event_hash {
+            return Err(diverged(format!(
+                "event {:032x} of {} does not hash to its recorded hash (altered on the stream?)",
+                e.event_id, e.entity
+            )));
+        }
+        self.tips.insert(e.entity.clone(), (clock, hash, wall));
+        self.checked += 1;
+        Ok(())
+    }
+
+    /// Stores checked `events` as one batch and confirms the store gave
+    /// them the writer's sequences and ids; `still_pending` are the
+    /// checked events held back for the next batch.
+    fn apply(
+        &mut self,
+        events: Vec<Shipped>,
+        still_pending: &[Shipped],
+        progress: &Progress,
+    ) -> Result<(), ReplicationError> {
         if events.is_empty() {
             return Ok(());
         }
-        self.check_chain(&events)?;
         let timestamps = events.iter().map(|e| e.timestamp_us).collect();
         let items = events.iter().map(item).collect::<Result<Vec<_>, _>>()?;
         let receipts = self.store.import_batch(items, timestamps)?;
-        self.confirm(&events, &receipts)?;
-        self.next += events.len() as u64;
-        let next = self.next;
-        progress.update(|p| p.done = next);
-        Ok(())
-    }
-
-    /// Every event continues its entity's chain here: clock, wall time,
-    /// previous hash and its own hash recomputed from its contents.
-    fn check_chain(&self, events: &[Shipped]) -> Result<(), ReplicationError> {
-        let mut heads: HashMap<&str, (u32, [u8; 32], u64)> = HashMap::new();
-        for (i, e) in events.iter().enumerate() {
-            let seq = self.next + i as u64;
-            let diverged = |detail: String| ReplicationError::Diverged { sequence: seq, detail };
-            if e.global_sequence != seq {
-                return Err(diverged(format!("event carries global sequence {}", e.global_sequence)));
-            }
-            let head = heads
-                .get(e.entity.as_str())
-                .copied()
-                .or_else(|| self.store.entity_head(&e.entity).map(|h| (h.clock, h.hash, h.wall_ms)));
-            let (clock, prev, wall_floor) = match head {
-                Some((c, h, w)) => (c.saturating_add(1), h, w),
-                None => (0, [0u8; 32], 0),
-            };
-            if e.clock != clock {
-                return Err(diverged(format!("{} has clock {} here, the event says {}", e.entity, clock, e.clock)));
-            }
-            if e.prev_hash != prev {
-                return Err(diverged(format!("the hash chain of {} breaks: previous hash differs", e.entity)));
-            }
-            let wall = crate::store::segment::frame::wall_base(e.timestamp_us).max(wall_floor);
-            if e.wall_ms != wall {
-                return Err(diverged(format!("wall time {} where {} follows", e.wall_ms, wall)));
-            }
-            let hash = crate::chain_hash::event_hash(&prev, &e.hashed_fields(), &e.payload);
-            if hash != e.event_hash {
-                return Err(diverged(format!(
-                    "event {:032x} of {} does not hash to its recorded hash (altered on the stream?)",
-                    e.event_id, e.entity
-                )));
-            }
-            heads.insert(&e.entity, (clock, hash, wall));
-        }
-        Ok(())
-    }
-
-    /// The store stored each event at its sequence, under its id.
-    fn confirm(&self, events: &[Shipped], receipts: &[AppendReceipt]) -> Result<(), ReplicationError> {
-        for (e, r) in events.iter().zip(receipts) {
+        for (e, r) in events.iter().zip(&receipts) {
             if r.sequence != e.global_sequence || r.event_id != e.event_id {
                 return Err(ReplicationError::Diverged {
                     sequence: e.global_sequence,
@@ -358,6 +371,15 @@ impl<'s> Applier<'s> {
                 });
             }
         }
+        self.next += events.len() as u64;
+        // The store's heads now cover what was stored: keep tips only for
+        // what is still pending, so the map stays as small as a batch.
+        self.tips.clear();
+        for e in still_pending {
+            self.tips.insert(e.entity.clone(), (e.clock, e.event_hash, e.wall_ms));
+        }
+        let next = self.next;
+        progress.update(|p| p.done = next);
         Ok(())
     }
 }

@@ -111,7 +111,10 @@ impl JetStreamConfig {
             )));
         }
         if ![1, 3, 5].contains(&self.replicas) {
-            return Err(ReplicationError::Config(format!("replicas must be 1, 3 or 5, not {}", self.replicas)));
+            return Err(ReplicationError::Config(format!(
+                "replicas must be 1, 3 or 5, not {}",
+                self.replicas
+            )));
         }
         Ok(())
     }

@@ -21,7 +21,10 @@ const IDLE_POLL: Duration = Duration::from_millis(1);
 /// How often a batch whose outcome is unknown is tried again.
 const PUBLISH_ATTEMPTS: u32 = 3;
 /// How long to wait for a batch's PubAck.
-const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// First and longest wait before shipping again after the server failed.
+const RETRY_MIN: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Ships a store's committed log to a JetStream stream. Dropping it (or
 /// [`Shipper::stop`]) stops the thread; a new shipper resumes where the
@@ -188,7 +191,10 @@ async fn open_stream(
 
 /// Where shipping resumes: the stream's length, once its last event is
 /// checked to be this store's event at that sequence.
-async fn resume_point(stream: &mut jetstream::stream::Stream, store: &Store) -> Result<u64, ReplicationError> {
+async fn resume_point(
+    stream: &mut jetstream::stream::Stream,
+    store: &Store,
+) -> Result<u64, ReplicationError> {
     let info = stream.info().await.map_err(|e| ReplicationError::Nats(format!("stream info: {e}")))?;
     let last = info.state.last_sequence;
     if last == 0 {
@@ -198,7 +204,9 @@ async fn resume_point(stream: &mut jetstream::stream::Stream, store: &Store) -> 
     if last > local {
         return Err(ReplicationError::Diverged {
             sequence: local,
-            detail: format!("the stream holds {last} events and this store {local}: it is not the stream's writer"),
+            detail: format!(
+                "the stream holds {last} events and this store {local}: it is not the stream's writer"
+            ),
         });
     }
     let theirs = last_on_stream(stream, last).await?;
@@ -241,7 +249,13 @@ struct Session {
 }
 
 impl Session {
-    async fn run(&mut self, store: &Store, progress: &Progress, stop: &AtomicBool) -> Result<(), ReplicationError> {
+    async fn run(
+        &mut self,
+        store: &Store,
+        progress: &Progress,
+        stop: &AtomicBool,
+    ) -> Result<(), ReplicationError> {
+        let mut backoff = RETRY_MIN;
         while !stop.load(Ordering::Acquire) {
             let entries = store.cursor_from(&Region::all(), self.next).poll_batch(MAX_ATOMIC_BATCH);
             if entries.is_empty() {
@@ -261,7 +275,18 @@ impl Session {
                 });
             }
             let group = &events[..commit_group(&events)];
-            self.publish(group).await?;
+            match self.publish(group).await {
+                Ok(()) => backoff = RETRY_MIN,
+                // The server is away or restarting: the local log keeps
+                // the events, so wait and try again (the lag grows).
+                Err(ReplicationError::Nats(why)) => {
+                    tracing::warn!(error = %why, retry_in = ?backoff, "shipping paused");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
             self.next += group.len() as u64;
             let next = self.next;
             progress.update(|p| {
@@ -277,13 +302,14 @@ impl Session {
     async fn publish(&mut self, events: &[Shipped]) -> Result<(), ReplicationError> {
         let expected = self.next;
         let mut why = String::new();
-        for _ in 0..PUBLISH_ATTEMPTS {
-            match self.send_batch(events, expected).await {
+        for attempt in 0..PUBLISH_ATTEMPTS {
+            match self.send_batch(events, expected, attempt).await {
                 Ok(()) => return Ok(()),
                 Err(e) => why = e,
             }
             // Lost ack, a refused batch or a reconnect: what is on the stream?
-            let info = self.stream.info().await.map_err(|e| ReplicationError::Nats(format!("stream info: {e}")))?;
+            let info =
+                self.stream.info().await.map_err(|e| ReplicationError::Nats(format!("stream info: {e}")))?;
             let last = info.state.last_sequence;
             let end = expected + events.len() as u64;
             if last == end {
@@ -301,13 +327,17 @@ impl Session {
                 });
             }
         }
-        Err(ReplicationError::Nats(format!("batch at {expected} not stored after {PUBLISH_ATTEMPTS} tries: {why}")))
+        Err(ReplicationError::Nats(format!(
+            "batch at {expected} not stored after {PUBLISH_ATTEMPTS} tries: {why}"
+        )))
     }
 
     /// Sends one atomic batch and checks its PubAck.
-    async fn send_batch(&self, events: &[Shipped], expected: u64) -> Result<(), String> {
+    async fn send_batch(&self, events: &[Shipped], expected: u64, attempt: u32) -> Result<(), String> {
         let Some(first) = events.first() else { return Ok(()) };
-        let batch_id = msg_id(first.event_id);
+        // A fresh id per attempt: the server may still hold the parts of
+        // an abandoned attempt under the old one.
+        let batch_id = format!("{}-{attempt}", msg_id(first.event_id));
         let last = events.len() - 1;
         for (i, e) in events.iter().enumerate() {
             let mut headers = HeaderMap::new();
@@ -405,8 +435,11 @@ mod tests {
     fn acks_are_checked() {
         assert_eq!(check_ack(br#"{"stream":"S","seq":12,"batch":"x","count":2}"#, 12), Ok(()));
         assert!(check_ack(br#"{"stream":"S","seq":11}"#, 12).is_err());
-        assert!(check_ack(br#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 3"}}"#, 12)
-            .is_err());
+        assert!(check_ack(
+            br#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 3"}}"#,
+            12
+        )
+        .is_err());
         assert!(check_ack(b"nope", 1).is_err());
     }
 }

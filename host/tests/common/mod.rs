@@ -5,7 +5,7 @@
 use std::path::Path;
 
 #[cfg(feature = "replication")]
-pub mod nats;
+pub use batpak_test_artifacts::nats;
 #[cfg(feature = "dangerous-test-hooks")]
 pub mod power;
 

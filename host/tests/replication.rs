@@ -1,13 +1,12 @@
 //! Scale-out through NATS JetStream: a writer's shipper and read replicas,
-//! against real nats-server processes on 127.0.0.1 (tests/common/nats.rs).
+//! against real nats-server processes on 127.0.0.1 (batpak-test-artifacts' `nats` module).
 
 #![cfg(feature = "replication")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // test code
 
-mod common;
-
 use batpak::prelude::*;
 use batpak::replication::{JetStreamConfig, Replica, ReplicationError, Shipper};
+use batpak_test_artifacts::nats;
 use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
 use std::sync::Arc;
@@ -75,7 +74,7 @@ fn committed(store: &Store) -> u64 {
 
 #[test]
 fn a_replica_follows_the_writer_with_identical_ids_sequences_and_hashes() {
-    let Some(server) = common::nats::start() else { return };
+    let Some(server) = nats::start() else { return };
     let cfg = JetStreamConfig::new(server.url(), "ORDERS");
     let (wdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let writer = open(wdir.path());
@@ -104,7 +103,7 @@ fn a_replica_follows_the_writer_with_identical_ids_sequences_and_hashes() {
 
 #[test]
 fn shipper_and_replica_resume_after_restarts_without_gaps_or_duplicates() {
-    let Some(server) = common::nats::start() else { return };
+    let Some(server) = nats::start() else { return };
     let cfg = JetStreamConfig::new(server.url(), "RESUME").with_subject_prefix("bp.resume");
     let (wdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let writer = open(wdir.path());
@@ -135,7 +134,7 @@ fn shipper_and_replica_resume_after_restarts_without_gaps_or_duplicates() {
 
 #[test]
 fn a_store_that_is_not_the_streams_writer_is_refused() {
-    let Some(server) = common::nats::start() else { return };
+    let Some(server) = nats::start() else { return };
     let cfg = JetStreamConfig::new(server.url(), "FENCE");
     let (a, b, c) =
         (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -168,7 +167,7 @@ fn a_store_that_is_not_the_streams_writer_is_refused() {
 
 #[test]
 fn a_message_altered_on_the_stream_is_refused_by_the_replica() {
-    let Some(server) = common::nats::start() else { return };
+    let Some(server) = nats::start() else { return };
     let cfg = JetStreamConfig::new(server.url(), "TAMPER").with_subject_prefix("bp.tamper");
     let (wdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let writer = open(wdir.path());
@@ -275,7 +274,7 @@ fn raw_publish(port: u16, subject: &str, last: u64, payload: &[u8]) {
 
 #[test]
 fn appends_go_on_while_the_server_is_killed_and_everything_arrives_after_it_returns() {
-    let Some(mut server) = common::nats::start() else { return };
+    let Some(mut server) = nats::start() else { return };
     let cfg = JetStreamConfig::new(server.url(), "KILL").with_subject_prefix("bp.kill");
     let (wdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let writer = open(wdir.path());

@@ -4,8 +4,6 @@
 
 use std::path::Path;
 
-#[cfg(feature = "replication")]
-pub use batpak_test_artifacts::nats;
 #[cfg(feature = "dangerous-test-hooks")]
 pub mod power;
 

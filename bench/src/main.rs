@@ -15,6 +15,8 @@ mod ours;
 mod peers;
 mod projections;
 mod reference;
+#[cfg(feature = "replication")]
+mod replication;
 mod util;
 
 use util::{median, Line};
@@ -178,6 +180,12 @@ fn main() -> anyhow::Result<()> {
     }
     if plan.wants("gates") {
         ours::gate_workloads(&plan)?;
+    }
+    if plan.wants("replication") {
+        #[cfg(feature = "replication")]
+        replication::run(plan.quick, plan.runs());
+        #[cfg(not(feature = "replication"))]
+        println!("replication: build the bench with --features replication");
     }
     if plan.wants("projections") {
         projections::run(&plan)?;

@@ -293,3 +293,39 @@ fn appends_go_on_while_the_server_is_killed_and_everything_arrives_after_it_retu
     assert_same_log(&writer, replica.store());
     assert_eq!(shipper.status().error, None);
 }
+
+#[test]
+fn a_replica_serves_wasm_projections_and_never_sees_what_a_gate_denied() {
+    use batpak_test_artifacts as art;
+    let Some(server) = nats::start() else { return };
+    let cfg = JetStreamConfig::new(server.url(), "BANK");
+    let (wdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let writer = open(wdir.path());
+    writer.install_projection("balance", ProjectionPlugin::from_file(art::BALANCE).unwrap()).unwrap();
+    writer.install_gate(GatePlugin::from_file(art::OVERDRAFT).unwrap()).unwrap();
+    let (deposit, withdraw) = (EventKind::custom(1, 1), EventKind::custom(1, 2));
+    let acct = |n: u32| Coordinate::new(format!("account:{n}"), "bank").unwrap();
+    for n in 0..5 {
+        writer.append(&acct(n), deposit, &json!({"amount": 100})).unwrap();
+        writer.append(&acct(n), withdraw, &json!({"amount": 30 + n})).unwrap();
+        // Denied by the overdraft gate on the writer: never committed, never shipped.
+        assert!(writer.append(&acct(n), withdraw, &json!({"amount": 1000})).is_err());
+    }
+    let shipper = Shipper::start(Arc::clone(&writer), cfg.clone()).unwrap();
+    let replica = Replica::open(rdir.path(), cfg).unwrap();
+    replica
+        .store()
+        .install_projection("balance", ProjectionPlugin::from_file(art::BALANCE).unwrap())
+        .unwrap();
+    assert!(shipper.wait_shipped(10, WAIT));
+    assert!(replica.wait_for(10, WAIT), "{:?}", replica.status());
+    assert_eq!(replica.store().stats().global_sequence, 10, "denied appends burn no sequence");
+    for n in 0..5 {
+        let key = format!("account:{n}");
+        assert!(replica.store().wait_for_projection("balance", 9, WAIT).unwrap());
+        let theirs = replica.store().projection_state("balance", &key).unwrap();
+        assert_eq!(theirs, writer.projection_state("balance", &key).unwrap());
+        assert_eq!(theirs, Some((70 - n as i64).to_string().into_bytes()));
+    }
+    assert_same_log(&writer, replica.store());
+}

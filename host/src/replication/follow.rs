@@ -3,7 +3,7 @@
 //! a local read-only store, one local batch per shipped batch.
 
 use super::wire::Shipped;
-use super::{connect, runtime, JetStreamConfig, Progress, ReplicationError, GROUP_END};
+use super::{connect, runtime, JetStreamConfig, Progress, Ready, ReplicationError, Worker, GROUP_END};
 use crate::store::{AppendOptions, BatchAppendItem, CausationRef, Store, StoreConfig};
 use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// How long the follower waits for more messages before it stores what
@@ -31,9 +30,7 @@ const MAX_CONSUMER_ERRORS: u32 = 100;
 /// the local copy ends.
 pub struct Replica {
     store: Arc<Store>,
-    progress: Arc<Progress>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    worker: Worker,
 }
 
 /// How far a replica has come.
@@ -64,39 +61,12 @@ impl Replica {
         cfg.validate()?;
         let store = Arc::new(Store::open(store_config)?);
         store.set_read_only();
-        let progress = Progress::new(store.next_sequence());
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = flume::bounded(1);
-        let thread = {
-            let (store, progress, stop) = (Arc::clone(&store), Arc::clone(&progress), Arc::clone(&stop));
-            std::thread::Builder::new()
-                .name("batpak-replica".into())
-                .spawn(move || {
-                    let result = follow(&store, &cfg, &progress, &stop, &ready_tx);
-                    let error = result.err().map(|e| {
-                        tracing::error!(error = %e, "replica stopped following");
-                        let text = e.to_string();
-                        let _ = ready_tx.send(Err(e));
-                        text
-                    });
-                    progress.update(|p| {
-                        p.error = error;
-                        p.finished = true;
-                    });
-                })
-                .map_err(|e| ReplicationError::Stopped(format!("cannot spawn the follower: {e}")))?
-        };
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Self { store, progress, stop, thread: Some(thread) }),
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                Err(e)
-            }
-            Err(_) => {
-                let _ = thread.join();
-                Err(ReplicationError::Stopped("the follower ended during open".into()))
-            }
-        }
+        let following = Arc::clone(&store);
+        let worker =
+            Worker::start("replica", Progress::new(store.next_sequence()), move |progress, stop, ready| {
+                follow(&following, &cfg, progress, stop, ready)
+            })?;
+        Ok(Self { store, worker })
     }
 
     /// The local store, for reads (appends on it fail).
@@ -106,7 +76,7 @@ impl Replica {
 
     /// Applied and received counts, and the error that stopped it, if any.
     pub fn status(&self) -> ReplicaStatus {
-        let p = self.progress.snapshot();
+        let p = self.worker.progress.snapshot();
         ReplicaStatus { applied: p.done, received: p.stream_last, error: p.error, running: !p.finished }
     }
 
@@ -114,14 +84,14 @@ impl Replica {
     /// (read-your-writes after the writer's shipper reports it shipped);
     /// `false` if `timeout` passed first or the follower stopped.
     pub fn wait_for(&self, upto: u64, timeout: Duration) -> bool {
-        self.progress.wait_done(upto, timeout)
+        self.worker.progress.wait_done(upto, timeout)
     }
 
     /// Stops following and closes the local store; returns the final
     /// status. If other handles to the store are alive, it closes when
     /// the last one drops.
     pub fn close(mut self) -> Result<ReplicaStatus, ReplicationError> {
-        self.halt();
+        self.worker.halt();
         let status = self.status();
         let store = Arc::clone(&self.store);
         drop(self);
@@ -129,19 +99,6 @@ impl Replica {
             store.close()?;
         }
         Ok(status)
-    }
-
-    fn halt(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.halt();
     }
 }
 
@@ -152,7 +109,7 @@ fn follow(
     cfg: &JetStreamConfig,
     progress: &Progress,
     stop: &AtomicBool,
-    ready: &flume::Sender<Result<(), ReplicationError>>,
+    ready: &Ready,
 ) -> Result<(), ReplicationError> {
     runtime()?.block_on(async {
         let client = connect(cfg).await?;

@@ -249,3 +249,76 @@ impl Progress {
         state.done >= upto
     }
 }
+
+/// Tells a worker thread it is set up (or why it could not be).
+type Ready = flume::Sender<Result<(), ReplicationError>>;
+
+/// A replication thread: its progress, its stop flag and its handle.
+/// Dropping it stops the thread and waits for it.
+struct Worker {
+    progress: std::sync::Arc<Progress>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Spawns thread `name` running `body` and waits until the body reports
+    /// ready, or returns the error that stopped it first. An error after
+    /// that is kept in the progress state for `status()`.
+    fn start(
+        name: &str,
+        progress: std::sync::Arc<Progress>,
+        body: impl FnOnce(&Progress, &std::sync::atomic::AtomicBool, &Ready) -> Result<(), ReplicationError>
+            + Send
+            + 'static,
+    ) -> Result<Self, ReplicationError> {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ready_tx, ready_rx) = flume::bounded(1);
+        let thread = {
+            let (progress, stop, name_owned) =
+                (std::sync::Arc::clone(&progress), std::sync::Arc::clone(&stop), name.to_string());
+            std::thread::Builder::new()
+                .name(format!("batpak-{name}"))
+                .spawn(move || {
+                    let result = body(&progress, &stop, &ready_tx);
+                    let error = result.err().map(|e| {
+                        tracing::error!(error = %e, worker = %name_owned, "replication thread stopped");
+                        let text = e.to_string();
+                        let _ = ready_tx.send(Err(e));
+                        text
+                    });
+                    progress.update(|p| {
+                        p.error = error;
+                        p.finished = true;
+                    });
+                })
+                .map_err(|e| ReplicationError::Stopped(format!("cannot spawn the {name} thread: {e}")))?
+        };
+        let mut worker = Self { progress, stop, thread: Some(thread) };
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(worker),
+            Ok(Err(e)) => {
+                worker.halt();
+                Err(e)
+            }
+            Err(_) => {
+                worker.halt();
+                Err(ReplicationError::Stopped(format!("the {name} thread ended during start")))
+            }
+        }
+    }
+
+    /// Asks the thread to stop and waits for it.
+    fn halt(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}

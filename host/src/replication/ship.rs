@@ -3,7 +3,9 @@
 //! atomic batch per run of events committed together.
 
 use super::wire::{self, Shipped};
-use super::{connect, msg_id, runtime, JetStreamConfig, Progress, ReplicationError, MAX_ATOMIC_BATCH};
+use super::{
+    connect, msg_id, runtime, JetStreamConfig, Progress, Ready, ReplicationError, Worker, MAX_ATOMIC_BATCH,
+};
 use crate::coordinate::Region;
 use crate::store::Store;
 use async_nats::header::{
@@ -13,7 +15,6 @@ use async_nats::header::{
 use async_nats::jetstream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// How long an idle shipper sleeps before it looks for new events.
@@ -31,9 +32,7 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 /// stream ends.
 pub struct Shipper {
     store: Arc<Store>,
-    progress: Arc<Progress>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    worker: Worker,
 }
 
 /// What a shipper has done so far.
@@ -59,44 +58,16 @@ impl Shipper {
     /// holds events this store does not (`Diverged`).
     pub fn start(store: Arc<Store>, cfg: JetStreamConfig) -> Result<Self, ReplicationError> {
         cfg.validate()?;
-        let progress = Progress::new(0);
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = flume::bounded(1);
-        let thread = {
-            let (store, progress, stop) = (Arc::clone(&store), Arc::clone(&progress), Arc::clone(&stop));
-            std::thread::Builder::new()
-                .name("batpak-shipper".into())
-                .spawn(move || {
-                    let result = ship(&store, &cfg, &progress, &stop, &ready_tx);
-                    let error = result.err().map(|e| {
-                        tracing::error!(error = %e, "shipper stopped");
-                        let text = e.to_string();
-                        let _ = ready_tx.send(Err(e));
-                        text
-                    });
-                    progress.update(|p| {
-                        p.error = error;
-                        p.finished = true;
-                    });
-                })
-                .map_err(|e| ReplicationError::Stopped(format!("cannot spawn the shipper: {e}")))?
-        };
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Self { store, progress, stop, thread: Some(thread) }),
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                Err(e)
-            }
-            Err(_) => {
-                let _ = thread.join();
-                Err(ReplicationError::Stopped("the shipper thread ended during start".into()))
-            }
-        }
+        let shipping = Arc::clone(&store);
+        let worker = Worker::start("shipper", Progress::new(0), move |progress, stop, ready| {
+            ship(&shipping, &cfg, progress, stop, ready)
+        })?;
+        Ok(Self { store, worker })
     }
 
     /// Shipped, committed and lag, and the error that stopped it, if any.
     pub fn status(&self) -> ShipperStatus {
-        let p = self.progress.snapshot();
+        let p = self.worker.progress.snapshot();
         let committed = self.store.next_sequence();
         ShipperStatus {
             shipped: p.done,
@@ -110,31 +81,18 @@ impl Shipper {
     /// Waits until every global sequence below `upto` is on the stream;
     /// `false` if `timeout` passed first or the shipper stopped.
     pub fn wait_shipped(&self, upto: u64, timeout: Duration) -> bool {
-        self.progress.wait_done(upto, timeout)
+        self.worker.progress.wait_done(upto, timeout)
     }
 
     /// Stops shipping (after the batch in flight) and returns the final
     /// status, or the error that had stopped the shipper.
     pub fn stop(mut self) -> Result<ShipperStatus, ReplicationError> {
-        self.halt();
+        self.worker.halt();
         let status = self.status();
         match &status.error {
             Some(e) => Err(ReplicationError::Stopped(e.clone())),
             None => Ok(status),
         }
-    }
-
-    fn halt(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Shipper {
-    fn drop(&mut self) {
-        self.halt();
     }
 }
 
@@ -144,7 +102,7 @@ fn ship(
     cfg: &JetStreamConfig,
     progress: &Progress,
     stop: &AtomicBool,
-    ready: &flume::Sender<Result<(), ReplicationError>>,
+    ready: &Ready,
 ) -> Result<(), ReplicationError> {
     runtime()?.block_on(async {
         let client = connect(cfg).await?;

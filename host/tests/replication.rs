@@ -275,7 +275,7 @@ fn raw_publish(port: u16, subject: &str, last: u64, payload: &[u8]) {
 #[test]
 fn appends_go_on_while_the_server_is_killed_and_everything_arrives_after_it_returns() {
     let Some(mut server) = nats::start() else { return };
-    let cfg = JetStreamConfig::new(server.url(), "KILL").with_subject_prefix("bp.kill");
+    let cfg = JetStreamConfig::new(server.url(), "KILL").with_subject_prefix("bp.kill").with_msg_ids(false);
     let (wdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let writer = open(wdir.path());
     let shipper = Shipper::start(Arc::clone(&writer), cfg.clone()).unwrap();

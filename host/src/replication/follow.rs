@@ -16,6 +16,10 @@ use std::time::Duration;
 /// How long the follower waits for more messages before it stores what
 /// it holds.
 const SETTLE: Duration = Duration::from_millis(1);
+/// The shortest time between two local stores (each is one fsync), and
+/// the longest an event is held while messages keep coming.
+const MIN_GAP: Duration = Duration::from_millis(4);
+const MAX_HOLD: Duration = Duration::from_millis(20);
 /// How long an idle follower waits before it checks whether to stop.
 const IDLE: Duration = Duration::from_millis(100);
 /// Consecutive consumer errors (a server restart, lost heartbeats) the
@@ -132,10 +136,26 @@ fn follow(
             consumer.messages().await.map_err(|e| ReplicationError::Nats(format!("consume: {e}")))?;
         let mut pending = Pending::default();
         let mut errors = 0u32;
+        let mut last_store = tokio::time::Instant::now();
         while !stop.load(Ordering::Acquire) {
-            let wait = if pending.events.is_empty() { IDLE } else { SETTLE };
+            // With events held: wait for more until the stream pauses, but
+            // store at least every MAX_HOLD, and no sooner than MIN_GAP
+            // after the last store (each store is one fsync).
+            let wait = if pending.events.is_empty() {
+                IDLE
+            } else {
+                let held = last_store.elapsed();
+                if held >= MAX_HOLD {
+                    Duration::ZERO
+                } else {
+                    SETTLE.max(MIN_GAP.saturating_sub(held))
+                }
+            };
             match tokio::time::timeout(wait, messages.next()).await {
-                Err(_) => applier.apply(pending.take_complete(), &pending.events, progress)?,
+                Err(_) => {
+                    applier.apply(pending.take_complete(), &pending.events, progress)?;
+                    last_store = tokio::time::Instant::now();
+                }
                 Ok(None) => return Err(ReplicationError::Nats("the consumer ended".into())),
                 Ok(Some(Err(e))) => {
                     errors += 1;
@@ -229,15 +249,22 @@ impl Pending {
         out
     }
 
-    /// The complete batches, or everything when one shipped batch alone
-    /// exceeds the local limits (it is then stored in parts; logged).
+    /// The complete batches; when one shipped batch alone exceeds the
+    /// local limits, everything before its last run of one timestamp (a
+    /// store batch shares one timestamp, so no store batch is split
+    /// unless it alone exceeds the limits; logged).
     fn take_complete_or_all(&mut self) -> Vec<Shipped> {
         if self.complete == 0 {
-            tracing::warn!(
-                events = self.events.len(),
-                "a shipped batch exceeds the replica's batch limits; storing it in parts"
-            );
-            self.complete = self.events.len();
+            let last = self.events.last().map(|e| e.timestamp_us);
+            let run_start =
+                self.events.iter().rposition(|e| Some(e.timestamp_us) != last).map_or(0, |i| i + 1);
+            self.complete = if run_start > 0 { run_start } else { self.events.len() };
+            if run_start == 0 {
+                tracing::warn!(
+                    events = self.events.len(),
+                    "a batch exceeds the replica's batch limits; storing it in parts"
+                );
+            }
         }
         self.take_complete()
     }

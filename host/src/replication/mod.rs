@@ -62,6 +62,11 @@ pub struct JetStreamConfig {
     pub replicas: usize,
     /// How long to wait for the server at start.
     pub connect_timeout: Duration,
+    /// Whether each message carries `Nats-Msg-Id` = its event id (on by
+    /// default). The expected-sequence check already keeps duplicates off
+    /// the stream; the server's duplicate tracking on top costs it about a
+    /// third of its throughput here (docs/performance.md).
+    pub msg_ids: bool,
 }
 
 impl JetStreamConfig {
@@ -75,7 +80,14 @@ impl JetStreamConfig {
             stream,
             replicas: 1,
             connect_timeout: Duration::from_secs(5),
+            msg_ids: true,
         }
+    }
+
+    /// Turns `Nats-Msg-Id` on messages on or off.
+    pub fn with_msg_ids(mut self, on: bool) -> Self {
+        self.msg_ids = on;
+        self
     }
 
     /// Sets the subject prefix.

@@ -114,7 +114,8 @@ fn ship(
             p.stream_last = next;
         });
         let _ = ready.send(Ok(()));
-        let mut session = Session { client, stream, prefix: cfg.subject_prefix.clone(), next };
+        let mut session =
+            Session { client, stream, prefix: cfg.subject_prefix.clone(), msg_ids: cfg.msg_ids, next };
         session.run(store, progress, stop).await
     })
 }
@@ -202,6 +203,7 @@ struct Session {
     client: async_nats::Client,
     stream: jetstream::stream::Stream,
     prefix: String,
+    msg_ids: bool,
     /// The next global sequence to ship (= the stream's last sequence).
     next: u64,
 }
@@ -220,7 +222,7 @@ impl Session {
                 tokio::time::sleep(IDLE_POLL).await;
                 continue;
             }
-            let events = entries.iter().map(|e| store.shipped(e)).collect::<Result<Vec<_>, _>>()?;
+            let events = store.shipped_many(&entries)?;
             if let Some((i, e)) =
                 events.iter().enumerate().find(|(i, e)| e.global_sequence != self.next + *i as u64)
             {
@@ -299,7 +301,9 @@ impl Session {
         let last = events.len() - 1;
         for (i, e) in events.iter().enumerate() {
             let mut headers = HeaderMap::new();
-            headers.insert(NATS_MESSAGE_ID, msg_id(e.event_id).as_str());
+            if self.msg_ids {
+                headers.insert(NATS_MESSAGE_ID, msg_id(e.event_id).as_str());
+            }
             headers.insert(NATS_BATCH_ID, batch_id.as_str());
             headers.insert(NATS_BATCH_SEQUENCE, (i + 1).to_string().as_str());
             if i == 0 {

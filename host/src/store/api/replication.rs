@@ -20,6 +20,13 @@ impl Store<Open> {
         })
     }
 
+    /// The events behind `entries`, in their shipped form, read in runs.
+    pub(crate) fn shipped_many(&self, entries: &[IndexEntry]) -> Result<Vec<Shipped>, StoreError> {
+        self.reader.with_records(entries, |entry, record| {
+            Shipped::of(record, entry.coord.entity(), entry.coord.scope(), &entry.hash_chain)
+        })
+    }
+
     /// The entity's chain tip: clock, hash and wall time of its last event.
     pub(crate) fn entity_head(&self, entity: &str) -> Option<crate::store::entry::EntityHead> {
         self.index.head(entity)

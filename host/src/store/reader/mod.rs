@@ -174,6 +174,60 @@ impl SegmentReader {
         self.with_record(entry, |record| record.payload.to_vec())
     }
 
+    /// `f` applied to the checked record behind each of `entries`, in
+    /// order. Frames that lie close together in one segment are fetched
+    /// with one read; a run that fails (e.g. compaction moved it) falls
+    /// back to [`SegmentReader::with_record`] per entry.
+    #[cfg(feature = "replication")]
+    pub(crate) fn with_records<T>(
+        &self,
+        entries: &[IndexEntry],
+        f: impl Fn(&IndexEntry, &crate::store::segment::frame::EventRecord<'_>) -> T,
+    ) -> Result<Vec<T>, StoreError> {
+        /// Longest read for one run of frames, and the widest gap it spans.
+        const MAX_RUN: u64 = 1 << 20;
+        const GAP: u64 = 4096;
+        let mut out = Vec::with_capacity(entries.len());
+        let mut i = 0;
+        while let Some(first) = entries.get(i) {
+            let (seg, start) = (first.disk_pos.segment_id, first.disk_pos.offset);
+            let mut end = start + u64::from(first.disk_pos.length);
+            let mut j = i + 1;
+            while let Some(e) = entries.get(j) {
+                let (at, len) = (e.disk_pos.offset, u64::from(e.disk_pos.length));
+                if e.disk_pos.segment_id != seg || at < end || at - end > GAP || at + len - start > MAX_RUN {
+                    break;
+                }
+                end = at + len;
+                j += 1;
+            }
+            let run = &entries[i..j];
+            let read = || -> Result<Vec<T>, StoreError> {
+                let mut buf = vec![0u8; (end - start) as usize];
+                self.file(seg)?.read_exact_at(&mut buf, start)?;
+                run.iter()
+                    .map(|e| {
+                        let from = (e.disk_pos.offset - start) as usize;
+                        let bytes = buf
+                            .get(from..from + e.disk_pos.length as usize)
+                            .ok_or_else(|| StoreError::corrupt(seg, "frame outside its run"))?;
+                        Ok(f(e, &checked_event(bytes, e)?))
+                    })
+                    .collect()
+            };
+            match read() {
+                Ok(done) => out.extend(done),
+                Err(_) => {
+                    for e in run {
+                        out.push(self.with_record(e, |r| f(e, r))?);
+                    }
+                }
+            }
+            i = j;
+        }
+        Ok(out)
+    }
+
     /// `f` applied to the checked record behind `entry`, looked up again
     /// once if compaction moved it meanwhile.
     pub(crate) fn with_record<T>(

@@ -8,16 +8,9 @@ impl Store<Open> {
     /// The committed event at global sequence `seq` (visible), shipped form.
     pub(crate) fn shipped_at(&self, seq: u64) -> Result<Option<Shipped>, StoreError> {
         match self.index.get_visible(seq) {
-            Some(entry) => self.shipped(&entry).map(Some),
+            Some(entry) => Ok(self.shipped_many(&[entry])?.pop()),
             None => Ok(None),
         }
-    }
-
-    /// The event behind `entry` in its shipped form.
-    pub(crate) fn shipped(&self, entry: &IndexEntry) -> Result<Shipped, StoreError> {
-        self.reader.with_record(entry, |record| {
-            Shipped::of(record, entry.coord.entity(), entry.coord.scope(), &entry.hash_chain)
-        })
     }
 
     /// The events behind `entries`, in their shipped form, read in runs.

@@ -11,7 +11,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A running server.
 pub struct NatsServer {
@@ -129,24 +129,30 @@ fn start_with(bin: &Path) -> NatsServer {
 }
 
 /// Starts a JetStream server on 127.0.0.1:`port` storing in `dir`, and
-/// waits (at most 10 s) until it accepts connections.
+/// waits (at most 10 s) for its "Server is ready" log line; `None` if it
+/// exits first (e.g. another process took the port).
 fn spawn_ready(bin: &Path, port: u16, dir: &Path) -> Option<Child> {
+    use std::io::BufRead;
     let mut child = Command::new(bin)
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(dir)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn nats-server");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(child);
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    // Reads the log to its end, so the server never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("Server is ready") {
+                let _ = ready_tx.send(());
+            }
         }
-        if child.try_wait().ok().flatten().is_some() {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    });
+    // A closed log (the server exited) or the deadline: not started.
+    if ready_rx.recv_timeout(Duration::from_secs(10)).is_ok() {
+        return Some(child);
     }
     let _ = child.kill();
     let _ = child.wait();

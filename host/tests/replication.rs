@@ -147,7 +147,7 @@ fn a_store_that_is_not_the_streams_writer_is_refused() {
     write_mix(&other, 0, 5);
     match Shipper::start(Arc::clone(&other), cfg.clone()) {
         Err(ReplicationError::Diverged { sequence: 19, detail }) => {
-            assert!(detail.contains("last event"), "{detail}")
+            assert!(detail.contains("stream's event"), "{detail}")
         }
         other => panic!("expected Diverged at 19, got {:?}", other.map(|s| s.status())),
     }
@@ -323,5 +323,150 @@ fn a_replica_serves_wasm_projections_and_never_sees_what_a_gate_denied() {
         assert_eq!(theirs, writer.projection_state("balance", &key).unwrap());
         assert_eq!(theirs, Some((70 - n as i64).to_string().into_bytes()));
     }
+    assert_same_log(&writer, replica.store());
+}
+
+// ---- Quorum acks and failover -------------------------------------------
+
+fn quorum(dir: &std::path::Path, cfg: &JetStreamConfig, node: &str) -> Result<Arc<Store>, ReplicationError> {
+    let store_cfg = StoreConfig::new(dir).with_batch_max_size(2000);
+    batpak::replication::open_quorum(store_cfg, cfg.clone().with_node_id(node)).map(Arc::new)
+}
+
+/// A fresh replica of the whole stream, caught up to `n` events.
+fn fresh_replica(cfg: &JetStreamConfig, n: u64) -> (tempfile::TempDir, Replica) {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = Replica::open(dir.path(), cfg.clone()).unwrap();
+    assert!(replica.wait_for(n, WAIT), "replica: {:?}", replica.status());
+    (dir, replica)
+}
+
+#[test]
+fn quorum_acks_come_from_the_stream_and_a_replica_matches_the_writer() {
+    let Some(server) = nats::start() else { return };
+    let cfg = JetStreamConfig::new(server.url(), "QUORUM").with_subject_prefix("bp.quorum");
+    let wdir = tempfile::tempdir().unwrap();
+    let writer = quorum(wdir.path(), &cfg, "a").unwrap();
+    // Concurrent callers: group commits go out as atomic batches.
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let writer = &writer;
+            s.spawn(move || write_mix(writer, t * 100, 15));
+        }
+    });
+    let n = committed(&writer);
+    assert_eq!(n, 240);
+    let (_rdir, replica) = fresh_replica(&cfg, n);
+    assert_same_log(&writer, replica.store());
+    // One unit must fit one JetStream atomic batch.
+    let c = Coordinate::new("acct:1", "bank").unwrap();
+    let items: Vec<_> = (0..1001)
+        .map(|i| {
+            BatchAppendItem::new(
+                c.clone(),
+                EventKind::custom(1, 2),
+                &i,
+                AppendOptions::new(),
+                CausationRef::None,
+            )
+            .unwrap()
+        })
+        .collect();
+    let refused = writer.append_batch(items.clone());
+    assert!(
+        matches!(&refused, Err(StoreError::BatchFailed { source, .. }) if matches!(**source, StoreError::Configuration(ref m) if m.contains("atomic batch"))),
+        "{refused:?}"
+    );
+    writer.append_batch(items[..1000].to_vec()).unwrap();
+    assert_eq!(committed(&writer), 1240);
+    assert!(replica.wait_for(1240, WAIT), "{:?}", replica.status());
+    assert_same_log(&writer, replica.store());
+}
+
+#[test]
+fn the_writer_lease_admits_one_node_and_a_restart_resumes() {
+    let Some(server) = nats::start() else { return };
+    let cfg = JetStreamConfig::new(server.url(), "LEASE").with_subject_prefix("bp.lease");
+    let (adir, bdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = quorum(adir.path(), &cfg, "node-a").unwrap();
+    write_mix(&a, 0, 5);
+    match quorum(bdir.path(), &cfg, "node-b") {
+        Err(ReplicationError::LeaseHeld { holder, epoch: 1 }) => assert_eq!(holder, "node-a"),
+        other => panic!("expected LeaseHeld by node-a, got {:?}", other.map(|_| ())),
+    }
+    // A clean close releases the lease; the same node reopens and resumes.
+    Arc::try_unwrap(a).ok().unwrap().close().unwrap();
+    let a = quorum(adir.path(), &cfg, "node-a").unwrap();
+    assert_eq!(committed(&a), 20);
+    write_mix(&a, 5, 5);
+    Arc::try_unwrap(a).ok().unwrap().close().unwrap();
+    // Another node may take a released lease: it first stores the whole stream.
+    let b = quorum(bdir.path(), &cfg, "node-b").unwrap();
+    assert_eq!(committed(&b), 40);
+    write_mix(&b, 10, 1);
+    let (_rdir, replica) = fresh_replica(&cfg, 44);
+    assert_same_log(&b, replica.store());
+    match quorum(adir.path(), &cfg, "node-a") {
+        Err(ReplicationError::LeaseHeld { holder, epoch: 3 }) => assert_eq!(holder, "node-b"),
+        other => panic!("expected LeaseHeld by node-b in epoch 3, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn a_promoted_replica_fences_the_old_writer_which_acknowledges_nothing_more() {
+    let Some(server) = nats::start() else { return };
+    let cfg = JetStreamConfig::new(server.url(), "PROMOTE").with_subject_prefix("bp.promote");
+    let (adir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let old = quorum(adir.path(), &cfg, "old").unwrap();
+    write_mix(&old, 0, 10);
+    let replica = Replica::open(rdir.path(), cfg.clone().with_node_id("new")).unwrap();
+    assert!(replica.wait_for(20, WAIT), "{:?}", replica.status());
+    write_mix(&old, 10, 5); // the replica may or may not have these yet
+    let new = replica.promote().unwrap();
+    assert_eq!(committed(&new), 60, "promote stores everything the stream holds first");
+    write_mix(&new, 15, 5);
+    // The old writer is still running, but every append of it is refused.
+    let c = Coordinate::new("acct:1", "bank").unwrap();
+    let first = old.append(&c, EventKind::custom(1, 1), &json!({"zombie": 1}));
+    assert!(
+        matches!(&first, Err(StoreError::Fenced(m)) if m.contains("new")),
+        "the fence names the lease holder: {first:?}"
+    );
+    let again = old.append(&c, EventKind::custom(1, 1), &json!({"zombie": 2}));
+    assert!(matches!(again, Err(StoreError::Fenced(_))), "{again:?}");
+    assert_eq!(old.stats().event_count, 60, "the refused event never became visible on the old writer");
+    assert!(old.query(&Region::all()).iter().all(|e| e.global_sequence < 60));
+    // The stream holds exactly the new writer's log.
+    let (_r2, check) = fresh_replica(&cfg, 80);
+    assert_same_log(&new, check.store());
+    assert_eq!(committed(check.store()), 80);
+}
+
+#[test]
+fn quorum_appends_fail_unacknowledged_while_the_stream_is_gone_and_reopen_settles() {
+    let Some(mut server) = nats::start() else { return };
+    let cfg = JetStreamConfig::new(server.url(), "AWAY")
+        .with_subject_prefix("bp.away")
+        .with_quorum_timeout(Duration::from_millis(500));
+    let wdir = tempfile::tempdir().unwrap();
+    let writer = quorum(wdir.path(), &cfg, "w").unwrap();
+    write_mix(&writer, 0, 5);
+    server.kill();
+    let c = Coordinate::new("acct:1", "bank").unwrap();
+    let lost = writer.append(&c, EventKind::custom(1, 1), &json!({"during": "outage"}));
+    assert!(matches!(lost, Err(StoreError::QuorumUnavailable(_))), "{lost:?}");
+    let later = writer.append(&c, EventKind::custom(1, 1), &json!({"during": "outage"}));
+    assert!(matches!(later, Err(StoreError::Poisoned(_))), "{later:?}");
+    assert_eq!(writer.stats().event_count, 20, "nothing unconfirmed is visible");
+    assert_eq!(writer.query(&Region::all()).len(), 20);
+    let closed = Arc::try_unwrap(writer).ok().unwrap().close();
+    assert!(matches!(closed, Err(StoreError::Poisoned(_))), "close reports the poison: {closed:?}");
+    server.kill_and_restart();
+    // Reopening settles the unconfirmed tail against the stream, then goes on.
+    let writer = quorum(wdir.path(), &cfg, "w").unwrap();
+    let settled = committed(&writer);
+    assert!(settled == 20 || settled == 21, "{settled}");
+    write_mix(&writer, 5, 2);
+    let (_rdir, replica) = fresh_replica(&cfg, settled + 8);
     assert_same_log(&writer, replica.store());
 }

@@ -35,6 +35,7 @@ const MAX_CONSUMER_ERRORS: u32 = 100;
 pub struct Replica {
     store: Arc<Store>,
     worker: Worker,
+    cfg: JetStreamConfig,
 }
 
 /// How far a replica has come.
@@ -65,12 +66,12 @@ impl Replica {
         cfg.validate()?;
         let store = Arc::new(Store::open(store_config)?);
         store.set_read_only();
-        let following = Arc::clone(&store);
+        let (following, follow_cfg) = (Arc::clone(&store), cfg.clone());
         let worker =
             Worker::start("replica", Progress::new(store.next_sequence()), move |progress, stop, ready| {
-                follow(&following, &cfg, progress, stop, ready)
+                follow(&following, &follow_cfg, progress, stop, ready)
             })?;
-        Ok(Self { store, worker })
+        Ok(Self { store, worker, cfg })
     }
 
     /// The local store, for reads (appends on it fail).
@@ -89,6 +90,28 @@ impl Replica {
     /// `false` if `timeout` passed first or the follower stopped.
     pub fn wait_for(&self, upto: u64, timeout: Duration) -> bool {
         self.worker.progress.wait_done(upto, timeout)
+    }
+
+    /// Makes this replica the stream's writer (failover), with quorum
+    /// acks, and returns its store, now taking appends:
+    /// 1. stops following;
+    /// 2. takes the writer lease from whoever holds it (compare-and-set;
+    ///    the epoch goes up);
+    /// 3. stores every event the stream holds that it has not stored yet;
+    /// 4. from then on publishes each group commit with the expected last
+    ///    sequence, so an old writer still running is refused by the server
+    ///    ([`crate::store::StoreError::Fenced`] on its side) and cannot
+    ///    interleave with this one.
+    ///
+    /// Refuses a replica whose follower stopped on a divergence.
+    pub fn promote(mut self) -> Result<Arc<Store>, ReplicationError> {
+        self.worker.halt();
+        let status = self.status();
+        if let Some(error) = status.error.filter(|e| e.contains("diverge")) {
+            return Err(ReplicationError::Stopped(format!("this replica stopped on: {error}")));
+        }
+        super::quorum::take_writer(&self.store, &self.cfg, true)?;
+        Ok(Arc::clone(&self.store))
     }
 
     /// Stops following and closes the local store; returns the final
@@ -166,36 +189,93 @@ fn follow(
                 }
                 Ok(Some(Ok(msg))) => {
                     errors = 0;
-                    let seq = msg.info().map_err(|e| ReplicationError::Nats(e.to_string()))?.stream_sequence;
-                    let event = Shipped::decode(&msg.payload).map_err(|e| ReplicationError::Diverged {
-                        sequence: seq.saturating_sub(1),
-                        detail: format!("stream message {seq} is not a batpak event: {e}"),
-                    })?;
-                    let expected = applier.next + pending.events.len() as u64;
-                    if seq != expected + 1 || event.global_sequence != expected {
-                        return Err(ReplicationError::Diverged {
-                            sequence: expected,
-                            detail: format!(
-                                "expected global sequence {expected}, the stream gave message {seq} carrying {}",
-                                event.global_sequence
-                            ),
-                        });
-                    }
-                    if let Err(e) = applier.check(&event) {
-                        // Keep every whole batch before the bad event.
-                        applier.apply(pending.take_complete(), &pending.events, progress)?;
-                        return Err(e);
-                    }
-                    let ends_group = msg.headers.as_ref().is_some_and(|h| h.get(GROUP_END).is_some());
+                    let seq = accept(&msg, &mut applier, &mut pending, progress)?;
                     progress.update(|p| p.stream_last = p.stream_last.max(seq));
-                    if pending.push(event, ends_group, applier.limits) {
-                        applier.apply(pending.take_complete_or_all(), &pending.events, progress)?;
-                    }
                 }
             }
         }
         applier.apply(pending.take_complete(), &pending.events, progress)
     })
+}
+
+/// Decodes and checks the next message and adds it to `pending`, storing
+/// what is held when the local batch limits are reached. Returns its
+/// stream sequence.
+fn accept(
+    msg: &jetstream::Message,
+    applier: &mut Applier<'_>,
+    pending: &mut Pending,
+    progress: &Progress,
+) -> Result<u64, ReplicationError> {
+    let seq = msg.info().map_err(|e| ReplicationError::Nats(e.to_string()))?.stream_sequence;
+    let event = Shipped::decode(&msg.payload).map_err(|e| ReplicationError::Diverged {
+        sequence: seq.saturating_sub(1),
+        detail: format!("stream message {seq} is not a batpak event: {e}"),
+    })?;
+    let expected = applier.next + pending.events.len() as u64;
+    if seq != expected + 1 || event.global_sequence != expected {
+        return Err(ReplicationError::Diverged {
+            sequence: expected,
+            detail: format!(
+                "expected global sequence {expected}, the stream gave message {seq} carrying {}",
+                event.global_sequence
+            ),
+        });
+    }
+    if let Err(e) = applier.check(&event) {
+        // Keep every whole batch before the bad event.
+        applier.apply(pending.take_complete(), &pending.events, progress)?;
+        return Err(e);
+    }
+    let ends_group = msg.headers.as_ref().is_some_and(|h| h.get(GROUP_END).is_some());
+    if pending.push(event, ends_group, applier.limits) {
+        applier.apply(pending.take_complete_or_all(), &pending.events, progress)?;
+    }
+    Ok(seq)
+}
+
+/// Stores the stream's events up to stream sequence `until`, checked as
+/// the follower checks them: a writer taking over (or reopening behind
+/// the stream) first holds everything the stream holds. Each message must
+/// arrive within `patience`.
+pub(super) async fn catch_up(
+    stream: &jetstream::stream::Stream,
+    store: &Store,
+    until: u64,
+    patience: Duration,
+) -> Result<(), ReplicationError> {
+    let mut applier = Applier::new(store);
+    if applier.next >= until {
+        return Ok(());
+    }
+    let config = consumer::pull::OrderedConfig {
+        deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: applier.next + 1 },
+        ..Default::default()
+    };
+    let consumer = stream
+        .create_consumer(config)
+        .await
+        .map_err(|e| ReplicationError::Nats(format!("ordered consumer: {e}")))?;
+    let mut messages =
+        consumer.messages().await.map_err(|e| ReplicationError::Nats(format!("consume: {e}")))?;
+    let progress = Progress::new(applier.next);
+    let mut pending = Pending::default();
+    while applier.next + (pending.events.len() as u64) < until {
+        let msg = match tokio::time::timeout(patience, messages.next()).await {
+            Ok(Some(Ok(msg))) => msg,
+            Ok(Some(Err(e))) => return Err(ReplicationError::Nats(format!("catching up: {e}"))),
+            Ok(None) => return Err(ReplicationError::Nats("the consumer ended while catching up".into())),
+            Err(_) => {
+                return Err(ReplicationError::Nats(format!(
+                    "no message within {patience:?} while catching up to {until}"
+                )))
+            }
+        };
+        accept(&msg, &mut applier, &mut pending, &progress)?;
+    }
+    // The stream ends here: what is held is whole.
+    pending.complete = pending.events.len();
+    applier.apply(pending.take_complete(), &[], &progress)
 }
 
 /// Waits until the stream exists; `None` if asked to stop first.

@@ -32,10 +32,14 @@
 //! each with its own single-threaded runtime; this API stays synchronous.
 
 mod follow;
+mod lease;
+mod publish;
+mod quorum;
 mod ship;
 pub(crate) mod wire;
 
 pub use follow::{Replica, ReplicaStatus};
+pub use quorum::open_quorum;
 pub use ship::{Shipper, ShipperStatus};
 
 use std::fmt;
@@ -67,6 +71,15 @@ pub struct JetStreamConfig {
     /// the stream; the server's duplicate tracking on top costs it about a
     /// third of its throughput here (docs/performance.md).
     pub msg_ids: bool,
+    /// Quorum acks: how long the writer keeps trying to get a group
+    /// confirmed (riding out a leader election or a reconnect) before it
+    /// fails the group's appends with `QuorumUnavailable`. Also bounds each
+    /// wait while a new writer catches up.
+    pub quorum_timeout: Duration,
+    /// This node's name in the writer lease. `None`: the host name and the
+    /// store's directory, so a writer restarting on the same machine and
+    /// directory is the same node.
+    pub node_id: Option<String>,
 }
 
 impl JetStreamConfig {
@@ -81,7 +94,21 @@ impl JetStreamConfig {
             replicas: 1,
             connect_timeout: Duration::from_secs(5),
             msg_ids: true,
+            quorum_timeout: Duration::from_secs(30),
+            node_id: None,
         }
+    }
+
+    /// Sets how long a quorum writer waits for a group's confirmation.
+    pub fn with_quorum_timeout(mut self, timeout: Duration) -> Self {
+        self.quorum_timeout = timeout;
+        self
+    }
+
+    /// Sets this node's name in the writer lease.
+    pub fn with_node_id(mut self, id: impl Into<String>) -> Self {
+        self.node_id = Some(id.into());
+        self
     }
 
     /// Turns `Nats-Msg-Id` on messages on or off.
@@ -122,6 +149,9 @@ impl JetStreamConfig {
                 self.subject_prefix
             )));
         }
+        if self.quorum_timeout.is_zero() {
+            return Err(ReplicationError::Config("quorum_timeout must be above zero".into()));
+        }
         if ![1, 3, 5].contains(&self.replicas) {
             return Err(ReplicationError::Config(format!(
                 "replicas must be 1, 3 or 5, not {}",
@@ -149,6 +179,14 @@ pub enum ReplicationError {
         /// What differs.
         detail: String,
     },
+    /// Another node holds the stream's writer lease; take it over with
+    /// [`Replica::promote`] if that node is gone.
+    LeaseHeld {
+        /// The node holding it.
+        holder: String,
+        /// Its epoch.
+        epoch: u64,
+    },
     /// The local store failed.
     Store(crate::store::StoreError),
     /// The replication thread stopped unexpectedly.
@@ -162,6 +200,9 @@ impl fmt::Display for ReplicationError {
             Self::Nats(m) => write!(f, "NATS: {m}"),
             Self::Diverged { sequence, detail } => {
                 write!(f, "stream and store diverge at global sequence {sequence}: {detail}")
+            }
+            Self::LeaseHeld { holder, epoch } => {
+                write!(f, "the writer lease is held by {holder} (epoch {epoch})")
             }
             Self::Store(e) => write!(f, "local store: {e}"),
             Self::Stopped(m) => write!(f, "replication stopped: {m}"),

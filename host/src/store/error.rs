@@ -104,6 +104,18 @@ pub enum StoreError {
         /// Why.
         source: Box<StoreError>,
     },
+    /// Quorum acks (feature `replication`): another writer has extended
+    /// the replicated log, so this store is no longer its writer. The
+    /// append was not acknowledged and is not on the log; every later
+    /// append fails the same way. Open the store as a replica of the
+    /// stream instead.
+    Fenced(String),
+    /// Quorum acks (feature `replication`): the replicated log did not
+    /// confirm the append within the quorum timeout. Its outcome is
+    /// **unknown** (it may be on the log); the store refuses appends until
+    /// it is reopened, which settles the outcome. Retry with an
+    /// idempotency key to make sure it is stored once.
+    QuorumUnavailable(String),
     /// A fault injected by a test hook.
     #[cfg(feature = "dangerous-test-hooks")]
     FaultInjected(String),
@@ -168,6 +180,10 @@ impl fmt::Display for StoreError {
             Self::Plugin(e) => write!(f, "plugin error: {e}"),
             Self::BatchFailed { item_index, stage, source } => {
                 write!(f, "batch item {item_index} failed at {stage:?}: {source}")
+            }
+            Self::Fenced(msg) => write!(f, "fenced: another writer owns the replicated log: {msg}"),
+            Self::QuorumUnavailable(msg) => {
+                write!(f, "the replicated log did not confirm the append (outcome unknown): {msg}")
             }
             #[cfg(feature = "dangerous-test-hooks")]
             Self::FaultInjected(msg) => write!(f, "injected fault: {msg}"),

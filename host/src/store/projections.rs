@@ -192,6 +192,17 @@ impl ProjectionSet {
         }
     }
 
+    /// Marks every in-writer projection failed: its state holds events
+    /// the replicated log refused (quorum mode), so it must not answer
+    /// until the store is reopened and rebuilds it.
+    #[cfg(feature = "replication")]
+    pub(crate) fn fail_in_writer(&self, why: &str, sequence: u64) {
+        for (_, inst) in self.in_writer() {
+            mark_failed(&mut inst.lock(), why.to_string(), sequence);
+        }
+        self.settle();
+    }
+
     /// The in-writer projections, in name order.
     fn in_writer(&self) -> Vec<(String, Arc<Mutex<Installed>>)> {
         self.map

@@ -34,4 +34,9 @@ impl Store<Open> {
     pub(crate) fn batch_limits(&self) -> (usize, usize) {
         (self.cfg.batch.max_size as usize, self.cfg.batch.max_bytes as usize)
     }
+
+    /// The store's data directory.
+    pub(crate) fn data_dir(&self) -> &std::path::Path {
+        &self.cfg.data_dir
+    }
 }

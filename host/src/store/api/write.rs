@@ -125,6 +125,22 @@ impl Store<Open> {
         self.read_only.store(true, std::sync::atomic::Ordering::Release);
     }
 
+    /// Makes a store opened as a replica writable again (a promotion).
+    #[cfg(feature = "replication")]
+    pub(crate) fn set_writable(&self) {
+        self.read_only.store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    /// From the next group on, the writer acknowledges appends only once
+    /// `replicator` has put them on the replicated log (quorum acks).
+    #[cfg(feature = "replication")]
+    pub(crate) fn install_quorum(
+        &self,
+        replicator: Box<dyn crate::store::writer::GroupReplicator>,
+    ) -> Result<(), StoreError> {
+        self.call(|reply| Command::InstallQuorum(replicator, reply))
+    }
+
     /// Writes events replicated from a writer's stream as one batch: ids,
     /// correlation, causation and flags come from the items' options, and
     /// item `i` is written with `timestamps[i]`. Gates do not run (they ran

@@ -305,6 +305,19 @@ impl IndexGen {
         debug_assert!(previous <= up_to, "the watermark never moves backwards");
     }
 
+    /// Makes inserted entries below `up_to` visible and keeps the rest
+    /// hidden (a quorum store whose later units the stream refused). The
+    /// hidden tail was inserted after the last publish, so it has no
+    /// compaction gaps: its entry count is its sequence span.
+    pub(crate) fn publish_to(&self, up_to: u64) {
+        let inserted = self.inserted.load(Ordering::Acquire);
+        let up_to = up_to.min(inserted);
+        let hidden = inserted - up_to;
+        let entries = self.entries.load(Ordering::Relaxed).saturating_sub(hidden);
+        self.visible_entries.fetch_max(entries, Ordering::AcqRel);
+        self.visible.fetch_max(up_to, Ordering::AcqRel);
+    }
+
     /// How many events are visible (sequences removed by compaction are
     /// not counted).
     pub(crate) fn visible_count(&self) -> u64 {

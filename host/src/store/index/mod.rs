@@ -140,6 +140,11 @@ impl StoreIndex {
         self.current.load().publish();
     }
 
+    /// Makes inserted entries below `up_to` visible, no others.
+    pub(crate) fn publish_to(&self, up_to: u64) {
+        self.current.load().publish_to(up_to);
+    }
+
     forward! {
         /// Returns the shared copy of `s`, allocating it once per store.
         fn intern(&self, s: &str) -> Arc<str>;

@@ -50,6 +50,7 @@ impl Writer {
         if let Some(replayed) = self.replay_batch(&req.items)? {
             return Ok(replayed);
         }
+        self.quorum_check_unit(req.items.len()).map_err(|e| e.in_batch(0, BatchStage::Validation))?;
         // Items before the last are folded into the in-writer projections
         // as soon as their gates pass, so later items' gates see them.
         let tentative = req.items.len() > 1 && !self.projections.is_empty();
@@ -93,10 +94,12 @@ impl Writer {
             .collect();
         let entries = self.write_batch(base, &mut planned, &plans)?;
         let receipts = entries.iter().map(receipt).collect();
+        let kept = if self.quorum_on() { entries.clone() } else { Vec::new() };
         self.index.insert(entries).map_err(|why| {
             self.poison(&why);
             StoreError::Poisoned(why)
         })?;
+        self.quorum_capture(planned.iter().zip(&kept));
         if tentative {
             // Committed: keep the tentative folds, then fold the last item.
             self.projections.commit_tentative();

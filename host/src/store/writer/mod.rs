@@ -15,8 +15,13 @@ mod active;
 mod batch;
 mod compact;
 mod io_helper;
+#[cfg(feature = "replication")]
+mod quorum;
 mod shutdown;
 mod single;
+
+#[cfg(feature = "replication")]
+pub(crate) use quorum::{GroupReplicator, QuorumFailure};
 
 use crate::plugin::GateChain;
 use crate::store::config::StoreConfig;
@@ -139,6 +144,9 @@ pub(crate) enum Command {
         Box<crate::store::compaction::rewrite::Prepared>,
         Reply<crate::store::compaction::CompactionResult>,
     ),
+    /// Acknowledge appends only once the replicated log holds them.
+    #[cfg(feature = "replication")]
+    InstallQuorum(Box<dyn GroupReplicator>, Reply<()>),
     #[cfg(feature = "dangerous-test-hooks")]
     Panic(Reply<()>),
 }
@@ -179,6 +187,9 @@ pub(crate) struct Writer {
     buf: Vec<u8>,
     /// The fsync helper for large batches, started on first use.
     io_helper: Option<io_helper::IoHelper>,
+    /// Quorum acks: the replicated log each group goes to before it is published.
+    #[cfg(feature = "replication")]
+    quorum: Option<quorum::QuorumLink>,
 }
 
 /// Whether the loop should keep serving.
@@ -219,6 +230,8 @@ impl Writer {
             next_segment_floor: 1,
             buf: Vec::with_capacity(64 * 1024),
             io_helper: None,
+            #[cfg(feature = "replication")]
+            quorum: None,
         }
     }
 
@@ -282,8 +295,10 @@ impl Writer {
                 }
             }
         }
-        if self.poisoned.is_none() {
-            self.index.publish();
+        match self.replicate_group(&mut waiting) {
+            Some(bound) => self.index.publish_to(bound),
+            None if self.poisoned.is_none() => self.index.publish(),
+            None => {}
         }
         let mut spent = Vec::new();
         for w in waiting {
@@ -352,6 +367,11 @@ impl Writer {
                 let _ = reply.send(self.commit_compaction(*prepared));
                 Flow::Continue
             }
+            #[cfg(feature = "replication")]
+            Command::InstallQuorum(replicator, reply) => {
+                let _ = reply.send(self.install_quorum(replicator));
+                Flow::Continue
+            }
             // The test hook exists to panic the writer; the restart policy catches it.
             #[cfg(feature = "dangerous-test-hooks")]
             #[allow(clippy::panic)]
@@ -387,6 +407,10 @@ impl Writer {
                 Ok(Command::CompactCommit(_, reply)) => {
                     let _ = reply.send(Err(StoreError::WriterCrashed));
                 }
+                #[cfg(feature = "replication")]
+                Ok(Command::InstallQuorum(_, reply)) => {
+                    let _ = reply.send(Err(StoreError::WriterCrashed));
+                }
                 #[cfg(feature = "dangerous-test-hooks")]
                 Ok(Command::Panic(reply)) => {
                     let _ = reply.send(Ok(()));
@@ -399,6 +423,7 @@ impl Writer {
 
     fn check_poisoned(&self) -> Result<(), StoreError> {
         match &self.poisoned {
+            Some(why) if self.fenced() => Err(StoreError::Fenced(why.clone())),
             Some(why) => Err(StoreError::Poisoned(why.clone())),
             None => Ok(()),
         }
@@ -498,6 +523,37 @@ impl Writer {
     }
 }
 
+/// Without replication there is never a replicated log to wait for.
+#[cfg(not(feature = "replication"))]
+impl Writer {
+    #[inline(always)]
+    fn replicate_group(&mut self, _waiting: &mut [Waiting]) -> Option<u64> {
+        None
+    }
+
+    #[inline(always)]
+    fn quorum_check_unit(&self, _items: usize) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn quorum_on(&self) -> bool {
+        false
+    }
+
+    #[inline(always)]
+    fn fenced(&self) -> bool {
+        false
+    }
+
+    #[inline(always)]
+    fn quorum_capture<'p>(
+        &mut self,
+        _events: impl Iterator<Item = (&'p single::Planned<'p>, &'p crate::store::index::IndexEntry)>,
+    ) {
+    }
+}
+
 /// Runs the configured fault injector at `point` (nothing without the feature).
 #[cfg(feature = "dangerous-test-hooks")]
 fn inject(cfg: &StoreConfig, point: Option<crate::store::fault::InjectionPoint>) -> Result<(), StoreError> {
@@ -528,6 +584,8 @@ fn refuse_until_shutdown(rx: &flume::Receiver<Command>) {
             Command::SnapshotPlan(r) => drop(r.send(Err(StoreError::WriterCrashed))),
             Command::CompactBegin(r) => drop(r.send(Err(StoreError::WriterCrashed))),
             Command::CompactCommit(_, r) => drop(r.send(Err(StoreError::WriterCrashed))),
+            #[cfg(feature = "replication")]
+            Command::InstallQuorum(_, r) => drop(r.send(Err(StoreError::WriterCrashed))),
             #[cfg(feature = "dangerous-test-hooks")]
             Command::Panic(r) => drop(r.send(Err(StoreError::WriterCrashed))),
         }

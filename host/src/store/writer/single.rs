@@ -196,10 +196,14 @@ impl Writer {
         };
         let entry = self.write_single(&plan)?;
         let staged = Staged { receipts: vec![receipt(&entry)], wrote: true };
+        let kept = self.quorum_on().then(|| entry.clone());
         self.index.insert(vec![entry]).map_err(|why| {
             self.poison(&why);
             StoreError::Poisoned(why)
         })?;
+        if let Some(entry) = &kept {
+            self.quorum_capture(std::iter::once((&plan, entry)));
+        }
         if !self.projections.is_empty() {
             self.projections.apply(&[plan.projection_event()]);
         }

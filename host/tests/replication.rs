@@ -470,3 +470,127 @@ fn quorum_appends_fail_unacknowledged_while_the_stream_is_gone_and_reopen_settle
     let (_rdir, replica) = fresh_replica(&cfg, settled + 8);
     assert_same_log(&writer, replica.store());
 }
+
+#[test]
+fn killing_the_stream_leader_under_16_quorum_callers_loses_no_acknowledged_event() {
+    let Some(mut cluster) = nats::start_cluster() else { return };
+    let cfg = JetStreamConfig::new(cluster.urls(), "R3LEADER").with_subject_prefix("bp.r3").with_replicas(3);
+    let wdir = tempfile::tempdir().unwrap();
+    let writer = quorum(wdir.path(), &cfg, "w").unwrap();
+    let acked = parking_lot::Mutex::new(Vec::<(u128, u64)>::new());
+    let (halfway_tx, halfway_rx) = std::sync::mpsc::channel::<()>();
+    let killed = std::sync::atomic::AtomicBool::new(false);
+    let after_kill = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for t in 0..16u64 {
+            let (writer, acked, halfway_tx, killed, after_kill) =
+                (&writer, &acked, halfway_tx.clone(), &killed, &after_kill);
+            s.spawn(move || {
+                let c = Coordinate::new(format!("caller:{t}"), "r3").unwrap();
+                for i in 0..40u64 {
+                    match writer.append(&c, EventKind::custom(1, 1), &json!({"t": t, "i": i})) {
+                        Ok(r) => {
+                            let mut list = acked.lock();
+                            list.push((r.event_id, r.sequence));
+                            if list.len() == 200 {
+                                let _ = halfway_tx.send(());
+                            }
+                            if killed.load(std::sync::atomic::Ordering::Acquire) {
+                                after_kill.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                        Err(e) => panic!("caller {t}: append {i} failed: {e}"),
+                    }
+                }
+            });
+        }
+        drop(halfway_tx);
+        halfway_rx.recv().expect("200 acknowledged appends");
+        let leader = cluster.stream_leader("R3LEADER").expect("the stream has a leader");
+        cluster.kill(leader); // SIGKILL, mid-stream
+        killed.store(true, std::sync::atomic::Ordering::Release);
+    });
+    let acked = acked.into_inner();
+    assert_eq!(acked.len(), 640, "every append was acknowledged, riding out the election");
+    assert!(after_kill.into_inner() > 0, "appends were acknowledged after the leader died");
+    // Every acknowledged event is on the stream, once, where its receipt says.
+    let (_rdir, replica) = fresh_replica(&cfg, 640);
+    assert_eq!(committed(replica.store()), 640, "nothing unacknowledged and nothing twice");
+    let on_replica: std::collections::HashMap<u128, u64> =
+        replica.store().query(&Region::all()).iter().map(|e| (e.event_id, e.global_sequence)).collect();
+    for (id, seq) in &acked {
+        assert_eq!(on_replica.get(id), Some(seq), "acknowledged event {id:032x} where its receipt says");
+    }
+    assert_same_log(&writer, replica.store());
+}
+
+const QUORUM_CHILD: &str = "BATPAK_QUORUM_CHILD";
+
+/// Not a test on its own: the writer process the kill test below starts
+/// (with `BATPAK_QUORUM_CHILD=<dir>|<urls>`) and kills. It appends batches
+/// of 50 with quorum acks and prints each batch's last sequence once acked.
+#[test]
+fn quorum_writer_child_process() {
+    let Ok(spec) = std::env::var(QUORUM_CHILD) else { return };
+    let (dir, urls) = spec.split_once('|').unwrap();
+    let cfg = JetStreamConfig::new(urls, "R3KILL").with_subject_prefix("bp.kill3").with_replicas(3);
+    let writer = quorum(std::path::Path::new(dir), &cfg, "doomed").unwrap();
+    let mut out = std::io::stdout();
+    for round in 0u64.. {
+        let items = (0..50u64)
+            .map(|j| {
+                let c = Coordinate::new(format!("acct:{}", j % 7), "kill").unwrap();
+                BatchAppendItem::new(
+                    c,
+                    EventKind::custom(1, 2),
+                    &json!({"round": round, "j": j}),
+                    AppendOptions::new(),
+                    CausationRef::None,
+                )
+                .unwrap()
+            })
+            .collect();
+        let receipts = writer.append_batch(items).unwrap();
+        writeln!(out, "acked {}", receipts.last().unwrap().sequence).unwrap();
+        out.flush().unwrap();
+    }
+}
+
+#[test]
+fn a_writer_killed_mid_batch_leaves_whole_batches_and_a_promoted_replica_continues() {
+    let Some(cluster) = nats::start_cluster() else { return };
+    let cfg = JetStreamConfig::new(cluster.urls(), "R3KILL").with_subject_prefix("bp.kill3").with_replicas(3);
+    let (wdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "quorum_writer_child_process", "--nocapture", "--test-threads=1"])
+        .env(QUORUM_CHILD, format!("{}|{}", wdir.path().display(), cluster.urls()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut last_acked = None;
+    for line in lines {
+        if let Some(seq) = line.unwrap().strip_prefix("acked ") {
+            last_acked = Some(seq.parse::<u64>().unwrap());
+            if last_acked >= Some(20 * 50 - 1) {
+                break;
+            }
+        }
+    }
+    let last_acked = last_acked.expect("the child acknowledged batches");
+    child.kill().unwrap(); // SIGKILL while it appends its next batches
+    child.wait().unwrap();
+    let replica = Replica::open(rdir.path(), cfg.clone().with_node_id("successor")).unwrap();
+    let promoted = replica.promote().unwrap();
+    let n = committed(&promoted);
+    assert!(n > last_acked, "every acknowledged batch is kept ({n} events, last ack at {last_acked})");
+    assert_eq!(n % 50, 0, "batches are on the stream whole or not at all ({n} events)");
+    let report = promoted.verify();
+    assert!(report.is_ok(), "{:?}", report.issues);
+    // The new writer continues the log: no gap, no duplicate.
+    let c = Coordinate::new("acct:0", "kill").unwrap();
+    let next = promoted.append(&c, EventKind::custom(1, 1), &json!({"after": "failover"})).unwrap();
+    assert_eq!(next.sequence, n);
+    let (_check_dir, check) = fresh_replica(&cfg, n + 1);
+    assert_same_log(&promoted, check.store());
+}

@@ -56,7 +56,8 @@ const GROUP_END: &str = "Batpak-Group-End";
 /// Where and how a store's log is replicated.
 #[derive(Clone, Debug)]
 pub struct JetStreamConfig {
-    /// NATS server URL, e.g. `nats://127.0.0.1:4222`.
+    /// NATS server URL, e.g. `nats://127.0.0.1:4222`, or several separated
+    /// by commas (the nodes of a cluster: any one that answers will do).
     pub url: String,
     /// Stream name (one stream per store).
     pub stream: String,
@@ -239,7 +240,8 @@ async fn connect(cfg: &JetStreamConfig) -> Result<async_nats::Client, Replicatio
     // No retry on the first connect: a wrong URL is an error at start.
     // Once connected, the client reconnects on its own.
     let options = async_nats::ConnectOptions::new().connection_timeout(cfg.connect_timeout);
-    match tokio::time::timeout(cfg.connect_timeout, options.connect(cfg.url.as_str())).await {
+    let urls: Vec<&str> = cfg.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+    match tokio::time::timeout(cfg.connect_timeout, options.connect(urls)).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(e)) => Err(ReplicationError::Nats(format!("connect to {}: {e}", cfg.url))),
         Err(_) => Err(ReplicationError::Nats(format!(

@@ -16,6 +16,9 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// First and longest wait before trying a batch again.
 pub(super) const RETRY_MIN: Duration = Duration::from_millis(50);
 pub(super) const RETRY_MAX: Duration = Duration::from_secs(2);
+/// How long creating or opening the stream may take while a cluster
+/// elects its leaders.
+const STREAM_WAIT: Duration = Duration::from_secs(20);
 
 /// Creates the stream if it does not exist; checks it allows atomic batches.
 pub(super) async fn open_stream(
@@ -31,10 +34,25 @@ pub(super) async fn open_stream(
         storage: jetstream::stream::StorageType::File,
         ..Default::default()
     };
-    let mut stream = js
-        .get_or_create_stream(config)
-        .await
-        .map_err(|e| ReplicationError::Nats(format!("stream {}: {e}", cfg.stream)))?;
+    // A cluster that has just formed (or lost a node) answers "timed out"
+    // or "unavailable" for a while (an election): ride that out.
+    let deadline = tokio::time::Instant::now() + cfg.connect_timeout.max(STREAM_WAIT);
+    let mut backoff = RETRY_MIN;
+    let mut stream = loop {
+        match js.get_or_create_stream(config.clone()).await {
+            Ok(stream) => break stream,
+            Err(e) => {
+                let why = e.to_string();
+                let transient = ["timed out", "unavailable", "no responders"].iter().any(|t| why.contains(t));
+                if !transient || tokio::time::Instant::now() + backoff > deadline {
+                    return Err(ReplicationError::Nats(format!("stream {}: {why}", cfg.stream)));
+                }
+                tracing::debug!(error = %why, "stream not available yet; trying again");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+        }
+    };
     let info = stream.info().await.map_err(|e| ReplicationError::Nats(format!("stream info: {e}")))?;
     if !info.config.allow_atomic_publish {
         return Err(ReplicationError::Config(format!(

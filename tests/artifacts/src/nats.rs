@@ -132,14 +132,22 @@ fn start_with(bin: &Path) -> NatsServer {
 /// waits (at most 10 s) for its "Server is ready" log line; `None` if it
 /// exits first (e.g. another process took the port).
 fn spawn_ready(bin: &Path, port: u16, dir: &Path) -> Option<Child> {
-    use std::io::BufRead;
-    let mut child = Command::new(bin)
+    let child = Command::new(bin)
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn nats-server");
+    wait_ready(child, None)
+}
+
+/// Waits (at most 10 s) for a started server's "Server is ready" line;
+/// `None` (the server killed) if it exits first or the time passes. Each
+/// later log line naming a new JetStream metadata leader is signalled on
+/// `leaders`.
+fn wait_ready(mut child: Child, leaders: Option<std::sync::mpsc::Sender<()>>) -> Option<Child> {
+    use std::io::BufRead;
     let stderr = child.stderr.take().expect("piped stderr");
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     // Reads the log to its end, so the server never blocks on a full pipe.
@@ -147,6 +155,9 @@ fn spawn_ready(bin: &Path, port: u16, dir: &Path) -> Option<Child> {
         for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
             if line.contains("Server is ready") {
                 let _ = ready_tx.send(());
+            }
+            if let Some(tx) = leaders.as_ref().filter(|_| line.contains("metadata leader")) {
+                let _ = tx.send(());
             }
         }
     });
@@ -157,6 +168,144 @@ fn spawn_ready(bin: &Path, port: u16, dir: &Path) -> Option<Child> {
     let _ = child.kill();
     let _ = child.wait();
     None
+}
+
+/// One node of a [`NatsCluster`].
+pub struct ClusterNode {
+    child: Option<Child>,
+    /// Its server name (`n1`, `n2`, `n3`).
+    pub name: String,
+    /// Its client port on 127.0.0.1.
+    pub port: u16,
+    http_port: u16,
+    conf: PathBuf,
+}
+
+/// A three-node JetStream cluster on 127.0.0.1 whose nodes fsync every
+/// write (`sync_interval: always`); every node is killed on drop.
+pub struct NatsCluster {
+    /// The nodes, in name order.
+    pub nodes: Vec<ClusterNode>,
+    bin: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    /// Every node's URL, comma-separated (what `JetStreamConfig::new` takes).
+    pub fn urls(&self) -> String {
+        let urls: Vec<String> = self.nodes.iter().map(|n| format!("nats://127.0.0.1:{}", n.port)).collect();
+        urls.join(",")
+    }
+
+    /// The node leading `stream`'s Raft group, as a live node reports it
+    /// on its monitoring port (`/jsz`); `None` while there is none.
+    pub fn stream_leader(&self, stream: &str) -> Option<usize> {
+        let live = self.nodes.iter().filter(|n| n.child.is_some());
+        let leader = live.filter_map(|n| jsz_stream_leader(n.http_port, stream)).next()?;
+        self.nodes.iter().position(|n| n.name == leader)
+    }
+
+    /// Kills node `i` with SIGKILL.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts node `i` again from its config and store directory.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        let node = &mut self.nodes[i];
+        let child = spawn_conf(&self.bin, &node.conf, None)
+            .unwrap_or_else(|| panic!("{} did not come back", node.name));
+        node.child = Some(child);
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// The leader of `stream` as the server at `http_port` reports it.
+fn jsz_stream_leader(http_port: u16, stream: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", http_port)).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request = "GET /jsz?streams=true HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    conn.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response).ok()?;
+    let body = &response[response.find("\r\n\r\n")? + 4..];
+    let jsz: serde_json::Value = serde_json::from_str(body).ok()?;
+    let accounts = jsz.get("account_details")?.as_array()?;
+    let streams = accounts.iter().filter_map(|a| a.get("stream_detail")?.as_array()).flatten();
+    let found = streams.into_iter().find(|s| s.get("name").and_then(|n| n.as_str()) == Some(stream))?;
+    Some(found.get("cluster")?.get("leader")?.as_str()?.to_string())
+}
+
+/// Starts a three-node cluster, or returns `None` (after saying why)
+/// where no server binary is found, as [`start`] does.
+pub fn start_cluster() -> Option<NatsCluster> {
+    let bin = server_binary().or_else(|| {
+        start();
+        None
+    })?;
+    let dir = tempfile::tempdir().expect("cluster dir");
+    for _ in 0..5 {
+        // Nine free ports: client, route and monitoring for each node.
+        let ports: Vec<u16> = (0..9)
+            .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|l| l.local_addr().expect("addr").port())
+            .collect();
+        let routes: Vec<String> =
+            (0..3).map(|i| format!("nats-route://127.0.0.1:{}", ports[3 + i])).collect();
+        let mut nodes = Vec::new();
+        for i in 0..3 {
+            let name = format!("n{}", i + 1);
+            let store = dir.path().join(&name);
+            let conf = dir.path().join(format!("{name}.conf"));
+            let text = format!(
+                "server_name: {name}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\n\
+                 jetstream {{ store_dir: {:?}, sync_interval: always }}\n\
+                 cluster {{ name: batpak, listen: 127.0.0.1:{}, routes: [{}] }}\n",
+                ports[i],
+                ports[6 + i],
+                store.display().to_string(),
+                ports[3 + i],
+                routes.join(", ")
+            );
+            std::fs::write(&conf, text).expect("write node config");
+            nodes.push(ClusterNode { child: None, name, port: ports[i], http_port: ports[6 + i], conf });
+        }
+        let mut cluster = NatsCluster { nodes, bin: bin.clone(), _dir: tempfile::tempdir().expect("dir") };
+        let (leader_tx, leader_rx) = std::sync::mpsc::channel();
+        let started = (0..3).all(|i| {
+            let child = spawn_conf(&bin, &cluster.nodes[i].conf, Some(leader_tx.clone()));
+            let ok = child.is_some();
+            cluster.nodes[i].child = child;
+            ok
+        });
+        // JetStream takes requests once the nodes have elected a metadata leader.
+        if started && leader_rx.recv_timeout(Duration::from_secs(30)).is_ok() {
+            cluster._dir = dir;
+            return Some(cluster);
+        }
+        // Lost a port race: drop (kill) what started and try other ports.
+    }
+    panic!("a three-node nats-server cluster did not start in 5 tries");
+}
+
+/// Starts a server from config file `conf` and waits for its ready line.
+fn spawn_conf(bin: &Path, conf: &Path, leaders: Option<std::sync::mpsc::Sender<()>>) -> Option<Child> {
+    let child = Command::new(bin).arg("-c").arg(conf).stdout(Stdio::null()).stderr(Stdio::piped()).spawn();
+    wait_ready(child.expect("spawn nats-server"), leaders)
 }
 
 #[cfg(test)]

@@ -81,6 +81,54 @@ pub fn run(quick: bool, runs: usize) {
     let secs = if quick { 2 } else { 5 };
     let (p50, p99, max) = lag_at_rate(10_000, secs, next_cfg());
     println!("replication_replica_lag_at_10k_ev_s: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms (append ack to replica notification, {secs} s)");
+    drop(server);
+
+    // 5. Quorum acks against a 3-node R3 cluster that fsyncs every write,
+    // next to local durable appends (fsync per group), alternating runs.
+    let Some(cluster) = nats::start_cluster() else { return };
+    let per = if quick { 300 } else { 1_000 };
+    for callers in [1usize, 16] {
+        let per_caller = if callers == 1 { per } else { per / 4 };
+        let (mut local, mut quorum) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            local.push(concurrent_appends(callers, per_caller, None));
+            stream_no += 1;
+            let cfg = JetStreamConfig::new(cluster.urls(), format!("QBENCH{stream_no}")).with_replicas(3);
+            quorum.push(concurrent_appends(callers, per_caller, Some(cfg)));
+        }
+        let (l, q) = (mid(&mut local), mid(&mut quorum));
+        println!(
+            "replication_quorum_{callers}_callers: quorum acks (R3, sync always) {q:.0} ev/s, \
+             local durable {l:.0} ev/s, ratio {:.3}",
+            q / l
+        );
+    }
+}
+
+/// Single appends from `callers` threads, `per_caller` each: durable
+/// locally (fsync per group commit), or with quorum acks on `quorum`.
+fn concurrent_appends(callers: usize, per_caller: usize, quorum: Option<JetStreamConfig>) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store_cfg = StoreConfig::new(dir.path()).with_sync_every_n_events(1);
+    let store = match quorum {
+        Some(cfg) => batpak::replication::open_quorum(store_cfg, cfg).expect("quorum writer"),
+        None => Store::open(store_cfg).expect("open"),
+    };
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..callers {
+            let store = &store;
+            s.spawn(move || {
+                for i in 0..per_caller {
+                    let k = t * per_caller + i;
+                    store.append(&coord(k), EventKind::DATA, &payload(k)).expect("append");
+                }
+            });
+        }
+    });
+    let rate = (callers * per_caller) as f64 / start.elapsed().as_secs_f64();
+    store.close().expect("close");
+    rate
 }
 
 /// Appends `total` events in batches of 250, ships them (timed), then

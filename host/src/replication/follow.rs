@@ -16,10 +16,15 @@ use std::time::Duration;
 /// How long the follower waits for more messages before it stores what
 /// it holds.
 const SETTLE: Duration = Duration::from_millis(1);
-/// The shortest time between two local stores (each is one fsync), and
-/// the longest an event is held while messages keep coming.
-const MIN_GAP: Duration = Duration::from_millis(4);
+/// The shortest time between two local stores (each is one trip through
+/// the local writer), and the longest an event is held while messages
+/// keep coming.
+const MIN_GAP: Duration = Duration::from_millis(1);
 const MAX_HOLD: Duration = Duration::from_millis(20);
+/// How often a replica fsyncs what it stored. Its imports are not fsynced
+/// one by one: the stream holds every event, and a replica that loses its
+/// unsynced tail in a crash fetches it again on reopen.
+const SYNC_EVERY: Duration = Duration::from_millis(500);
 /// How long an idle follower waits before it checks whether to stop.
 const IDLE: Duration = Duration::from_millis(100);
 /// Consecutive consumer errors (a server restart, lost heartbeats) the
@@ -56,11 +61,14 @@ impl Replica {
     /// Opens (or creates) a replica store in `dir` with the default store
     /// config and starts following the stream.
     pub fn open(dir: impl AsRef<Path>, cfg: JetStreamConfig) -> Result<Self, ReplicationError> {
-        Self::open_with(StoreConfig::new(dir.as_ref()), cfg)
+        Self::open_with(StoreConfig::new(dir.as_ref()).with_sync_every_n_events(u32::MAX), cfg)
     }
 
     /// [`Replica::open`] with a store config of your own (its batch limits
-    /// should be at least the writer's). Returns once connected to the
+    /// should be at least the writer's). [`Replica::open`] turns the sync
+    /// policy's event count off (`u32::MAX`): the follower fsyncs every
+    /// 500 ms and when it stops instead, since the stream already holds
+    /// every event durably. Returns once connected to the
     /// server; the stream may be created later by the writer's shipper.
     pub fn open_with(store_config: StoreConfig, cfg: JetStreamConfig) -> Result<Self, ReplicationError> {
         cfg.validate()?;
@@ -177,6 +185,7 @@ fn follow(
             match tokio::time::timeout(wait, messages.next()).await {
                 Err(_) => {
                     applier.apply(pending.take_complete(), &pending.events, progress)?;
+                    applier.sync_if_due()?;
                     last_store = tokio::time::Instant::now();
                 }
                 Ok(None) => return Err(ReplicationError::Nats("the consumer ended".into())),
@@ -194,7 +203,8 @@ fn follow(
                 }
             }
         }
-        applier.apply(pending.take_complete(), &pending.events, progress)
+        applier.apply(pending.take_complete(), &pending.events, progress)?;
+        store.sync().map_err(ReplicationError::from)
     })
 }
 
@@ -359,6 +369,10 @@ struct Applier<'s> {
     /// Each entity's chain tip after the events checked but not yet
     /// stored: (clock, hash, wall_ms).
     tips: HashMap<String, (u32, [u8; 32], u64)>,
+    /// When the local store was last fsynced, and whether it has stored
+    /// anything since.
+    synced: std::time::Instant,
+    dirty: bool,
     /// Events checked so far (stored or pending).
     checked: u64,
 }
@@ -366,7 +380,16 @@ struct Applier<'s> {
 impl<'s> Applier<'s> {
     fn new(store: &'s Store) -> Self {
         let next = store.next_sequence();
-        Self { store, next, limits: store.batch_limits(), tips: HashMap::new(), checked: next }
+        let synced = std::time::Instant::now();
+        Self {
+            store,
+            next,
+            limits: store.batch_limits(),
+            tips: HashMap::new(),
+            checked: next,
+            synced,
+            dirty: false,
+        }
     }
 
     /// Checks that `e` continues the log and its entity's chain: the next
@@ -412,6 +435,17 @@ impl<'s> Applier<'s> {
         Ok(())
     }
 
+    /// Fsyncs the local store if it stored something and the last fsync
+    /// is `SYNC_EVERY` old.
+    fn sync_if_due(&mut self) -> Result<(), ReplicationError> {
+        if self.dirty && self.synced.elapsed() >= SYNC_EVERY {
+            self.store.sync()?;
+            self.synced = std::time::Instant::now();
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
     /// Stores checked `events` as one batch and confirms the store gave
     /// them the writer's sequences and ids; `still_pending` are the
     /// checked events held back for the next batch.
@@ -436,6 +470,8 @@ impl<'s> Applier<'s> {
             }
         }
         self.next += events.len() as u64;
+        self.dirty = true;
+        self.sync_if_due()?;
         // The store's heads now cover what was stored: keep tips only for
         // what is still pending, so the map stays as small as a batch.
         self.tips.clear();

@@ -9,24 +9,30 @@
 //!   acknowledged after the local commit, as without replication, and the
 //!   shipper's lag is reported). It resumes from the stream's last
 //!   sequence after a restart.
+//! - [`open_quorum`] opens a store in the `quorum` ack mode: the writer
+//!   puts each group commit on the stream as atomic batches and answers
+//!   its callers only after the PubAck, so nothing acknowledged is lost
+//!   with the writer's machine.
 //! - [`Replica`] follows the stream into a local, read-only store, checking
 //!   that sequences are contiguous and that every entity's hash chain
 //!   holds before it stores an event. It serves the whole read API,
 //!   cursors, subscriptions and WASM projections, and resumes after a
-//!   restart.
+//!   restart. [`Replica::promote`] makes it the writer (failover).
 //!
 //! **Invariant: the stream's sequence is the store's global sequence plus
 //! one.** Every publish carries `Nats-Expected-Last-Sequence`, so the
-//! stream only ever grows by exactly the next event: a second shipper, or
-//! a shipper whose store is not the stream's writer, is refused by the
-//! server rather than interleaved. Consecutive events committed together
-//! (one timestamp: a batch) go out as one JetStream atomic batch, so a
-//! replica never sees part of a batch. The message body layout and the
-//! correctness argument are in docs/design.md ("Scaling out").
+//! stream only ever grows by exactly the next event: a second writer, or
+//! a writer that was failed over, is refused by the server rather than
+//! interleaved. Consecutive events committed together go out as one
+//! JetStream atomic batch, so a replica never sees part of a batch. A
+//! writer lease in a JetStream KV bucket says which node should write.
+//! The message body layout and the correctness arguments are in
+//! docs/design.md ("Scaling out").
 //!
-//! What this module is not (yet): the `quorum` ack mode (acknowledging an
-//! append only after JetStream's PubAck) and writer failover through a
-//! lease; see docs/design.md.
+//! What this module is not: a replication protocol of its own (JetStream's
+//! Raft replicates), a way to write one stream from two live writers
+//! (the second is fenced), or a guard against a stream edited by hand
+//! (a replica detects it and stops).
 //!
 //! The async NATS client runs on a private thread per shipper or replica,
 //! each with its own single-threaded runtime; this API stays synchronous.

@@ -73,6 +73,7 @@ impl Store<Open> {
             items: Arc::new(items),
             timestamp_us: self.cfg.now_us(),
             item_timestamps: Vec::new(),
+            durable: true,
         };
         self.call_spinning(writer::SPIN_FOR_FSYNC, |reply| Command::Batch(Box::new(req), reply))
     }
@@ -141,7 +142,10 @@ impl Store<Open> {
         self.call(|reply| Command::InstallQuorum(replicator, reply))
     }
 
-    /// Writes events replicated from a writer's stream as one batch: ids,
+    /// Writes events replicated from a writer's stream as one batch (all
+    /// or nothing, like any batch, but not fsynced on its own: the store's
+    /// sync policy covers it, and after a crash the replica fetches what
+    /// it lost from the stream again): ids,
     /// correlation, causation and flags come from the items' options, and
     /// item `i` is written with `timestamps[i]`. Gates do not run (they ran
     /// on the writer); the writer still assigns sequences, clocks and chain
@@ -158,6 +162,7 @@ impl Store<Open> {
             items: Arc::new(items),
             timestamp_us: timestamps.first().copied().unwrap_or_else(|| self.cfg.now_us()),
             item_timestamps: timestamps,
+            durable: false,
         };
         self.call_spinning(writer::SPIN_FOR_FSYNC, |reply| Command::Batch(Box::new(req), reply))
     }

@@ -92,7 +92,7 @@ impl Writer {
                 gate_set,
             })
             .collect();
-        let entries = self.write_batch(base, &mut planned, &plans)?;
+        let entries = self.write_batch(base, &mut planned, &plans, req.durable)?;
         let receipts = entries.iter().map(receipt).collect();
         let kept = if self.quorum_on() { entries.clone() } else { Vec::new() };
         self.index.insert(entries).map_err(|why| {
@@ -110,7 +110,11 @@ impl Writer {
             let events: Vec<_> = planned.iter().map(Planned::projection_event).collect();
             self.projections.apply(&events);
         }
-        self.unsynced = 0;
+        if req.durable {
+            self.unsynced = 0;
+        } else {
+            self.unsynced = self.unsynced.saturating_add(req.items.len() as u32);
+        }
         Ok(Staged { receipts, wrote: true })
     }
 
@@ -213,6 +217,7 @@ impl Writer {
         base: u64,
         planned: &mut [Planned<'_>],
         plans: &[ItemPlan],
+        durable: bool,
     ) -> Result<Vec<IndexEntry>, StoreError> {
         let count = planned.len();
         let last = count - 1;
@@ -245,7 +250,7 @@ impl Writer {
             let hashes = chain(planned, plans);
             planned.iter().zip(hashes).zip(positions).map(|((p, h), pos)| p.entry(h, pos)).collect()
         };
-        let entries = if count >= OVERLAP_MIN_ITEMS && !fp::enabled(&self.cfg) {
+        let entries = if durable && count >= OVERLAP_MIN_ITEMS && !fp::enabled(&self.cfg) {
             // Frames carry no hashes: chain them while the helper writes and fsyncs.
             let (entries, persisted) = self.persist_during(at, || build(planned));
             match persisted {
@@ -265,11 +270,14 @@ impl Writer {
                 self.undo_unit(&added);
                 return Err(e.in_batch(item, BatchStage::Writing));
             }
-            let durable = inject(&self.cfg, fp::batch_fsync(base)).and_then(|()| {
+            let synced = inject(&self.cfg, fp::batch_fsync(base)).and_then(|()| {
+                if !durable {
+                    return Ok(());
+                }
                 let seg = self.active.as_ref().ok_or(StoreError::WriterCrashed)?;
                 seg.sync(self.cfg.sync.mode).inspect_err(|e| self.poison(&format!("batch fsync failed: {e}")))
             });
-            if let Err(e) = durable {
+            if let Err(e) = synced {
                 self.abort_durable_unit(&added);
                 return Err(e.in_batch(last, BatchStage::Syncing));
             }

@@ -119,6 +119,10 @@ pub(crate) struct BatchRequest {
     /// Per-item timestamps, when a replica imports events committed at
     /// different times (empty: every item takes `timestamp_us`).
     pub item_timestamps: Vec<i64>,
+    /// Whether the batch is fsynced before it is published (every public
+    /// batch). A replica's imports are not: the stream holds them, and
+    /// they fall under the sync policy like single appends.
+    pub durable: bool,
 }
 
 impl BatchRequest {
@@ -255,6 +259,7 @@ impl Writer {
 
     fn serve_group(&mut self, first: Command, rx: &flume::Receiver<Command>) -> Flow {
         let limit = self.group_limit();
+        let started = std::time::Instant::now();
         let mut waiting: Vec<Waiting> = Vec::new();
         let mut next = Some(first);
         let mut control = None;
@@ -268,9 +273,10 @@ impl Writer {
                 }
             }
             if waiting.len() < limit {
-                next = rx.try_recv().ok();
+                next = rx.try_recv().ok().or_else(|| self.linger(rx, waiting.len(), started));
             }
         }
+        self.note_group_size(waiting.len());
         self.finish_group(waiting);
         match control {
             Some(cmd) => self.control(cmd, rx),
@@ -545,6 +551,19 @@ impl Writer {
     fn fenced(&self) -> bool {
         false
     }
+
+    #[inline(always)]
+    fn linger(
+        &self,
+        _rx: &flume::Receiver<Command>,
+        _gathered: usize,
+        _started: std::time::Instant,
+    ) -> Option<Command> {
+        None
+    }
+
+    #[inline(always)]
+    fn note_group_size(&mut self, _units: usize) {}
 
     #[inline(always)]
     fn quorum_capture<'p>(

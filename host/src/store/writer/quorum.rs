@@ -55,17 +55,26 @@ pub(crate) trait GroupReplicator: Send {
     fn replicate(&mut self, units: &[&[Shipped]]) -> Result<(), (usize, QuorumFailure)>;
 }
 
+/// How long a quorum group waits for more callers before it goes out,
+/// while it holds fewer units than the group before it. Each group costs
+/// a round trip to a majority of the cluster (milliseconds), so callers
+/// that come back a few microseconds apart should share one.
+const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
+
 /// The installed replicator and the events staged since the group began.
 pub(super) struct QuorumLink {
     replicator: Box<dyn GroupReplicator>,
     outbox: Vec<Shipped>,
+    /// Units in recent groups (a slowly decaying maximum): how many
+    /// callers are likely to come back.
+    last_units: usize,
     /// Another writer took the log over: every later append is refused as fenced.
     fenced: bool,
 }
 
 impl QuorumLink {
     pub(super) fn new(replicator: Box<dyn GroupReplicator>) -> Self {
-        Self { replicator, outbox: Vec::new(), fenced: false }
+        Self { replicator, outbox: Vec::new(), last_units: 0, fenced: false }
     }
 }
 
@@ -112,6 +121,31 @@ impl Writer {
     /// Whether another writer has taken the replicated log over.
     pub(super) fn fenced(&self) -> bool {
         self.quorum.as_ref().is_some_and(|q| q.fenced)
+    }
+
+    /// With quorum acks, the next command if one arrives before the group
+    /// has lingered `LINGER` (only while it has fewer units than the last
+    /// group); otherwise `None` at once.
+    pub(super) fn linger(
+        &self,
+        rx: &flume::Receiver<super::Command>,
+        gathered: usize,
+        started: std::time::Instant,
+    ) -> Option<super::Command> {
+        let q = self.quorum.as_ref()?;
+        if gathered >= q.last_units {
+            return None;
+        }
+        rx.recv_deadline(started + LINGER).ok()
+    }
+
+    /// Remembers how many units the group that is closing holds.
+    pub(super) fn note_group_size(&mut self, units: usize) {
+        if let Some(q) = self.quorum.as_mut() {
+            // A group that closed early (a caller was slow) must not teach
+            // the next one to expect fewer: decay by one unit per group.
+            q.last_units = units.max(q.last_units.saturating_sub(1));
+        }
     }
 
     /// Whether staged units must leave their events in the outbox.

@@ -72,7 +72,15 @@ impl Writer {
                 self.poison(&format!("could not seal the segment after a panic: {e}"));
             }
         }
-        self.index.publish();
+        if self.quorum_on() && self.index.inserted() > self.index.visible() {
+            // Quorum acks: what the panicked group staged was never
+            // confirmed by the stream, so it must not become visible.
+            self.poison(
+                "the writer panicked before the stream confirmed a group; reopen the store to settle it",
+            );
+        } else {
+            self.index.publish();
+        }
         if self.compaction_pending() {
             self.poison("a compaction was interrupted by a panic; reopen the store to finish it");
         }

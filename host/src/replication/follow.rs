@@ -21,10 +21,11 @@ const SETTLE: Duration = Duration::from_millis(1);
 /// keep coming.
 const MIN_GAP: Duration = Duration::from_millis(1);
 const MAX_HOLD: Duration = Duration::from_millis(20);
-/// How often a replica fsyncs what it stored. Its imports are not fsynced
-/// one by one: the stream holds every event, and a replica that loses its
-/// unsynced tail in a crash fetches it again on reopen.
-const SYNC_EVERY: Duration = Duration::from_millis(500);
+// A replica's imports are not fsynced one by one, nor on a timer: the
+// stream holds every event durably, and a replica that loses its unsynced
+// tail in a crash (recovery cuts it at the first torn frame) fetches it
+// again on reopen. It fsyncs when the stream goes quiet and when it stops,
+// so an fsync never holds up events that are arriving.
 /// How long an idle follower waits before it checks whether to stop.
 const IDLE: Duration = Duration::from_millis(100);
 /// Consecutive consumer errors (a server restart, lost heartbeats) the
@@ -66,9 +67,9 @@ impl Replica {
 
     /// [`Replica::open`] with a store config of your own (its batch limits
     /// should be at least the writer's). [`Replica::open`] turns the sync
-    /// policy's event count off (`u32::MAX`): the follower fsyncs every
-    /// 500 ms and when it stops instead, since the stream already holds
-    /// every event durably. Returns once connected to the
+    /// policy's event count off (`u32::MAX`): the follower fsyncs when the
+    /// stream goes quiet and when it stops instead, since the stream
+    /// already holds every event durably. Returns once connected to the
     /// server; the stream may be created later by the writer's shipper.
     pub fn open_with(store_config: StoreConfig, cfg: JetStreamConfig) -> Result<Self, ReplicationError> {
         cfg.validate()?;
@@ -183,9 +184,9 @@ fn follow(
                 }
             };
             match tokio::time::timeout(wait, messages.next()).await {
+                Err(_) if pending.events.is_empty() => applier.sync_if_dirty()?, // quiet
                 Err(_) => {
                     applier.apply(pending.take_complete(), &pending.events, progress)?;
-                    applier.sync_if_due()?;
                     last_store = tokio::time::Instant::now();
                 }
                 Ok(None) => return Err(ReplicationError::Nats("the consumer ended".into())),
@@ -200,11 +201,18 @@ fn follow(
                     errors = 0;
                     let seq = accept(&msg, &mut applier, &mut pending, progress)?;
                     progress.update(|p| p.stream_last = p.stream_last.max(seq));
+                    // A whole shipped batch is here: store it now, unless
+                    // the last store was under MIN_GAP ago (then the wait
+                    // above stores it soon, with whatever follows).
+                    if pending.complete > 0 && last_store.elapsed() >= MIN_GAP {
+                        applier.apply(pending.take_complete(), &pending.events, progress)?;
+                        last_store = tokio::time::Instant::now();
+                    }
                 }
             }
         }
         applier.apply(pending.take_complete(), &pending.events, progress)?;
-        store.sync().map_err(ReplicationError::from)
+        applier.sync_if_dirty()
     })
 }
 
@@ -369,9 +377,7 @@ struct Applier<'s> {
     /// Each entity's chain tip after the events checked but not yet
     /// stored: (clock, hash, wall_ms).
     tips: HashMap<String, (u32, [u8; 32], u64)>,
-    /// When the local store was last fsynced, and whether it has stored
-    /// anything since.
-    synced: std::time::Instant,
+    /// Whether it has stored anything since its last fsync.
     dirty: bool,
     /// Events checked so far (stored or pending).
     checked: u64,
@@ -380,16 +386,7 @@ struct Applier<'s> {
 impl<'s> Applier<'s> {
     fn new(store: &'s Store) -> Self {
         let next = store.next_sequence();
-        let synced = std::time::Instant::now();
-        Self {
-            store,
-            next,
-            limits: store.batch_limits(),
-            tips: HashMap::new(),
-            checked: next,
-            synced,
-            dirty: false,
-        }
+        Self { store, next, limits: store.batch_limits(), tips: HashMap::new(), checked: next, dirty: false }
     }
 
     /// Checks that `e` continues the log and its entity's chain: the next
@@ -435,12 +432,10 @@ impl<'s> Applier<'s> {
         Ok(())
     }
 
-    /// Fsyncs the local store if it stored something and the last fsync
-    /// is `SYNC_EVERY` old.
-    fn sync_if_due(&mut self) -> Result<(), ReplicationError> {
-        if self.dirty && self.synced.elapsed() >= SYNC_EVERY {
+    /// Fsyncs the local store if it stored something since the last time.
+    fn sync_if_dirty(&mut self) -> Result<(), ReplicationError> {
+        if self.dirty {
             self.store.sync()?;
-            self.synced = std::time::Instant::now();
             self.dirty = false;
         }
         Ok(())
@@ -471,7 +466,6 @@ impl<'s> Applier<'s> {
         }
         self.next += events.len() as u64;
         self.dirty = true;
-        self.sync_if_due()?;
         // The store's heads now cover what was stored: keep tips only for
         // what is still pending, so the map stays as small as a batch.
         self.tips.clear();

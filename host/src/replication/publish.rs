@@ -181,11 +181,23 @@ impl Publisher {
                 .unwrap_or_else(|_| Err(ReplicationError::Nats(format!("no stream info within {wait:?}"))));
             let why = match read_back {
                 Ok(last) if last == expected => why,
-                Ok(last) if last == end => {
-                    check_same(&self.stream, end - 1, last_event).await?;
-                    self.next = end;
-                    return Ok(());
-                }
+                // Stored (perhaps with another writer's events after it):
+                // the stream's event at the batch's end must be ours.
+                Ok(last) if last >= end => match check_same(&self.stream, end - 1, last_event).await {
+                    Ok(()) => {
+                        self.next = end;
+                        return Ok(());
+                    }
+                    Err(ReplicationError::Diverged { .. }) => {
+                        return Err(ReplicationError::Diverged {
+                            sequence: expected,
+                            detail: format!(
+                                "the stream moved to {last} under this writer (another writer?) after: {why}"
+                            ),
+                        })
+                    }
+                    Err(e) => format!("{why}; reading the stream back: {e}"),
+                },
                 Ok(last) => {
                     return Err(ReplicationError::Diverged {
                         sequence: expected,

@@ -453,10 +453,35 @@ fn quorum_appends_fail_unacknowledged_while_the_stream_is_gone_and_reopen_settle
     write_mix(&writer, 0, 5);
     server.kill();
     let c = Coordinate::new("acct:1", "bank").unwrap();
+    // Four callers retry one idempotent append at once: however they are
+    // grouped, none may be told it is stored.
+    let options = AppendOptions::new().with_idempotency(0xfeed);
+    let outcomes: Vec<_> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..4)
+            .map(|_| {
+                let (writer, c, options) = (&writer, &c, options.clone());
+                s.spawn(move || {
+                    writer.append_with_options(
+                        c,
+                        EventKind::custom(1, 1),
+                        &json!({"during": "outage"}),
+                        options,
+                    )
+                })
+            })
+            .collect();
+        calls.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        outcomes.iter().all(Result::is_err),
+        "an append was acknowledged without the stream: {outcomes:?}"
+    );
+    assert!(
+        outcomes.iter().any(|o| matches!(o, Err(StoreError::QuorumUnavailable(_)))),
+        "the first group fails as unavailable: {outcomes:?}"
+    );
     let lost = writer.append(&c, EventKind::custom(1, 1), &json!({"during": "outage"}));
-    assert!(matches!(lost, Err(StoreError::QuorumUnavailable(_))), "{lost:?}");
-    let later = writer.append(&c, EventKind::custom(1, 1), &json!({"during": "outage"}));
-    assert!(matches!(later, Err(StoreError::Poisoned(_))), "{later:?}");
+    assert!(matches!(lost, Err(StoreError::Poisoned(_))), "{lost:?}");
     assert_eq!(writer.stats().event_count, 20, "nothing unconfirmed is visible");
     assert_eq!(writer.query(&Region::all()).len(), 20);
     let closed = Arc::try_unwrap(writer).ok().unwrap().close();
@@ -465,7 +490,10 @@ fn quorum_appends_fail_unacknowledged_while_the_stream_is_gone_and_reopen_settle
     // Reopening settles the unconfirmed tail against the stream, then goes on.
     let writer = quorum(wdir.path(), &cfg, "w").unwrap();
     let settled = committed(&writer);
-    assert!(settled == 20 || settled == 21, "{settled}");
+    assert!(
+        settled == 20 || settled == 21,
+        "the unconfirmed append is settled once or not at all: {settled}"
+    );
     write_mix(&writer, 5, 2);
     let (_rdir, replica) = fresh_replica(&cfg, settled + 8);
     assert_same_log(&writer, replica.store());

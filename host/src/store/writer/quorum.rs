@@ -176,24 +176,26 @@ impl Writer {
         }
         // Each unit that wrote has one outbox event per receipt, in order.
         let mut units: Vec<&[Shipped]> = Vec::new();
-        let mut slots = Vec::new();
         let mut at = 0usize;
-        for (i, w) in waiting.iter().enumerate() {
+        for w in waiting.iter() {
             let (Waiting::One(Ok(s), _) | Waiting::Many(Ok(s), _, _)) = w else { continue };
             if !s.wrote {
                 continue;
             }
             let end = (at + s.receipts.len()).min(outbox.len());
             units.push(&outbox[at..end]);
-            slots.push(i);
             at = end;
         }
         debug_assert_eq!(at, outbox.len(), "every captured event belongs to a unit that wrote");
         let (confirmed, failure) = q.replicator.replicate(&units).err()?;
         q.fenced = matches!(failure, QuorumFailure::Fenced(_));
         let bound = units.get(confirmed).and_then(|u| u.first()).map_or(u64::MAX, |e| e.global_sequence);
-        for &i in slots.get(confirmed..).unwrap_or_default() {
-            if let Some(Waiting::One(r, _) | Waiting::Many(r, _, _)) = waiting.get_mut(i) {
+        // Every unit holding an unconfirmed event fails: those that wrote
+        // it, and idempotent retries in this group that were answered
+        // with its receipt.
+        for w in waiting.iter_mut() {
+            let (Waiting::One(r, _) | Waiting::Many(r, _, _)) = w;
+            if r.as_ref().is_ok_and(|s| s.receipts.iter().any(|x| x.sequence >= bound)) {
                 *r = Err(failure.error());
             }
         }

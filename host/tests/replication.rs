@@ -459,7 +459,7 @@ fn quorum_appends_fail_unacknowledged_while_the_stream_is_gone_and_reopen_settle
     let outcomes: Vec<_> = std::thread::scope(|s| {
         let calls: Vec<_> = (0..4)
             .map(|_| {
-                let (writer, c, options) = (&writer, &c, options.clone());
+                let (writer, c) = (&writer, &c);
                 s.spawn(move || {
                     writer.append_with_options(
                         c,

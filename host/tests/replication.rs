@@ -622,3 +622,29 @@ fn a_writer_killed_mid_batch_leaves_whole_batches_and_a_promoted_replica_continu
     let (_check_dir, check) = fresh_replica(&cfg, n + 1);
     assert_same_log(&promoted, check.store());
 }
+
+#[test]
+fn a_quorum_writer_publishes_the_local_events_the_stream_lacks_before_it_takes_appends() {
+    let Some(server) = nats::start() else { return };
+    let cfg = JetStreamConfig::new(server.url(), "SETTLE").with_subject_prefix("bp.settle");
+    let wdir = tempfile::tempdir().unwrap();
+    // A store that was written without replication (or whose quorum writer
+    // stopped before the stream confirmed its tail).
+    let plain = open(wdir.path());
+    write_mix(&plain, 0, 10);
+    Arc::try_unwrap(plain).ok().unwrap().close().unwrap();
+    let writer = quorum(wdir.path(), &cfg, "w").unwrap();
+    assert_eq!(committed(&writer), 40);
+    write_mix(&writer, 10, 1);
+    let (_rdir, replica) = fresh_replica(&cfg, 44);
+    assert_same_log(&writer, replica.store());
+    // A different store of the same length is refused: it is not a prefix.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = open(other_dir.path());
+    write_mix(&other, 0, 11);
+    Arc::try_unwrap(other).ok().unwrap().close().unwrap();
+    match quorum(other_dir.path(), &cfg, "w") {
+        Err(ReplicationError::Diverged { sequence: 43, .. }) => {}
+        other => panic!("expected Diverged at 43, got {:?}", other.map(|_| ())),
+    }
+}

@@ -153,19 +153,7 @@ fn follow(
         let js = jetstream::new(client);
         let Some(stream) = wait_for_stream(&js, cfg, stop).await? else { return Ok(()) };
         let mut applier = Applier::new(store);
-        let config = consumer::pull::OrderedConfig {
-            deliver_policy: match applier.next {
-                0 => consumer::DeliverPolicy::All,
-                next => consumer::DeliverPolicy::ByStartSequence { start_sequence: next + 1 },
-            },
-            ..Default::default()
-        };
-        let consumer = stream
-            .create_consumer(config)
-            .await
-            .map_err(|e| ReplicationError::Nats(format!("ordered consumer: {e}")))?;
-        let mut messages =
-            consumer.messages().await.map_err(|e| ReplicationError::Nats(format!("consume: {e}")))?;
+        let mut messages = consume_from(&stream, applier.next).await?;
         let mut pending = Pending::default();
         let mut errors = 0u32;
         let mut last_store = tokio::time::Instant::now();
@@ -214,6 +202,26 @@ fn follow(
         applier.apply(pending.take_complete(), &pending.events, progress)?;
         applier.sync_if_dirty()
     })
+}
+
+/// The stream's messages from the one carrying global sequence `next`
+/// on, through an ordered consumer.
+async fn consume_from(
+    stream: &jetstream::stream::Stream,
+    next: u64,
+) -> Result<consumer::pull::Ordered, ReplicationError> {
+    let config = consumer::pull::OrderedConfig {
+        deliver_policy: match next {
+            0 => consumer::DeliverPolicy::All,
+            next => consumer::DeliverPolicy::ByStartSequence { start_sequence: next + 1 },
+        },
+        ..Default::default()
+    };
+    let consumer = stream
+        .create_consumer(config)
+        .await
+        .map_err(|e| ReplicationError::Nats(format!("ordered consumer: {e}")))?;
+    consumer.messages().await.map_err(|e| ReplicationError::Nats(format!("consume: {e}")))
 }
 
 /// Decodes and checks the next message and adds it to `pending`, storing
@@ -266,16 +274,7 @@ pub(super) async fn catch_up(
     if applier.next >= until {
         return Ok(());
     }
-    let config = consumer::pull::OrderedConfig {
-        deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: applier.next + 1 },
-        ..Default::default()
-    };
-    let consumer = stream
-        .create_consumer(config)
-        .await
-        .map_err(|e| ReplicationError::Nats(format!("ordered consumer: {e}")))?;
-    let mut messages =
-        consumer.messages().await.map_err(|e| ReplicationError::Nats(format!("consume: {e}")))?;
+    let mut messages = consume_from(stream, applier.next).await?;
     let progress = Progress::new(applier.next);
     let mut pending = Pending::default();
     while applier.next + (pending.events.len() as u64) < until {

@@ -188,22 +188,7 @@ mod tests {
     use super::*;
 
     fn event(seq: u64) -> Shipped {
-        Shipped {
-            kind: 1,
-            flags: 0,
-            clock: 0,
-            wall_ms: 0,
-            timestamp_us: 0,
-            global_sequence: seq,
-            event_id: u128::from(seq),
-            correlation_id: 0,
-            causation_id: None,
-            prev_hash: [0; 32],
-            event_hash: [0; 32],
-            entity: "e".into(),
-            scope: "s".into(),
-            payload: Vec::new(),
-        }
+        crate::replication::wire::sample(seq, 0)
     }
 
     #[test]

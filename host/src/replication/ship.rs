@@ -187,22 +187,7 @@ mod tests {
     use super::*;
 
     fn at(seq: u64, ts: i64) -> Shipped {
-        Shipped {
-            kind: 1,
-            flags: 0,
-            clock: 0,
-            wall_ms: 0,
-            timestamp_us: ts,
-            global_sequence: seq,
-            event_id: u128::from(seq),
-            correlation_id: 0,
-            causation_id: None,
-            prev_hash: [0; 32],
-            event_hash: [0; 32],
-            entity: "e".into(),
-            scope: "s".into(),
-            payload: Vec::new(),
-        }
+        crate::replication::wire::sample(seq, ts)
     }
 
     #[test]

@@ -199,6 +199,28 @@ pub(crate) fn subject(prefix: &str, entity: &str) -> String {
     out
 }
 
+/// A minimal event for unit tests: entity `e`, scope `s`, empty payload,
+/// id and global sequence `seq`, committed at `timestamp_us`.
+#[cfg(test)]
+pub(crate) fn sample(seq: u64, timestamp_us: i64) -> Shipped {
+    Shipped {
+        kind: 1,
+        flags: 0,
+        clock: 0,
+        wall_ms: 0,
+        timestamp_us,
+        global_sequence: seq,
+        event_id: u128::from(seq),
+        correlation_id: 0,
+        causation_id: None,
+        prev_hash: [0; 32],
+        event_hash: [0; 32],
+        entity: "e".into(),
+        scope: "s".into(),
+        payload: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -153,7 +153,7 @@ fn follow(
         let js = jetstream::new(client);
         let Some(stream) = wait_for_stream(&js, cfg, stop).await? else { return Ok(()) };
         let mut applier = Applier::new(store);
-        let mut messages = consume_from(&stream, applier.next).await?;
+        let mut messages = consume_from(&stream, applier.next, super::publish::STREAM_WAIT).await?;
         let mut pending = Pending::default();
         let mut errors = 0u32;
         let mut last_store = tokio::time::Instant::now();
@@ -205,23 +205,38 @@ fn follow(
 }
 
 /// The stream's messages from the one carrying global sequence `next`
-/// on, through an ordered consumer.
+/// on, through an ordered consumer. A cluster that is electing a leader
+/// (a node was just lost) answers "timed out" for a while: that is ridden
+/// out, with back-off, for up to `patience`.
 async fn consume_from(
     stream: &jetstream::stream::Stream,
     next: u64,
+    patience: Duration,
 ) -> Result<consumer::pull::Ordered, ReplicationError> {
-    let config = consumer::pull::OrderedConfig {
-        deliver_policy: match next {
-            0 => consumer::DeliverPolicy::All,
-            next => consumer::DeliverPolicy::ByStartSequence { start_sequence: next + 1 },
-        },
-        ..Default::default()
-    };
-    let consumer = stream
-        .create_consumer(config)
-        .await
-        .map_err(|e| ReplicationError::Nats(format!("ordered consumer: {e}")))?;
-    consumer.messages().await.map_err(|e| ReplicationError::Nats(format!("consume: {e}")))
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut backoff = super::publish::RETRY_MIN;
+    loop {
+        let config = consumer::pull::OrderedConfig {
+            deliver_policy: match next {
+                0 => consumer::DeliverPolicy::All,
+                next => consumer::DeliverPolicy::ByStartSequence { start_sequence: next + 1 },
+            },
+            ..Default::default()
+        };
+        let why = match stream.create_consumer(config).await {
+            Ok(consumer) => match consumer.messages().await {
+                Ok(messages) => return Ok(messages),
+                Err(e) => format!("consume: {e}"),
+            },
+            Err(e) => format!("ordered consumer: {e}"),
+        };
+        if !super::publish::transient(&why) || tokio::time::Instant::now() + backoff > deadline {
+            return Err(ReplicationError::Nats(why));
+        }
+        tracing::debug!(error = %why, "consumer not available yet; trying again");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(super::publish::RETRY_MAX);
+    }
 }
 
 /// Decodes and checks the next message and adds it to `pending`, storing
@@ -274,7 +289,7 @@ pub(super) async fn catch_up(
     if applier.next >= until {
         return Ok(());
     }
-    let mut messages = consume_from(stream, applier.next).await?;
+    let mut messages = consume_from(stream, applier.next, patience.max(super::publish::STREAM_WAIT)).await?;
     let progress = Progress::new(applier.next);
     let mut pending = Pending::default();
     while applier.next + (pending.events.len() as u64) < until {
@@ -306,6 +321,10 @@ async fn wait_for_stream(
             Ok(stream) => return Ok(Some(stream)),
             Err(e) if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(_)) => {
                 tracing::debug!(stream = %cfg.stream, "waiting for the stream to be created");
+            }
+            // A cluster electing a leader: ask again.
+            Err(e) if super::publish::transient(&e.to_string()) => {
+                tracing::debug!(stream = %cfg.stream, error = %e, "stream not available yet");
             }
             Err(e) => return Err(ReplicationError::Nats(format!("stream {}: {e}", cfg.stream))),
         }

@@ -18,7 +18,13 @@ pub(super) const RETRY_MIN: Duration = Duration::from_millis(50);
 pub(super) const RETRY_MAX: Duration = Duration::from_secs(2);
 /// How long creating or opening the stream may take while a cluster
 /// elects its leaders.
-const STREAM_WAIT: Duration = Duration::from_secs(20);
+pub(super) const STREAM_WAIT: Duration = Duration::from_secs(20);
+
+/// Whether a JetStream API error is one a cluster gives while it elects
+/// a leader or recovers a node, so that asking again later may succeed.
+pub(super) fn transient(why: &str) -> bool {
+    ["timed out", "unavailable", "no responders"].iter().any(|t| why.contains(t))
+}
 
 /// Creates the stream if it does not exist; checks it allows atomic batches.
 pub(super) async fn open_stream(
@@ -43,8 +49,7 @@ pub(super) async fn open_stream(
             Ok(stream) => break stream,
             Err(e) => {
                 let why = e.to_string();
-                let transient = ["timed out", "unavailable", "no responders"].iter().any(|t| why.contains(t));
-                if !transient || tokio::time::Instant::now() + backoff > deadline {
+                if !transient(&why) || tokio::time::Instant::now() + backoff > deadline {
                     return Err(ReplicationError::Nats(format!("stream {}: {why}", cfg.stream)));
                 }
                 tracing::debug!(error = %why, "stream not available yet; trying again");

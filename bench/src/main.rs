@@ -10,6 +10,7 @@
 // A benchmark stops at its first failure, with the message of what failed.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+mod guests;
 mod ours;
 #[cfg(batpak_peers)]
 mod peers;
@@ -186,6 +187,9 @@ fn main() -> anyhow::Result<()> {
         replication::run(plan.quick, plan.runs());
         #[cfg(not(feature = "replication"))]
         println!("replication: build the bench with --features replication");
+    }
+    if plan.wants("guest") {
+        guests::run(&plan)?;
     }
     if plan.wants("projections") {
         projections::run(&plan)?;

@@ -8,7 +8,7 @@ use std::time::Instant;
 const DEPOSIT: u16 = 0x1001;
 
 /// A store of `n` deposits over 64 accounts, closed.
-fn populate(n: usize) -> anyhow::Result<tempfile::TempDir> {
+pub fn populate(n: usize) -> anyhow::Result<tempfile::TempDir> {
     use batpak::prelude::*;
     let dir = tempfile::tempdir()?;
     let store =

@@ -60,8 +60,25 @@ enum Cmd {
 enum GuestCmd {
     /// World, imports, exports, size and hash of a component.
     Info { wasm: PathBuf },
-    /// Run a gate over the proposals of a JSON-lines file and compare verdicts.
+    /// Run a gate over the proposals of a JSON-lines file and compare
+    /// verdicts; or fold the events of such a file into a projection and
+    /// compare its reads (each line an event, or `{"read": key, "state": text or null}`).
     Test { wasm: PathBuf, cases: PathBuf },
+    /// Make a component from a core module that carries its component-type
+    /// metadata (what `wit-bindgen c` links in), as `wasm-tools component
+    /// new` does; then check that it is a batpak gate or projection.
+    New {
+        /// The core module (e.g. clang's output).
+        core: PathBuf,
+        /// Embed the type of this world of batpak's WIT first
+        /// (`gate-plugin` or `projection-plugin`), for a module built
+        /// without it (e.g. `wit-bindgen c --no-object-file`).
+        #[arg(long)]
+        world: Option<String>,
+        /// Where to write the component.
+        #[arg(short, long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,6 +90,9 @@ fn main() -> ExitCode {
         Cmd::Replay { dir, projection, key } => store_cmds::replay(&dir, &projection, key.as_deref()),
         Cmd::Guest { command: GuestCmd::Info { wasm } } => guest::info(&wasm),
         Cmd::Guest { command: GuestCmd::Test { wasm, cases } } => guest::test(&wasm, &cases),
+        Cmd::Guest { command: GuestCmd::New { core, world, out } } => {
+            guest::new(&core, world.as_deref(), &out)
+        }
     };
     match result {
         Ok(code) => code,

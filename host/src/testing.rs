@@ -187,6 +187,47 @@ impl ProjectionHarness {
         Ok(())
     }
 
+    /// Folds `events` in one `apply-packed` call, the way the host catches a
+    /// projection up (layout in docs/guest-abi.md). Sequences and clocks are
+    /// assigned as [`ProjectionHarness::apply`] would, so folding the same
+    /// events either way must give the same state. Events the projection
+    /// does not want are skipped before packing; `Err` carries the trap.
+    pub fn apply_packed(
+        &mut self,
+        events: &[(Coordinate, EventKind, serde_json::Value)],
+    ) -> Result<(), String> {
+        let mut packed = Vec::new();
+        let mut count = 0;
+        for (coord, kind, payload) in events {
+            let bytes = serde_json::to_vec(payload).map_err(|e| e.to_string())?;
+            let clock = self.clocks.entry(coord.entity().to_string()).or_insert(0);
+            let event = ProjectionEvent {
+                coord,
+                kind: *kind,
+                payload: &bytes,
+                event_id: u128::from(self.next_sequence) + 1,
+                sequence: self.next_sequence,
+                clock: *clock,
+            };
+            *clock += 1;
+            self.next_sequence += 1;
+            if self.proj.wants(coord, *kind) {
+                crate::plugin::pack(&mut packed, &event);
+                count += 1;
+            }
+        }
+        if count == 0 {
+            return Ok(());
+        }
+        self.proj.apply_packed(&packed, count)
+    }
+
+    /// Drops the live state and builds a new one from `snapshot` (bytes
+    /// [`ProjectionHarness::snapshot`] returned), as the host does at open.
+    pub fn restore(&mut self, snapshot: Vec<u8>) -> Result<(), String> {
+        self.proj.init(Some(snapshot))
+    }
+
     /// The state for `key`.
     pub fn read(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
         self.proj.read(key)

@@ -60,6 +60,7 @@ impl LoadedGate {
             Self { name: "", version: String::new(), digest, limits, pre, live: None, defects: 0, states };
         let (mut store, instance) = gate.instantiate().map_err(|e| PluginError::Instantiation(chain(&e)))?;
         store.set_fuel(limits.fuel_per_call).map_err(|e| PluginError::Engine(chain(&e)))?;
+        store.set_epoch_deadline(super::deadline_ticks(limits.deadline_ms));
         let desc = instance
             .batpak_plugin_gate()
             .call_describe(&mut store)
@@ -80,7 +81,7 @@ impl LoadedGate {
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| s);
         store.set_fuel(self.limits.fuel_per_call)?;
-        store.set_epoch_deadline(super::deadline_ticks(self.limits.deadline_ms));
+        store.set_epoch_deadline(super::deadline_ticks(self.limits.instantiate_ms));
         let instance = self.pre.instantiate(&mut store)?;
         Ok((store, instance))
     }

@@ -26,6 +26,14 @@ pub struct PluginLimits {
     /// the instructions); past this deadline the call traps ("deadline
     /// exceeded") and a gate fails closed. Checked every 5 ms.
     pub deadline_ms: u64,
+    /// Wall-clock budget of one instantiation, in milliseconds (1..=60 000).
+    /// Default 1 000. Toolchains that embed a language runtime
+    /// (componentize-py, jco) hand over tens of core instances and megabytes
+    /// of initialised memory, which takes longer than one call may; a
+    /// start function that loops is cut off here. A gate is re-instantiated
+    /// inside the writer after a trap, so this also bounds how long an
+    /// append can wait on a misbehaving gate's restart.
+    pub instantiate_ms: u64,
 }
 
 impl PluginLimits {
@@ -37,6 +45,7 @@ impl PluginLimits {
         max_message_bytes: 4096,
         max_context_pairs: 32,
         deadline_ms: 50,
+        instantiate_ms: 1_000,
     };
 }
 
@@ -146,7 +155,7 @@ pub fn writer_stack_needed(gate_stack: usize, projection_stack: usize) -> usize 
     gate_stack.saturating_add(projection_stack).saturating_add(WRITER_STACK_MARGIN)
 }
 
-/// Longest allowed `deadline_ms`.
+/// Longest allowed `deadline_ms` and `instantiate_ms`.
 pub const MAX_DEADLINE_MS: u64 = 60_000;
 
 /// Refuses limits out of their ranges (at install).
@@ -156,6 +165,12 @@ pub(crate) fn check(limits: &PluginLimits) -> Result<(), super::PluginError> {
         return Err(super::PluginError::InvalidLimits(format!(
             "deadline_ms {} is outside 1..={MAX_DEADLINE_MS}",
             limits.deadline_ms
+        )));
+    }
+    if !(1..=MAX_DEADLINE_MS).contains(&limits.instantiate_ms) {
+        return Err(super::PluginError::InvalidLimits(format!(
+            "instantiate_ms {} is outside 1..={MAX_DEADLINE_MS}",
+            limits.instantiate_ms
         )));
     }
     Ok(())

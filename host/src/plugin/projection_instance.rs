@@ -193,7 +193,7 @@ impl LoadedProjection {
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| s);
         store.set_fuel(self.limits.fuel_per_call)?;
-        store.set_epoch_deadline(super::deadline_ticks(self.limits.deadline_ms));
+        store.set_epoch_deadline(super::deadline_ticks(self.limits.instantiate_ms));
         let instance = self.pre.instantiate(&mut store)?;
         self.live = Some(Live { store, instance, state: None });
         Ok(())

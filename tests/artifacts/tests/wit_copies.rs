@@ -22,3 +22,14 @@ fn the_sdk_copy_of_the_wit_is_the_hosts() {
         .collect();
     assert!(extra.is_empty(), "guest/sdk/wit holds files the host does not: {extra:?}");
 }
+
+#[test]
+fn the_committed_c_bindings_come_from_the_hosts_wit() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let host = std::fs::read(root.join("wit/batpak.wit")).expect("wit/batpak.wit");
+    let used = std::fs::read(root.join("guest/foreign/c/bindings/batpak.wit")).expect("the bindings' WIT");
+    assert!(
+        host == used,
+        "wit/batpak.wit changed since the C bindings were generated: run guest/foreign/c/regen-bindings"
+    );
+}

@@ -134,11 +134,14 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
             times.push(start.elapsed().as_secs_f64() * 1e6);
         }
         let (call_p50, call_p99) = median_p99(times);
+        let fuel_small = harness.last_fuel();
+        harness.evaluate(&proposal(16 * 1024)).map_err(|d| anyhow::anyhow!("{}: {d}", lang.name))?;
+        let fuel_16k = harness.last_fuel();
         let (gated_p50, gated_p99) = median_p99(append_us(Some(&lang.gate), appends)?);
         println!(
             "guest_gate_{}: {} KB; call p50 {call_p50:.1} us p99 {call_p99:.1} us; append with gate p50 {gated_p50:.1} us \
              p99 {gated_p99:.1} us, no gate p50 {:.1} us p99 {:.1} us; load cold {cold:.0} ms, cached {cached:.1} ms; \
-             default limits: {}",
+             fuel per call: 100 B {fuel_small}, 16 KiB {fuel_16k}; default limits: {}",
             lang.name,
             std::fs::metadata(&lang.gate)?.len() / 1000,
             plain.0,

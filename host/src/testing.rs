@@ -110,6 +110,12 @@ impl GuestHarness {
         self.gate.evaluate(&input)
     }
 
+    /// Fuel the last [`GuestHarness::evaluate`] consumed, host calls
+    /// included: what to measure before setting `PluginLimits::fuel_per_call`.
+    pub fn last_fuel(&self) -> u64 {
+        self.gate.last_fuel
+    }
+
     /// Asserts the gate allows `p`.
     ///
     /// # Panics
@@ -231,6 +237,11 @@ impl ProjectionHarness {
     /// The state for `key`.
     pub fn read(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
         self.proj.read(key)
+    }
+
+    /// Fuel the last call into the projection consumed.
+    pub fn last_fuel(&self) -> u64 {
+        self.proj.last_fuel()
     }
 
     /// The whole state (the projection's snapshot bytes).

@@ -99,6 +99,31 @@ fn a_gate_with_fuel_to_spare_is_stopped_by_its_deadline() {
 }
 
 #[test]
+fn instantiation_is_stopped_by_its_own_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(tmp.path())).unwrap();
+    // Fuel to spare: only a wall-clock budget can end the start function.
+    // The per-call deadline is a minute; the instantiation budget is 20 ms.
+    let limits = PluginLimits {
+        fuel_per_call: u64::MAX / 4,
+        deadline_ms: 60_000,
+        instantiate_ms: 20,
+        ..PluginLimits::default()
+    };
+    let started = Instant::now();
+    let err = store
+        .install_gate(GatePlugin::from_file(art::LOOP_AT_INSTANTIATION).unwrap().with_limits(limits))
+        .expect_err("a start function that never returns");
+    // Half the call deadline: far above 20 ms on any machine, and far
+    // below what using the call deadline here would take.
+    assert!(started.elapsed() < Duration::from_secs(30), "instantiation ran {:?}", started.elapsed());
+    let StoreError::Plugin(PluginError::Instantiation(why)) = &err else { panic!("{err:?}") };
+    assert!(why.contains("interrupt"), "{why}");
+    assert!(store.gates().is_empty());
+    store.append(&coord("x"), EventKind::DATA, &json!({"n": 0})).expect("the store goes on");
+}
+
+#[test]
 fn memory_is_limited_across_all_of_a_guests_memories() {
     let tmp = tempfile::tempdir().unwrap();
     // Three grows of 6.25 MiB in three memories: 18.75 MiB > 16 MiB in all.
@@ -137,6 +162,8 @@ fn limits_out_of_range_are_refused_at_install() {
     let store = Store::open(StoreConfig::new(tmp.path())).unwrap();
     for limits in [
         PluginLimits { deadline_ms: 0, ..PluginLimits::default() },
+        PluginLimits { instantiate_ms: 0, ..PluginLimits::default() },
+        PluginLimits { instantiate_ms: 60_001, ..PluginLimits::default() },
         PluginLimits { stack_bytes: 8 << 20, ..PluginLimits::default() },
     ] {
         let err = store.install_gate(GatePlugin::from_file(art::ALLOW_ALL).unwrap().with_limits(limits));

@@ -141,9 +141,24 @@ fn negative_components(root: &Path) -> Vec<(&'static str, Vec<u8>)> {
     }
     out.push(("trap_at_instantiation", trap_at_instantiation(&resolve, gate)));
     out.push(("stack_depth", gate_from_wat(&resolve, gate, "stack_depth", STACK_DEPTH_WAT)));
+    out.push((
+        "loop_at_instantiation",
+        gate_from_wat(&resolve, gate, "loop_at_instantiation", LOOP_AT_START_WAT),
+    ));
     out.push(("multi_memory", gate_from_wat(&resolve, gate, "multi_memory", MULTI_MEMORY_WAT)));
     out
 }
+
+/// A gate whose core module's start function never returns: instantiating
+/// it runs until the instantiation budget (or its fuel) stops it.
+const LOOP_AT_START_WAT: &str = r#"(module
+    (memory (export "memory") 1)
+    {REALLOC}
+    (func $spin (loop $l (br $l)))
+    (start $spin)
+    (func (export "batpak:plugin/gate@0.1.0#describe") (result i32) unreachable)
+    (func (export "batpak:plugin/gate@0.1.0#evaluate")
+        (param i32 i32 i32 i32 i32 i32 i32 i64 i64 i32 i64 i64 i32 i32) (result i32) unreachable))"#;
 
 /// A gate with four linear memories that grows three of them by 100 pages
 /// (6.25 MiB) each on every call and traps if a grow is refused: 18.75 MiB

@@ -37,6 +37,8 @@ pub(crate) struct LoadedGate {
     live: Option<(Store<GuestState>, WitGate)>,
     /// Calls that ended in a trap (for diagnostics).
     pub defects: u64,
+    /// Fuel the last `evaluate` consumed (host calls included).
+    pub last_fuel: u64,
     /// What `host-state` answers from.
     states: Option<Arc<dyn StateReader>>,
 }
@@ -56,8 +58,17 @@ impl LoadedGate {
         let wrong = |e: wasmtime::Error| PluginError::WrongWorld(format!("not a gate-plugin: {}", chain(&e)));
         let pre = linker.instantiate_pre(component).map_err(wrong)?;
         let pre = GatePluginPre::new(pre).map_err(wrong)?;
-        let mut gate =
-            Self { name: "", version: String::new(), digest, limits, pre, live: None, defects: 0, states };
+        let mut gate = Self {
+            name: "",
+            version: String::new(),
+            digest,
+            limits,
+            pre,
+            live: None,
+            defects: 0,
+            last_fuel: 0,
+            states,
+        };
         let (mut store, instance) = gate.instantiate().map_err(|e| PluginError::Instantiation(chain(&e)))?;
         store.set_fuel(limits.fuel_per_call).map_err(|e| PluginError::Engine(chain(&e)))?;
         store.set_epoch_deadline(super::deadline_ticks(limits.deadline_ms));
@@ -105,7 +116,9 @@ impl LoadedGate {
         store.data_mut().memory_refused = false;
         store.data_mut().host_failure = None;
         let proposal = to_wit(input);
-        match instance.batpak_plugin_gate().call_evaluate(&mut *store, &proposal) {
+        let result = instance.batpak_plugin_gate().call_evaluate(&mut *store, &proposal);
+        self.last_fuel = self.limits.fuel_per_call.saturating_sub(store.get_fuel().unwrap_or(0));
+        match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(denial)) => Err(self.denial_from_guest(denial)),
             Err(e) => {

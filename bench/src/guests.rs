@@ -97,6 +97,24 @@ fn payload_ceiling(harness: &mut GuestHarness) -> String {
     format!("{last_ok} KiB ok")
 }
 
+/// Fuel one call takes at 100 B, 16 KiB and 1 MiB of payload, measured
+/// under limits roomy enough for all three.
+fn fuel_curve(gate: &Path) -> anyhow::Result<String> {
+    let roomy = batpak::plugin::PluginLimits {
+        fuel_per_call: 1 << 40,
+        memory_bytes: 512 << 20,
+        deadline_ms: 60_000,
+        ..batpak::plugin::PluginLimits::DEFAULT
+    };
+    let mut harness = GuestHarness::from_plugin(GatePlugin::from_file(gate)?.with_limits(roomy))?;
+    let mut out = Vec::new();
+    for (label, bytes) in [("100 B", 60), ("16 KiB", 16 << 10), ("1 MiB", 1 << 20)] {
+        harness.evaluate(&proposal(bytes)).map_err(|d| anyhow::anyhow!("{d}"))?;
+        out.push(format!("{label} {}", harness.last_fuel()));
+    }
+    Ok(out.join(", "))
+}
+
 /// Events per second of a projection rebuilt over a store of `n` events.
 fn fold_rate(dir: &Path, component: &Path, n: usize) -> anyhow::Result<f64> {
     let store = Store::open(StoreConfig::new(dir))?;
@@ -134,14 +152,12 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
             times.push(start.elapsed().as_secs_f64() * 1e6);
         }
         let (call_p50, call_p99) = median_p99(times);
-        let fuel_small = harness.last_fuel();
-        harness.evaluate(&proposal(16 * 1024)).map_err(|d| anyhow::anyhow!("{}: {d}", lang.name))?;
-        let fuel_16k = harness.last_fuel();
+        let fuel = fuel_curve(&lang.gate)?;
         let (gated_p50, gated_p99) = median_p99(append_us(Some(&lang.gate), appends)?);
         println!(
             "guest_gate_{}: {} KB; call p50 {call_p50:.1} us p99 {call_p99:.1} us; append with gate p50 {gated_p50:.1} us \
              p99 {gated_p99:.1} us, no gate p50 {:.1} us p99 {:.1} us; load cold {cold:.0} ms, cached {cached:.1} ms; \
-             fuel per call: 100 B {fuel_small}, 16 KiB {fuel_16k}; default limits: {}",
+             fuel per call: {fuel}; default limits: {}",
             lang.name,
             std::fs::metadata(&lang.gate)?.len() / 1000,
             plain.0,

@@ -56,11 +56,27 @@ fn the_disk_cache_loads_sound_entries_and_recompiles_damaged_ones() {
         ("an empty file", Vec::new()),
     ];
     for (what, bytes) in damages {
+        // Damage found at rest: no process has the entry mapped (it may be
+        // deleted under a running process, never rewritten in place).
+        clear_compile_cache();
         std::fs::write(entry, &bytes).unwrap();
         assert_eq!(install_counting(cache.path()), 1, "{what}: detected and recompiled");
         assert_eq!(std::fs::read(entry).unwrap(), sound, "{what}: the entry was rewritten");
         assert_eq!(install_counting(cache.path()), 0, "{what}: then loaded");
     }
+    // A crash between writing the artifact and its sum leaves no sum.
+    let sum = entry.with_extension("bpcc.sum");
+    assert!(sum.is_file(), "each entry has a sum beside it");
+    std::fs::remove_file(&sum).unwrap();
+    assert_eq!(install_counting(cache.path()), 1, "no sum: recompiled");
+    assert!(sum.is_file(), "and the sum written again");
+    std::fs::write(&sum, b"BPCC0002 but not a sum").unwrap();
+    assert_eq!(install_counting(cache.path()), 1, "a damaged sum: recompiled");
+    assert_eq!(install_counting(cache.path()), 0, "then loaded");
+    // Deleting entries under a process that has them loaded is safe.
+    std::fs::remove_file(entry).unwrap();
+    std::fs::remove_file(&sum).unwrap();
+    assert_eq!(install_counting(cache.path()), 1, "deleted: recompiled");
     // Projections use the same cache.
     clear_compile_cache();
     let tmp = tempfile::tempdir().unwrap();

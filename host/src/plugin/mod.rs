@@ -207,17 +207,20 @@ impl GatePlugin {
     pub(crate) fn load(&self, states: Option<Arc<dyn StateReader>>) -> Result<LoadedGate, PluginError> {
         limits::check(&self.limits)?;
         let stack = self.limits.stack_bytes;
+        // One digest of the bytes serves the memory cache, the disk cache
+        // and the gate's identity (an 18 MB guest takes milliseconds to hash).
+        let digest = self.digest();
         let mut memo = self.compiled.lock();
         let component = match memo.as_ref() {
             Some((s, c)) if *s == stack => c.clone(),
             _ => {
-                let c = compile(&self.bytes, stack, self.cache_dir.as_deref())?;
+                let c = compile(&self.bytes, &digest, stack, self.cache_dir.as_deref())?;
                 *memo = Some((stack, c.clone()));
                 c
             }
         };
         drop(memo);
-        LoadedGate::load(&component, self.digest(), self.name.as_deref(), self.limits, states)
+        LoadedGate::load(&component, digest, self.name.as_deref(), self.limits, states)
     }
 }
 
@@ -226,12 +229,45 @@ pub(crate) fn digest(bytes: &[u8]) -> [u8; 32] {
     *blake3::hash(bytes).as_bytes()
 }
 
+/// [`digest`] fed in pieces: the same result for the same bytes.
+#[cfg(feature = "blake3")]
+#[derive(Default)]
+pub(crate) struct Digester(blake3::Hasher);
+
+#[cfg(feature = "blake3")]
+impl Digester {
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    pub(crate) fn finish(&self) -> [u8; 32] {
+        *self.0.finalize().as_bytes()
+    }
+}
+
 #[cfg(not(feature = "blake3"))]
 pub(crate) fn digest(bytes: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out[..4].copy_from_slice(&crc32fast::hash(bytes).to_le_bytes());
-    out[4..12].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
-    out
+    let mut d = Digester::default();
+    d.update(bytes);
+    d.finish()
+}
+
+/// [`digest`] fed in pieces: the same result for the same bytes.
+#[cfg(not(feature = "blake3"))]
+#[derive(Default)]
+pub(crate) struct Digester(crc32fast::Hasher, u64);
+
+#[cfg(not(feature = "blake3"))]
+impl Digester {
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+        self.1 += bytes.len() as u64;
+    }
+    pub(crate) fn finish(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out[..4].copy_from_slice(&self.0.clone().finalize().to_le_bytes());
+        out[4..12].copy_from_slice(&self.1.to_le_bytes());
+        out
+    }
 }
 
 /// Compiled components by content digest: installing the same component
@@ -253,17 +289,18 @@ pub fn compilations() -> u64 {
 /// process-wide memory cache, else from `disk` (if given), else compiled.
 pub(crate) fn compile(
     bytes: &[u8],
+    component_digest: &[u8; 32],
     stack_bytes: usize,
     disk: Option<&Path>,
 ) -> Result<Component, PluginError> {
     let cache = COMPILE_CACHE.get_or_init(Default::default);
-    let key = (digest(bytes), stack_bytes);
+    let key = (*component_digest, stack_bytes);
     if let Some(found) = cache.lock().get(&key) {
         return Ok(found.clone());
     }
     let engine = engine(stack_bytes)?;
     let component = match disk {
-        Some(dir) => disk_cache::load_or_compile(dir, bytes, engine)?,
+        Some(dir) => disk_cache::load_or_compile(dir, bytes, component_digest, engine)?,
         None => compile_uncached(bytes, engine)?,
     };
     let mut cache = cache.lock();
@@ -327,17 +364,25 @@ pub struct ComponentInfo {
 /// installs as a gate (it is loaded with production limits to find out).
 pub fn inspect_component(bytes: &[u8]) -> Result<ComponentInfo, PluginError> {
     let stack = PluginLimits::default().stack_bytes;
-    let component = compile(bytes, stack, None)?;
+    let component_digest = digest(bytes);
+    let component = compile(bytes, &component_digest, stack, None)?;
     let engine = engine(stack)?;
     let ty = component.component_type();
     let imports = ty.imports(engine).map(|(name, _)| name.to_string()).collect();
     let exports = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
-    let gate = LoadedGate::load(&component, digest(bytes), None, PluginLimits::default(), None)
+    let gate = LoadedGate::load(&component, component_digest, None, PluginLimits::default(), None)
         .map(|g| (g.name.to_string(), g.version))
         .map_err(|e| e.to_string());
     let projection =
         ProjectionPlugin::from_bytes(bytes.to_vec()).load().map(|p| p.info).map_err(|e| e.to_string());
-    Ok(ComponentInfo { size: bytes.len(), digest: hex(&digest(bytes)), imports, exports, gate, projection })
+    Ok(ComponentInfo {
+        size: bytes.len(),
+        digest: hex(&component_digest),
+        imports,
+        exports,
+        gate,
+        projection,
+    })
 }
 
 /// Answers a gate's `projection-state` import.

@@ -156,7 +156,8 @@ struct Live {
 
 impl LoadedProjection {
     fn load(bytes: &[u8], limits: PluginLimits, disk: Option<&Path>) -> Result<Self, PluginError> {
-        let component = compile(bytes, limits.stack_bytes, disk)?;
+        let component_digest = digest(bytes);
+        let component = compile(bytes, &component_digest, limits.stack_bytes, disk)?;
         let linker: Linker<GuestState> = Linker::new(component.engine());
         let wrong =
             |e: wasmtime::Error| PluginError::WrongWorld(format!("not a projection-plugin: {}", chain(&e)));
@@ -169,7 +170,7 @@ impl LoadedProjection {
                 schema_version: 0,
                 kinds: Vec::new(),
                 entity_prefix: String::new(),
-                digest: hex(&digest(bytes)),
+                digest: hex(&component_digest),
             },
             limits,
             pre,

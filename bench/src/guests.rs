@@ -97,8 +97,8 @@ fn payload_ceiling(harness: &mut GuestHarness) -> String {
     format!("{last_ok} KiB ok")
 }
 
-/// Fuel one call takes at 100 B, 16 KiB and 1 MiB of payload, measured
-/// under limits roomy enough for all three.
+/// Fuel (and time) one call takes at 100 B, 16 KiB and 1 MiB of payload,
+/// measured under limits roomy enough for all three.
 fn fuel_curve(gate: &Path) -> anyhow::Result<String> {
     let roomy = batpak::plugin::PluginLimits {
         fuel_per_call: 1 << 40,
@@ -109,8 +109,11 @@ fn fuel_curve(gate: &Path) -> anyhow::Result<String> {
     let mut harness = GuestHarness::from_plugin(GatePlugin::from_file(gate)?.with_limits(roomy))?;
     let mut out = Vec::new();
     for (label, bytes) in [("100 B", 60), ("16 KiB", 16 << 10), ("1 MiB", 1 << 20)] {
-        harness.evaluate(&proposal(bytes)).map_err(|d| anyhow::anyhow!("{d}"))?;
-        out.push(format!("{label} {}", harness.last_fuel()));
+        let p = proposal(bytes);
+        let start = Instant::now();
+        harness.evaluate(&p).map_err(|d| anyhow::anyhow!("{d}"))?;
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        out.push(format!("{label} {} ({ms:.2} ms)", harness.last_fuel()));
     }
     Ok(out.join(", "))
 }

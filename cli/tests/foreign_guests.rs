@@ -118,7 +118,8 @@ fn foreign_guests_run_in_a_store_with_default_limits() {
         }
         let err = store.append(&acct(0), EventKind::DATA, &json!({"amount": 10_001})).expect_err("denied");
         let StoreError::Denied(d) = err else { panic!("{lang}: expected a denial, got {err:?}") };
-        assert_eq!((&*d.gate, &*d.code), ("amount-limit", "AMOUNT_LIMIT"), "{lang}");
+        assert_eq!(d.gate, "amount-limit", "{lang}");
+        assert_eq!(d.code, "AMOUNT_LIMIT", "{lang}");
         assert_eq!(d.context_value("limit"), Some("10000"), "{lang}");
 
         let batch = |amounts: &[i64]| {

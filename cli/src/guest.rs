@@ -47,6 +47,11 @@ fn describe(bytes: &[u8], wasm: &Path) -> Result<ExitCode> {
 /// does not grant is refused, and nothing is written).
 pub fn new(core: &Path, world: Option<&str>, out: &Path) -> Result<ExitCode> {
     let mut bytes = std::fs::read(core).with_context(|| format!("reading {}", core.display()))?;
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {}
+        Some([0, b'a', b's', b'm', ..]) => bail!("{} is already a component", core.display()),
+        _ => bail!("{} is not a WebAssembly core module (no \\0asm version 1 header)", core.display()),
+    }
     if let Some(world) = world {
         embed_world(&mut bytes, world)?;
     }
@@ -54,7 +59,9 @@ pub fn new(core: &Path, world: Option<&str>, out: &Path) -> Result<ExitCode> {
         .module(&bytes)
         .and_then(|e| e.validate(true).encode())
         .map_err(|e| {
-            anyhow::anyhow!("{}: not a core module with component metadata: {e:#}", core.display())
+            // wit-component's messages can span lines; keep the error on one.
+            let why = format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ");
+            anyhow::anyhow!("{}: not a core module with component metadata: {why}", core.display())
         })?;
     let code = describe(&component, out)?;
     if code != ExitCode::SUCCESS {

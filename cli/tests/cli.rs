@@ -9,8 +9,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn batpak(args: &[&str]) -> Output {
-    // Compiled components go to a cache of this test run, not the user's.
-    let cache = std::env::temp_dir().join(format!("batpak-cli-tests-{}", std::process::id()));
+    // Compiled components go to a cache under target/, not the user's
+    // (one directory for every run: entries are keyed by content, and a
+    // directory per run would be left behind in the temp dir each time).
+    let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/cli-tests/compile-cache");
     Command::new(env!("CARGO_BIN_EXE_batpak"))
         .args(args)
         .env("BATPAK_CACHE_DIR", cache)
@@ -199,4 +201,32 @@ fn replay_rebuilds_a_projection_over_the_log() {
     for (i, p) in parts.iter().enumerate() {
         assert!(!parts[i + 1..].contains(p), "the cause is printed once: {err}");
     }
+}
+
+#[test]
+fn guest_new_makes_a_component_from_a_core_module_and_refuses_bad_input() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("allow-all.wasm");
+    let o = batpak(&["guest", "new", art::CORE_MODULE, "-o", out.to_str().expect("utf8")]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("gate-plugin"), "{stdout}");
+    let o = batpak(&["guest", "info", out.to_str().expect("utf8")]);
+    assert!(o.status.success(), "the written component loads: {}", text(&o).1);
+
+    // Not a core module: one line, nothing written.
+    let junk = tmp.path().join("junk.wasm");
+    std::fs::write(&junk, b"not wasm at all").expect("write");
+    let none = tmp.path().join("none.wasm");
+    let o = batpak(&["guest", "new", junk.to_str().expect("utf8"), "-o", none.to_str().expect("utf8")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(text(&o).1.lines().count(), 1, "{}", text(&o).1);
+    assert!(!none.exists(), "nothing written");
+
+    // A world that batpak does not have.
+    let o =
+        batpak(&["guest", "new", art::CORE_MODULE, "--world", "other", "-o", none.to_str().expect("utf8")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("gate-plugin and projection-plugin"), "{}", text(&o).1);
+    assert!(!none.exists(), "nothing written");
 }

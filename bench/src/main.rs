@@ -11,6 +11,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod guests;
+mod index;
 mod ours;
 #[cfg(batpak_peers)]
 mod peers;
@@ -44,6 +45,9 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--rss-child") {
         return util::rss_child(&args[2..]);
+    }
+    if args.get(1).map(String::as_str) == Some("--index-child") {
+        return index::child(&args[2..]);
     }
     let plan = Plan {
         quick: args.iter().any(|a| a == "--quick"),
@@ -127,6 +131,12 @@ fn main() -> anyhow::Result<()> {
             let r = (util::rss_of_open("ref", ref_dir.path())? - util::rss_of_open("ref", ref_empty.path())?)
                 * per_million;
             Line::lower("rss_per_1M_events", o, r, "MiB").print();
+        }
+    }
+    if plan.wants("index_") {
+        index::run(n_open, if plan.quick { "100k" } else { "1M" })?;
+        if args.iter().any(|a| a == "--ten-million") {
+            index::run(10_000_000, "10M")?;
         }
     }
     if plan.wants("get") || plan.wants("cursor") {

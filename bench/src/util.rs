@@ -55,11 +55,16 @@ pub fn dir_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-fn rss_mib() -> f64 {
+pub(crate) fn rss_mib() -> f64 {
+    status_mib("VmRSS:")
+}
+
+/// A `/proc/self/status` figure given in kB, in MiB (0 if absent).
+pub(crate) fn status_mib(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
 }

@@ -149,6 +149,17 @@ pub struct IndexConfig {
     /// keeps none; at most 2^20). Also bounded by 4 MiB of stored payload.
     /// Not a batpak 0.3.0 field (see [`WriterConfig::gates`]).
     pub replay_scratch_events: usize,
+    /// Most events whose index entries stay in memory (default 131 072).
+    /// Entries of older events are written, in chunks of up to 65 536, to
+    /// an unnamed scratch file in the data directory and read back through
+    /// the cache below, so resident memory does not grow with the log by
+    /// their 96 bytes each. `u64::MAX` keeps every entry in memory. At
+    /// least 2 048. Not a batpak 0.3.0 field (see [`WriterConfig::gates`]).
+    pub resident_events: u64,
+    /// Bytes of index entries read back from the scratch file that are
+    /// cached in memory (default 8 MiB; 0 caches none; at most 1 GiB).
+    /// Not a batpak 0.3.0 field (see [`WriterConfig::gates`]).
+    pub cache_bytes: usize,
 }
 
 impl Default for IndexConfig {
@@ -158,6 +169,34 @@ impl Default for IndexConfig {
             incremental_projection: false,
             enable_checkpoint: true,
             replay_scratch_events: 16_384,
+            resident_events: DEFAULT_RESIDENT_EVENTS,
+            cache_bytes: 8 * MIB as usize,
+        }
+    }
+}
+
+/// Default [`IndexConfig::resident_events`]: two chunks of 64 Ki entries.
+const DEFAULT_RESIDENT_EVENTS: u64 = 2 << crate::store::index::MAX_CHUNK_BITS;
+/// Smallest [`IndexConfig::resident_events`]: two of the smallest chunks.
+const MIN_RESIDENT_EVENTS: u64 = 2 << crate::store::index::MIN_CHUNK_BITS;
+/// Largest [`IndexConfig::cache_bytes`].
+const MAX_INDEX_CACHE_BYTES: usize = 1 << 30;
+
+impl IndexConfig {
+    /// How the index keeps its entry log, for a store in `data_dir`: the
+    /// largest power-of-two chunk (within the supported range) of which
+    /// two fit in `resident_events`.
+    pub(crate) fn log_settings(&self, data_dir: &std::path::Path) -> crate::store::index::LogSettings {
+        use crate::store::index::{LogSettings, MAX_CHUNK_BITS, MIN_CHUNK_BITS};
+        if self.resident_events == u64::MAX {
+            return LogSettings::in_memory();
+        }
+        let half = (self.resident_events / 2).max(1);
+        let chunk_bits = (63 - half.leading_zeros()).clamp(MIN_CHUNK_BITS, MAX_CHUNK_BITS);
+        LogSettings {
+            chunk_bits,
+            scratch_dir: Some(data_dir.to_path_buf()),
+            cache_blocks: self.cache_bytes / crate::store::index::BLOCK_BYTES,
         }
     }
 }
@@ -313,6 +352,17 @@ impl StoreConfig {
         self.index.replay_scratch_events = v;
         self
     }
+    /// Sets [`IndexConfig::resident_events`].
+    pub fn with_resident_events(mut self, v: u64) -> Self {
+        self.index.resident_events = v;
+        self
+    }
+
+    /// Sets [`IndexConfig::cache_bytes`].
+    pub fn with_index_cache_bytes(mut self, v: usize) -> Self {
+        self.index.cache_bytes = v;
+        self
+    }
     /// Appends a WebAssembly gate to the gates installed at open.
     pub fn with_gate(mut self, gate: crate::plugin::GatePlugin) -> Self {
         self.writer.gates.push(gate);
@@ -362,6 +412,18 @@ impl StoreConfig {
         }
         if self.writer.channel_capacity == 0 {
             return bad("writer.channel_capacity must be > 0".into());
+        }
+        if self.index.resident_events < MIN_RESIDENT_EVENTS {
+            return bad(format!(
+                "index.resident_events {} must be at least {MIN_RESIDENT_EVENTS} (u64::MAX keeps all)",
+                self.index.resident_events
+            ));
+        }
+        if self.index.cache_bytes > MAX_INDEX_CACHE_BYTES {
+            return bad(format!(
+                "index.cache_bytes {} must be at most {MAX_INDEX_CACHE_BYTES}",
+                self.index.cache_bytes
+            ));
         }
         if self.index.replay_scratch_events > MAX_REPLAY_SCRATCH_EVENTS {
             return bad(format!(

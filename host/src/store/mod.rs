@@ -148,7 +148,8 @@ impl Store<Open> {
             injector.validate().map_err(StoreError::Configuration)?;
         }
         let dir = Arc::new(DataDir::open(&config.data_dir, durability::Durability::for_config(&config))?);
-        let (index, recovered) = recovery::recover(&dir, config.index.enable_checkpoint)?;
+        let settings = config.index.log_settings(&config.data_dir);
+        let (index, recovered) = recovery::recover(&dir, config.index.enable_checkpoint, &settings)?;
         let index = Arc::new(index);
         let provenance = Arc::new(Provenance::load(recovered.gate_sets));
         let next_set_id = AtomicU32::new(provenance.max_id() + 1);

@@ -37,6 +37,10 @@ pub struct StoreDiagnostics {
     pub tile_count: usize,
     /// Distinct entities.
     pub entity_count: usize,
+    /// Index entries (by position) kept in the index's scratch file rather
+    /// than in memory (see [`crate::store::IndexConfig::resident_events`]).
+    /// Not a batpak 0.3.0 field.
+    pub index_entries_on_disk: u64,
     /// How the last open rebuilt the index.
     pub recovery: RecoveryReport,
     /// Installed gates, in order.

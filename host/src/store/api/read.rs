@@ -90,6 +90,7 @@ impl Store<Open> {
             index_layout: self.cfg.index.layout.name(),
             tile_count: 0,
             entity_count: self.index.entity_count(),
+            index_entries_on_disk: self.index.entries_on_disk(),
             recovery: self.report.clone(),
             gates: self.gate_names.lock().clone(),
         }

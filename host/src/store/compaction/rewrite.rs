@@ -92,7 +92,7 @@ fn rewrite(
     let run: HashSet<u64> = start.run.iter().copied().collect();
     let (in_run, rest) = split(ctx.index, &run, start.watermark)?;
     let fates = decide(ctx, &in_run, strategy)?;
-    let gen = IndexGen::new();
+    let gen = IndexGen::with_settings(&ctx.index.generation().settings().clone());
     let mut result = CompactionResult::default();
     let mut pending = Vec::with_capacity(INSERT_CHUNK);
     let mut out = Outputs { ctx, ids: &start.run, created, current: None, sizes: 0 };
@@ -119,11 +119,16 @@ fn rewrite(
         pending.push(out.push(bytes, entry, *fate == Fate::Tombstone, anchored)?);
         if pending.len() >= INSERT_CHUNK {
             gen.insert(std::mem::take(&mut pending)).map_err(internal)?;
+            gen.spill_ready();
         }
     }
     gen.insert(pending).map_err(internal)?;
     for chunk in rest.chunks(INSERT_CHUNK) {
         gen.insert(chunk.to_vec()).map_err(internal)?;
+        gen.spill_ready();
+    }
+    if let Some(why) = gen.scratch_failure().or_else(|| ctx.index.scratch_failure()) {
+        return Err(internal(why));
     }
     out.seal()?;
     let used = out.created.len();

@@ -35,14 +35,6 @@ impl<T, const CHUNK: usize> AppendLog<T, CHUNK> {
         slots.get(at).is_some_and(|slot| slot.set(value).is_ok())
     }
 
-    /// Allocates chunk `k` now if it is in range and not allocated yet. A
-    /// thread that needs the chunk meanwhile waits for this one to finish.
-    pub(super) fn prepare(&self, k: usize) {
-        if let Some(chunk) = self.chunks.get(k) {
-            chunk.get_or_init(Self::fresh_chunk);
-        }
-    }
-
     fn fresh_chunk() -> Box<[OnceLock<T>]> {
         (0..CHUNK).map(|_| OnceLock::new()).collect()
     }

@@ -2,6 +2,7 @@
 //! secondary maps, and every lookup over them.
 
 use super::append_log::AppendLog;
+use super::slot_log::{Id, LogSettings, Slot, SlotLog};
 use crate::coordinate::{Coordinate, KindFilter, Region};
 use crate::event::{EventKind, HashChain};
 use crate::store::entry::{DiskPos, EntityHead, IndexEntry, LoadedEntry, ReadTarget};
@@ -18,52 +19,12 @@ const HAS_GATE_SET: u8 = 0x02;
 const HAS_CORRELATION: u8 = 0x04;
 /// The entry's previous hash is not its predecessor's (compaction removed that event).
 const HAS_ANCHOR: u8 = 0x08;
-/// Events per chunk of the entry log (a chunk is allocated when first needed).
-const LOG_CHUNK: usize = 64 * 1024;
-/// Chunks of the entry log: enough for every `u32` position.
-const LOG_CHUNKS: usize = (1 << 32) / LOG_CHUNK;
 /// Strings per chunk of the string table.
 const STRING_CHUNK: usize = 16 * 1024;
 /// Chunks of the string table: 2^28 distinct entity and scope names.
 const STRING_CHUNKS: usize = (1 << 28) / STRING_CHUNK;
 
 type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-
-/// One event as the index keeps it in memory: 96 bytes, strings as ids,
-/// the chain link as the position of the entity's previous event.
-#[derive(Clone, Copy)]
-struct Slot {
-    /// The id as two u64 halves: 8-byte alignment keeps `OnceLock<Slot>` at 104 bytes.
-    /// Correlation (when it differs from the id) and causation ids live in
-    /// side maps: most events have neither.
-    event_id: Id,
-    event_hash: [u8; 32],
-    wall_ms: u64,
-    prev: u32,
-    entity: u32,
-    scope: u32,
-    clock: u32,
-    segment_id: u32,
-    offset: u32,
-    length: u32,
-    gate_set: u32,
-    kind: u16,
-    flags: u8,
-    bits: u8,
-}
-
-/// A 128-bit id stored with 8-byte alignment.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Id([u64; 2]);
-
-impl Id {
-    fn new(v: u128) -> Self {
-        Self([(v >> 64) as u64, v as u64])
-    }
-    fn get(self) -> u128 {
-        (u128::from(self.0[0]) << 64) | u128::from(self.0[1])
-    }
-}
 
 /// The maps behind the index's one lock (held only to insert or to copy out ids).
 struct Maps {
@@ -88,7 +49,9 @@ struct Maps {
 
 /// One generation of the index (see the module docs).
 pub(crate) struct IndexGen {
-    log: AppendLog<Slot, LOG_CHUNK>,
+    pub(super) log: SlotLog,
+    /// How `log` was made (a compaction makes its generation the same way).
+    settings: LogSettings,
     strings: AppendLog<Arc<str>, STRING_CHUNK>,
     maps: RwLock<Maps>,
     ids: foldhash::fast::RandomState,
@@ -102,12 +65,23 @@ pub(crate) struct IndexGen {
     visible_entries: AtomicU64,
     /// Log chunks `0..ahead` are allocated or being allocated in advance.
     pub(super) ahead: AtomicUsize,
+    /// Log chunks `0..spilled_below` are in the scratch file (or being
+    /// written there by the one spilling thread).
+    pub(super) spilled_below: AtomicUsize,
 }
 
 impl IndexGen {
+    /// An empty generation, every chunk kept in memory.
+    #[cfg(test)]
     pub(crate) fn new() -> Self {
+        Self::with_settings(&LogSettings::in_memory())
+    }
+
+    /// An empty generation whose entry log follows `settings`.
+    pub(crate) fn with_settings(settings: &LogSettings) -> Self {
         Self {
-            log: AppendLog::new(LOG_CHUNKS),
+            log: SlotLog::new(settings),
+            settings: settings.clone(),
             strings: AppendLog::new(STRING_CHUNKS),
             maps: RwLock::new(Maps {
                 rising: Vec::new(),
@@ -127,6 +101,7 @@ impl IndexGen {
             entries: AtomicU64::new(0),
             visible_entries: AtomicU64::new(0),
             ahead: AtomicUsize::new(0),
+            spilled_below: AtomicUsize::new(0),
         }
     }
 
@@ -137,9 +112,46 @@ impl IndexGen {
         self.log.prepare(k);
     }
 
+    /// Log chunks below this one may go to the scratch file: every slot
+    /// of them is set for good, and the two newest chunks stay in memory.
+    pub(super) fn spillable_below(&self) -> usize {
+        if !self.log.spills() {
+            return 0;
+        }
+        ((self.inserted.load(Ordering::Acquire) / self.log.chunk_len()) as usize).saturating_sub(1)
+    }
+
+    /// Writes every spillable chunk not yet written to the scratch file
+    /// (one caller at a time: the index's spilling thread, or a loader
+    /// that owns this generation alone).
+    pub(crate) fn spill_ready(&self) {
+        let below = self.spillable_below();
+        let from = self.spilled_below.load(Ordering::Acquire);
+        for k in from..below {
+            self.log.spill(k);
+        }
+        self.spilled_below.fetch_max(below, Ordering::AcqRel);
+    }
+
+    /// Positions whose slots are in the scratch file (empty ones included).
+    pub(crate) fn entries_on_disk(&self) -> u64 {
+        self.spilled_below.load(Ordering::Acquire) as u64 * self.log.chunk_len()
+    }
+
+    /// How this generation keeps its entry log.
+    pub(crate) fn settings(&self) -> &LogSettings {
+        &self.settings
+    }
+
+    /// Why the entry log lost slots it had spilled, if it did.
+    pub(crate) fn scratch_failure(&self) -> Option<String> {
+        self.log.failure()
+    }
+
     pub(super) fn chunk_wanted(&self) -> usize {
-        let next = self.inserted.load(Ordering::Relaxed) as usize;
-        next / LOG_CHUNK + usize::from(next % LOG_CHUNK >= LOG_CHUNK / 2)
+        let next = self.inserted.load(Ordering::Relaxed);
+        let len = self.log.chunk_len();
+        (next / len) as usize + usize::from(next % len >= len / 2)
     }
 
     fn hash_id(&self, id: u128) -> u64 {
@@ -596,6 +608,9 @@ mod tests {
     use super::*;
     use std::sync::OnceLock;
 
+    /// Slots per chunk of an in-memory generation.
+    const CHUNK: u64 = 1 << super::super::slot_log::MAX_CHUNK_BITS;
+
     #[test]
     fn slots_stay_compact() {
         assert_eq!(std::mem::size_of::<Slot>(), 96);
@@ -625,16 +640,17 @@ mod tests {
         let index = StoreIndex {
             current: arc_swap::ArcSwap::from_pointee(IndexGen::new()),
             prep: Default::default(),
+            spill: Default::default(),
         };
-        let ready = |k: usize| index.generation().log.chunks[k].get().is_some();
+        let ready = |k: usize| index.generation().log.is_allocated(k);
         let gen = || index.generation();
         assert!(!ready(0));
         index.prepare_ahead().expect("chunk 0 requested").join().expect("prepared");
         assert!(ready(0), "the thread allocated chunk 0");
         assert!(index.prepare_ahead().is_none(), "requested once");
-        gen().insert(vec![entry(LOG_CHUNK as u64 / 2 - 2, "a")]).expect("insert");
+        gen().insert(vec![entry(CHUNK / 2 - 2, "a")]).expect("insert");
         assert!(index.prepare_ahead().is_none(), "the next insert is in the first half");
-        gen().insert(vec![entry(LOG_CHUNK as u64 / 2 - 1, "a")]).expect("insert");
+        gen().insert(vec![entry(CHUNK / 2 - 1, "a")]).expect("insert");
         assert!(!ready(1));
         index.prepare_ahead().expect("chunk 1 requested").join().expect("prepared");
         assert!(ready(1), "the thread allocated chunk 1");
@@ -642,10 +658,7 @@ mod tests {
         assert!(!ready(2));
         assert_eq!(gen().ahead.load(Ordering::Acquire), 2);
         index.publish();
-        assert_eq!(
-            index.get_visible(LOG_CHUNK as u64 / 2 - 1).map(|e| e.event_id),
-            Some(LOG_CHUNK as u128 / 2 + 999)
-        );
+        assert_eq!(index.get_visible(CHUNK / 2 - 1).map(|e| e.event_id), Some(u128::from(CHUNK) / 2 + 999));
     }
 
     #[test]
@@ -665,17 +678,6 @@ mod tests {
         assert_eq!(index.get_any(6).map(|e| e.hash_chain.prev_hash), Some([2; 32]));
         assert_eq!(index.stream("a").len(), 3);
         assert!(index.insert(vec![entry(6, "b")]).is_err(), "a sequence never falls");
-    }
-
-    #[test]
-    fn every_u32_position_has_a_slot() {
-        let log: AppendLog<u8, LOG_CHUNK> = AppendLog::new(LOG_CHUNKS);
-        assert!(log.set(0, 1));
-        assert!(log.set(u64::from(u32::MAX) - 1, 2));
-        assert!(!log.set(0, 3), "a slot is written once");
-        assert!(!log.set(1 << 32, 4), "beyond the last chunk");
-        assert_eq!(log.get(u64::from(u32::MAX) - 1), Some(&2));
-        assert_eq!(log.get(5), None);
     }
 
     #[test]

@@ -15,10 +15,12 @@
 
 mod append_log;
 mod generation;
+mod slot_log;
 
 pub use crate::store::entry::{ClockKey, DiskPos, IndexEntry};
 pub(crate) use crate::store::entry::{EntityHead, LoadedEntry};
 pub(crate) use generation::IndexGen;
+pub(crate) use slot_log::{LogSettings, BLOCK_BYTES, MAX_CHUNK_BITS, MIN_CHUNK_BITS};
 
 use crate::coordinate::Region;
 use crate::event::EventKind;
@@ -32,11 +34,14 @@ pub(crate) struct StoreIndex {
     /// The last chunk-preparing thread; joined when the index is dropped, so
     /// no thread of the store outlives it.
     prep: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The thread writing old log chunks to the scratch file, if one ran;
+    /// joined when the index is dropped, like `prep`.
+    spill: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Drop for StoreIndex {
     fn drop(&mut self) {
-        if let Some(thread) = self.prep.get_mut().take() {
+        for thread in [self.prep.get_mut().take(), self.spill.get_mut().take()].into_iter().flatten() {
             let _ = thread.join();
         }
     }
@@ -52,15 +57,70 @@ macro_rules! forward {
 }
 
 impl StoreIndex {
+    /// An empty index, every entry kept in memory.
+    #[cfg(test)]
     pub(crate) fn new() -> Self {
         Self::from_gen(IndexGen::new())
     }
 
+    /// An empty index whose entry log follows `settings`.
+    pub(crate) fn with_settings(settings: &LogSettings) -> Self {
+        Self::from_gen(IndexGen::with_settings(settings))
+    }
+
     pub(crate) fn from_gen(gen: IndexGen) -> Self {
-        let index =
-            Self { current: arc_swap::ArcSwap::from_pointee(gen), prep: parking_lot::Mutex::new(None) };
+        let index = Self {
+            current: arc_swap::ArcSwap::from_pointee(gen),
+            prep: parking_lot::Mutex::new(None),
+            spill: parking_lot::Mutex::new(None),
+        };
         index.keep(index.prepare_ahead());
         index
+    }
+
+    /// After inserts: allocates the next chunk ahead, and starts writing
+    /// old chunks to the scratch file if some are due and no spilling
+    /// thread is still busy (the next insert looks again).
+    fn after_insert(&self) {
+        self.keep(self.prepare_ahead());
+        let gen = self.current.load();
+        if gen.spillable_below() <= gen.spilled_below.load(Ordering::Acquire) {
+            return;
+        }
+        let mut running = self.spill.lock();
+        if running.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        if let Some(done) = running.take() {
+            let _ = done.join();
+        }
+        let gen = Arc::clone(&gen);
+        *running = std::thread::Builder::new()
+            .name("batpak-index-spill".into())
+            .spawn(move || gen.spill_ready())
+            .ok();
+    }
+
+    /// Waits for the spilling thread, if one runs, then writes whatever
+    /// is still due to the scratch file on this thread.
+    pub(crate) fn settle(&self) {
+        let mut running = self.spill.lock();
+        if let Some(thread) = running.take() {
+            let _ = thread.join();
+        }
+        self.current.load().spill_ready();
+    }
+
+    /// Index entries kept in the scratch file rather than in memory.
+    pub(crate) fn entries_on_disk(&self) -> u64 {
+        self.current.load().entries_on_disk()
+    }
+
+    /// Why the index lost entries it had written to its scratch file, if
+    /// it did. The writer checks this before writing anything: a missing
+    /// slot must never become a wrong head, id or footer entry.
+    pub(crate) fn scratch_failure(&self) -> Option<String> {
+        self.current.load().scratch_failure()
     }
 
     /// Allocates the log chunk the writer or loader will need next on a
@@ -98,7 +158,7 @@ impl StoreIndex {
     pub(crate) fn replace(&self, gen: IndexGen) {
         debug_assert!(gen.visible() >= self.visible(), "a new generation hides nothing published");
         self.current.store(Arc::new(gen));
-        self.keep(self.prepare_ahead());
+        self.after_insert();
     }
 
     /// The live generation, for a reader doing many lookups in one call.
@@ -112,21 +172,21 @@ impl StoreIndex {
         entries: impl IntoIterator<Item = Result<LoadedEntry, String>>,
     ) -> Result<(), String> {
         let done = self.current.load().insert_each(entries);
-        self.keep(self.prepare_ahead());
+        self.after_insert();
         done
     }
 
     /// Inserts entries above the watermark (see [`IndexGen::insert`]).
     pub(crate) fn insert(&self, entries: Vec<IndexEntry>) -> Result<(), String> {
         let done = self.current.load().insert(entries);
-        self.keep(self.prepare_ahead());
+        self.after_insert();
         done
     }
 
     /// Inserts entries whose string ids are known.
     pub(crate) fn insert_loaded(&self, entries: Vec<LoadedEntry>) -> Result<(), String> {
         let done = self.current.load().insert_loaded(entries);
-        self.keep(self.prepare_ahead());
+        self.after_insert();
         done
     }
 

@@ -53,10 +53,14 @@ pub(crate) struct Recovered {
 }
 
 /// Builds the index from the files in `dir` and publishes it.
-pub(crate) fn recover(dir: &DataDir, use_checkpoint: bool) -> Result<(StoreIndex, Recovered), StoreError> {
+pub(crate) fn recover(
+    dir: &DataDir,
+    use_checkpoint: bool,
+    settings: &crate::store::index::LogSettings,
+) -> Result<(StoreIndex, Recovered), StoreError> {
     dir.remove_stale_temporaries()?;
     crate::store::compaction::plan::recover(dir)?;
-    let index = StoreIndex::new();
+    let index = StoreIndex::with_settings(settings);
     let mut segments = list_segments(dir.dir())?;
     let mut report = RecoveryReport::default();
     if let Some(&last) = segments.last() {
@@ -86,6 +90,9 @@ pub(crate) fn recover(dir: &DataDir, use_checkpoint: bool) -> Result<(StoreIndex
         gate_sets.extend(load_segment(dir, &index, id, is_last, &mut report, &mut resume)?);
     }
     index.publish();
+    // Every chunk due for the scratch file is there before the store is
+    // handed out: resident memory after open is what the settings say.
+    index.settle();
     tracing::info!(events = index.visible(), segments = segments.len(), ?report, "index recovered");
     Ok((index, Recovered { segments, gate_sets, report, resume }))
 }

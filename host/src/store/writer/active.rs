@@ -183,6 +183,9 @@ impl ActiveSegment {
     pub(crate) fn seal(&self, index: &StoreIndex, end_seq: u64) -> Result<u64, StoreError> {
         self.cut_back()?;
         let entries: Vec<IndexEntry> = (self.first_seq..end_seq).filter_map(|s| index.get_any(s)).collect();
+        if let Some(why) = index.scratch_failure() {
+            return Err(StoreError::corrupt(self.id, format!("footer not written: {why}")));
+        }
         let refs = |e: &IndexEntry| footer::string_refs(&self.strings, e);
         // Writer appends always chain from the entity's head: never anchored.
         let bytes = footer::encode(self.len, &self.string_list, &self.gate_sets, &entries, refs, |_| false)

@@ -219,6 +219,7 @@ impl Writer {
         plans: &[ItemPlan],
         durable: bool,
     ) -> Result<Vec<IndexEntry>, StoreError> {
+        self.check_index()?;
         let count = planned.len();
         let last = count - 1;
         let mut added = Vec::new();

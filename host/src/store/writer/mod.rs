@@ -435,6 +435,19 @@ impl Writer {
         }
     }
 
+    /// Refuses to write once the index lost entries it had moved to its
+    /// scratch file: a head, an id or a footer entry read from a missing
+    /// slot must never chain, deduplicate or seal an event.
+    fn check_index(&mut self) -> Result<(), StoreError> {
+        match self.index.scratch_failure() {
+            Some(why) => {
+                self.poison(&why);
+                Err(StoreError::Poisoned(why))
+            }
+            None => Ok(()),
+        }
+    }
+
     fn poison(&mut self, why: &str) {
         tracing::error!(reason = why, "writer poisoned; reopen the store to recover");
         if self.poisoned.is_none() {

@@ -213,6 +213,7 @@ impl Writer {
 
     /// Frames and writes one event; on any failure the bytes are cut back.
     fn write_single(&mut self, plan: &Planned<'_>) -> Result<IndexEntry, StoreError> {
+        self.check_index()?;
         let hash = plan.hash();
         let mut added = Vec::new();
         let seg = self.active.as_mut().ok_or(StoreError::WriterCrashed)?;

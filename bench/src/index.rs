@@ -1,0 +1,123 @@
+//! The index's memory and read costs with old entries in the scratch file
+//! (the default) against every entry in memory (`resident_events =
+//! u64::MAX`), side by side over one store: RSS after open and after 20 k
+//! gets (each in a fresh process), peak RSS, cold open, `get` uncached and
+//! cached, and `stream` of one entity.
+
+use batpak::prelude::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+/// The two index settings compared.
+const MODES: [&str; 2] = ["scratch", "memory"];
+
+fn config(mode: &str, dir: &Path) -> StoreConfig {
+    let cfg = StoreConfig::new(dir);
+    if mode == "memory" {
+        cfg.with_resident_events(u64::MAX)
+    } else {
+        cfg
+    }
+}
+
+/// Percentiles 50 and 99 of per-call times in µs.
+fn p50_p99(mut xs: Vec<f64>) -> (f64, f64) {
+    xs.sort_by(f64::total_cmp);
+    let at = |q: f64| xs.get(((xs.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(f64::NAN);
+    (at(0.5), at(0.99))
+}
+
+fn timed_gets(store: &Store, ids: &[u128], n: usize, seed: usize) -> Vec<f64> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let id = ids[(x >> 17) % ids.len()];
+            let start = Instant::now();
+            std::hint::black_box(store.get(id).expect("get"));
+            start.elapsed().as_secs_f64() * 1e6
+        })
+        .collect()
+}
+
+/// In a fresh process (`--index-child MODE DIR`): prints RSS growth after
+/// open, after 20 k random gets, and the peak, in MiB, and the open in ms.
+pub fn child(args: &[String]) -> anyhow::Result<()> {
+    let (mode, dir) = (args[0].as_str(), Path::new(&args[1]));
+    let before = crate::util::rss_mib();
+    let start = Instant::now();
+    let store = Store::open(config(mode, dir))?;
+    let open_ms = start.elapsed().as_secs_f64() * 1e3;
+    let after_open = crate::util::rss_mib() - before;
+    let ids: Vec<u128> = store.query(&Region::all()).iter().map(|e| e.event_id).collect();
+    let listed = crate::util::rss_mib();
+    drop(timed_gets(&store, &ids, 20_000, 7));
+    let after_gets = crate::util::rss_mib() - listed + after_open;
+    let peak = crate::util::status_mib("VmHWM:") - before;
+    println!("{after_open} {after_gets} {peak} {open_ms}");
+    drop(store);
+    Ok(())
+}
+
+fn in_child(mode: &str, dir: &Path) -> anyhow::Result<[f64; 4]> {
+    let out = Command::new(std::env::current_exe()?).arg("--index-child").arg(mode).arg(dir).output()?;
+    anyhow::ensure!(out.status.success(), "index child failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout)?;
+    let xs: Vec<f64> = text.split_whitespace().map(str::parse).collect::<Result<_, _>>()?;
+    anyhow::ensure!(xs.len() == 4, "index child printed {text:?}");
+    Ok([xs[0], xs[1], xs[2], xs[3]])
+}
+
+fn line(name: &str, scratch: f64, memory: f64, unit: &str) {
+    println!(
+        "{name}: scratch {scratch:.2} {unit}, in-memory {memory:.2} {unit}, ratio {:.3}",
+        scratch / memory
+    );
+}
+
+/// Runs the comparison over a store of `n` events (`label` names it).
+pub fn run(n: usize, label: &str) -> anyhow::Result<()> {
+    let dir = crate::ours::populate(n)?;
+    let empty = crate::ours::populate(0)?;
+    let per_million = 1_000_000.0 / n as f64;
+    let mut rows = Vec::new();
+    for mode in MODES {
+        let base = in_child(mode, empty.path())?;
+        let got = in_child(mode, dir.path())?;
+        rows.push([
+            (got[0] - base[0]) * per_million,
+            (got[1] - base[1]) * per_million,
+            (got[2] - base[2]) * per_million,
+            got[3],
+        ]);
+    }
+    line(&format!("index_rss_after_open_per_1M_{label}"), rows[0][0], rows[1][0], "MiB");
+    line(&format!("index_rss_after_20k_gets_per_1M_{label}"), rows[0][1], rows[1][1], "MiB");
+    line(&format!("index_peak_rss_per_1M_{label}"), rows[0][2], rows[1][2], "MiB");
+    line(&format!("index_cold_open_{label}"), rows[0][3], rows[1][3], "ms");
+    let mut stats = Vec::new();
+    for mode in MODES {
+        let store = Store::open(config(mode, dir.path()))?;
+        let ids: Vec<u128> = store.query(&Region::all()).iter().map(|e| e.event_id).collect();
+        let uncached = p50_p99(timed_gets(&store, &ids, 20_000, 11));
+        let hot = &ids[..1000];
+        drop(timed_gets(&store, hot, 5_000, 13));
+        let cached = p50_p99(timed_gets(&store, hot, 20_000, 17));
+        let streams: Vec<f64> = (0..21)
+            .map(|_| {
+                let start = Instant::now();
+                let got = store.stream("entity:0").len();
+                std::hint::black_box(got);
+                start.elapsed().as_secs_f64() * 1e6 / got.max(1) as f64 * 1000.0
+            })
+            .collect();
+        stats.push((uncached, cached, p50_p99(streams).0));
+        store.close()?;
+    }
+    line(&format!("index_get_random_p50_{label}"), stats[0].0 .0, stats[1].0 .0, "us");
+    line(&format!("index_get_random_p99_{label}"), stats[0].0 .1, stats[1].0 .1, "us");
+    line(&format!("index_get_hot_p50_{label}"), stats[0].1 .0, stats[1].1 .0, "us");
+    line(&format!("index_stream_per_1000_{label}"), stats[0].2, stats[1].2, "us");
+    Ok(())
+}

@@ -1,0 +1,568 @@
+//! The index's entry log: one fixed-size [`Slot`] per position, in chunks.
+//!
+//! The newest chunks live in memory. Once a chunk is full and two chunks
+//! behind the one being filled, a background thread writes it to a scratch
+//! file in the store's directory and drops it from memory; later reads of
+//! it go through a bounded block cache ([`BlockCache`]). The scratch file
+//! is unnamed (`O_TMPFILE` where the file system has it), private to this
+//! process and this index generation, and gone when the generation is:
+//! nothing in it is ever read back after a restart, so it needs no fsync,
+//! no format version and no recovery. Open rebuilds it as it loads.
+//!
+//! Slots never change once set, so a spilled chunk is an exact copy. A
+//! chunk is published as spilled (its file offset) before its memory is
+//! released, and a reader that finds no memory reads the file, so every
+//! read sees the slot whichever way the race goes.
+//!
+//! A failed scratch *write* keeps the chunk in memory and stops spilling.
+//! A failed scratch *read* cannot be repaired (the memory is gone): it is
+//! recorded as [`SlotLog::failure`], reads of that block answer "absent",
+//! and the writer refuses to write anything after checking it (see
+//! `StoreIndex::check_scratch`), so no event is ever chained or sealed
+//! from a missing slot.
+
+use arc_swap::ArcSwapOption;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+/// One event as the index keeps it: 96 bytes, strings as ids, the chain
+/// link as the position of the entity's previous event.
+#[derive(Clone, Copy)]
+pub(super) struct Slot {
+    /// The id as two u64 halves: 8-byte alignment keeps `OnceLock<Slot>` at 104 bytes.
+    /// Correlation (when it differs from the id) and causation ids live in
+    /// side maps: most events have neither.
+    pub(super) event_id: Id,
+    pub(super) event_hash: [u8; 32],
+    pub(super) wall_ms: u64,
+    pub(super) prev: u32,
+    pub(super) entity: u32,
+    pub(super) scope: u32,
+    pub(super) clock: u32,
+    pub(super) segment_id: u32,
+    pub(super) offset: u32,
+    pub(super) length: u32,
+    pub(super) gate_set: u32,
+    pub(super) kind: u16,
+    pub(super) flags: u8,
+    pub(super) bits: u8,
+}
+
+/// A 128-bit id stored with 8-byte alignment.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct Id([u64; 2]);
+
+impl Id {
+    pub(super) fn new(v: u128) -> Self {
+        Self([(v >> 64) as u64, v as u64])
+    }
+    pub(super) fn get(self) -> u128 {
+        (u128::from(self.0[0]) << 64) | u128::from(self.0[1])
+    }
+}
+
+/// Bytes of a slot in the scratch file.
+const SLOT_BYTES: usize = 96;
+/// In the scratch file's `bits` byte only: the position holds a slot
+/// (compaction leaves positions empty). Never set in memory.
+const PRESENT: u8 = 0x80;
+/// Slots per block, the unit of scratch reads and of the cache.
+pub(super) const BLOCK_SLOTS: usize = 64;
+/// Bytes per block in the scratch file.
+pub(crate) const BLOCK_BYTES: usize = BLOCK_SLOTS * SLOT_BYTES;
+/// Chunk cells per group of the two-level cell table.
+const CELL_GROUP: usize = 1024;
+/// Smallest chunk (2^10 slots, 16 blocks) and largest (2^16 slots).
+pub(crate) const MIN_CHUNK_BITS: u32 = 10;
+pub(crate) const MAX_CHUNK_BITS: u32 = 16;
+
+impl Slot {
+    fn encode(&self, out: &mut [u8]) {
+        let mut at = 0;
+        let mut put = |bytes: &[u8]| {
+            out[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        };
+        put(&self.event_id.0[0].to_le_bytes());
+        put(&self.event_id.0[1].to_le_bytes());
+        put(&self.event_hash);
+        put(&self.wall_ms.to_le_bytes());
+        for v in [
+            self.prev,
+            self.entity,
+            self.scope,
+            self.clock,
+            self.segment_id,
+            self.offset,
+            self.length,
+            self.gate_set,
+        ] {
+            put(&v.to_le_bytes());
+        }
+        put(&self.kind.to_le_bytes());
+        put(&[self.flags, self.bits | PRESENT]);
+        debug_assert_eq!(at, 92, "four bytes of padding end the record");
+    }
+
+    /// The slot in `bytes` (one record of a block), or `None` for an
+    /// empty position.
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let b = bytes.get(..SLOT_BYTES)?;
+        if b[91] & PRESENT == 0 {
+            return None;
+        }
+        let u64_at = |i: usize| b.get(i..i + 8).and_then(|s| s.try_into().ok()).map_or(0, u64::from_le_bytes);
+        let u32_at = |i: usize| b.get(i..i + 4).and_then(|s| s.try_into().ok()).map_or(0, u32::from_le_bytes);
+        let mut event_hash = [0u8; 32];
+        event_hash.copy_from_slice(&b[16..48]);
+        Some(Self {
+            event_id: Id([u64_at(0), u64_at(8)]),
+            event_hash,
+            wall_ms: u64_at(48),
+            prev: u32_at(56),
+            entity: u32_at(60),
+            scope: u32_at(64),
+            clock: u32_at(68),
+            segment_id: u32_at(72),
+            offset: u32_at(76),
+            length: u32_at(80),
+            gate_set: u32_at(84),
+            kind: u16::from_le_bytes([b[88], b[89]]),
+            flags: b[90],
+            bits: b[91] & !PRESENT,
+        })
+    }
+}
+
+/// How an index generation keeps its entry log.
+#[derive(Clone)]
+pub(crate) struct LogSettings {
+    /// Slots per chunk, as a power of two (`MIN_CHUNK_BITS..=MAX_CHUNK_BITS`).
+    pub(crate) chunk_bits: u32,
+    /// Where old chunks go; `None` keeps every chunk in memory.
+    pub(crate) scratch_dir: Option<PathBuf>,
+    /// Blocks the cache of spilled chunks holds at most.
+    pub(crate) cache_blocks: usize,
+}
+
+impl LogSettings {
+    /// Everything in memory, 64 Ki slots per chunk.
+    pub(crate) fn in_memory() -> Self {
+        Self { chunk_bits: MAX_CHUNK_BITS, scratch_dir: None, cache_blocks: 0 }
+    }
+}
+
+type MemChunk = Box<[OnceLock<Slot>]>;
+
+/// One chunk: in memory, or at an offset of the scratch file.
+#[derive(Default)]
+struct Cell {
+    mem: ArcSwapOption<MemChunk>,
+    /// File offset of the spilled chunk plus one; 0 while it is not spilled.
+    spilled: AtomicU64,
+}
+
+/// The entry log of one index generation (see the module docs).
+pub(super) struct SlotLog {
+    chunk_bits: u32,
+    groups: Box<[OnceLock<Box<[Cell]>>]>,
+    scratch: Option<Scratch>,
+}
+
+impl SlotLog {
+    pub(super) fn new(settings: &LogSettings) -> Self {
+        let chunk_bits = settings.chunk_bits.clamp(MIN_CHUNK_BITS, MAX_CHUNK_BITS);
+        let chunks = 1usize << (32 - chunk_bits);
+        let groups = chunks.div_ceil(CELL_GROUP);
+        Self {
+            chunk_bits,
+            groups: (0..groups).map(|_| OnceLock::new()).collect(),
+            scratch: settings.scratch_dir.clone().map(|dir| Scratch::new(dir, settings.cache_blocks)),
+        }
+    }
+
+    /// Slots per chunk.
+    pub(super) fn chunk_len(&self) -> u64 {
+        1 << self.chunk_bits
+    }
+
+    fn locate(&self, i: u64) -> (usize, usize) {
+        ((i >> self.chunk_bits) as usize, (i & (self.chunk_len() - 1)) as usize)
+    }
+
+    /// The cell of chunk `k`, if its group exists.
+    fn cell(&self, k: usize) -> Option<&Cell> {
+        self.groups.get(k / CELL_GROUP)?.get()?.get(k % CELL_GROUP)
+    }
+
+    fn cell_or_init(&self, k: usize) -> Option<&Cell> {
+        let group = self.groups.get(k / CELL_GROUP)?;
+        group.get_or_init(|| (0..CELL_GROUP).map(|_| Cell::default()).collect()).get(k % CELL_GROUP)
+    }
+
+    /// The slot at position `i`, if one was set.
+    pub(super) fn get(&self, i: u64) -> Option<Slot> {
+        let (k, at) = self.locate(i);
+        let cell = self.cell(k)?;
+        if let Some(mem) = &*cell.mem.load() {
+            return mem.get(at)?.get().copied();
+        }
+        let spilled = cell.spilled.load(Ordering::SeqCst);
+        if spilled == 0 {
+            return None;
+        }
+        self.scratch.as_ref()?.read(k, at, spilled - 1)
+    }
+
+    /// Fills position `i`; false if it is taken, spilled or out of range.
+    pub(super) fn set(&self, i: u64, slot: Slot) -> bool {
+        let (k, at) = self.locate(i);
+        let Some(mem) = self.cell_or_init(k).and_then(|cell| Self::allocated(cell, self.chunk_len())) else {
+            return false;
+        };
+        mem.get(at).is_some_and(|s| s.set(slot).is_ok())
+    }
+
+    /// The memory of `cell`, allocating it if the chunk was never used.
+    fn allocated(cell: &Cell, len: u64) -> Option<Arc<MemChunk>> {
+        if let Some(mem) = cell.mem.load_full() {
+            return Some(mem);
+        }
+        if cell.spilled.load(Ordering::SeqCst) != 0 {
+            return None;
+        }
+        let fresh: Arc<MemChunk> = Arc::new((0..len).map(|_| OnceLock::new()).collect());
+        let previous = cell.mem.compare_and_swap(&None::<Arc<MemChunk>>, Some(Arc::clone(&fresh)));
+        Some((*previous).clone().unwrap_or(fresh))
+    }
+
+    /// Allocates chunk `k` now, so that the first insert into it does not.
+    pub(super) fn prepare(&self, k: usize) {
+        if let Some(cell) = self.cell_or_init(k) {
+            Self::allocated(cell, self.chunk_len());
+        }
+    }
+
+    /// Whether old chunks go to a scratch file.
+    pub(super) fn spills(&self) -> bool {
+        self.scratch.as_ref().is_some_and(|s| !s.write_failed.load(Ordering::Acquire))
+    }
+
+    /// Writes chunk `k` to the scratch file and drops its memory. The
+    /// caller guarantees no slot of it will be set again. A failed write
+    /// leaves it in memory and turns spilling off.
+    pub(super) fn spill(&self, k: usize) {
+        let Some(scratch) = self.scratch.as_ref().filter(|_| self.spills()) else { return };
+        let Some(cell) = self.cell(k) else { return };
+        let Some(mem) = cell.mem.load_full() else { return };
+        let mut bytes = vec![0u8; mem.len() * SLOT_BYTES];
+        for (slot, out) in mem.iter().zip(bytes.chunks_exact_mut(SLOT_BYTES)) {
+            if let Some(s) = slot.get() {
+                s.encode(out);
+            }
+        }
+        match scratch.append(&bytes) {
+            Ok(offset) => {
+                cell.spilled.store(offset + 1, Ordering::SeqCst);
+                cell.mem.store(None);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "index scratch file not written; old index chunks stay in memory");
+                scratch.write_failed.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Whether chunk `k` is in the scratch file.
+    #[cfg(test)]
+    pub(super) fn is_spilled(&self, k: usize) -> bool {
+        self.cell(k).is_some_and(|c| c.spilled.load(Ordering::SeqCst) != 0)
+    }
+
+    /// Whether chunk `k` has memory allocated.
+    #[cfg(test)]
+    pub(super) fn is_allocated(&self, k: usize) -> bool {
+        self.cell(k).is_some_and(|c| c.mem.load().is_some())
+    }
+
+    /// The first failed scratch read, if any (sticky).
+    pub(super) fn failure(&self) -> Option<String> {
+        self.scratch.as_ref().and_then(|s| s.read_failure.get().cloned())
+    }
+}
+
+/// The scratch file and the cache in front of it.
+struct Scratch {
+    dir: PathBuf,
+    file: OnceLock<Result<File, String>>,
+    /// Where the next spilled chunk goes (the spilling thread only).
+    end: Mutex<u64>,
+    cache: BlockCache,
+    write_failed: AtomicBool,
+    read_failure: OnceLock<String>,
+}
+
+impl Scratch {
+    fn new(dir: PathBuf, cache_blocks: usize) -> Self {
+        Self {
+            dir,
+            file: OnceLock::new(),
+            end: Mutex::new(0),
+            cache: BlockCache::new(cache_blocks),
+            write_failed: AtomicBool::new(false),
+            read_failure: OnceLock::new(),
+        }
+    }
+
+    fn file(&self) -> Result<&File, String> {
+        self.file
+            .get_or_init(|| tempfile::tempfile_in(&self.dir).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Appends `bytes`; returns the offset they start at.
+    fn append(&self, bytes: &[u8]) -> Result<u64, String> {
+        let file = self.file()?;
+        let mut end = self.end.lock();
+        file.write_all_at(bytes, *end).map_err(|e| e.to_string())?;
+        let at = *end;
+        *end += bytes.len() as u64;
+        Ok(at)
+    }
+
+    /// Slot `at` of the chunk `k` spilled at `offset`, through the cache.
+    fn read(&self, k: usize, at: usize, offset: u64) -> Option<Slot> {
+        let block = at / BLOCK_SLOTS;
+        let key = ((k as u64) << 32) | block as u64;
+        let slots = match self.cache.get(key) {
+            Some(slots) => slots,
+            None => {
+                let slots = self.read_block(offset + (block * BLOCK_BYTES) as u64)?;
+                self.cache.insert(key, Arc::clone(&slots));
+                slots
+            }
+        };
+        slots.get(at % BLOCK_SLOTS).copied().flatten()
+    }
+
+    fn read_block(&self, at: u64) -> Option<Arc<[Option<Slot>]>> {
+        let mut bytes = vec![0u8; BLOCK_BYTES];
+        let read = self.file().and_then(|f| f.read_exact_at(&mut bytes, at).map_err(|e| e.to_string()));
+        if let Err(e) = read {
+            let why = format!("index scratch file unreadable at byte {at}: {e}");
+            tracing::error!(reason = %why, "index entries lost from memory; the writer stops");
+            let _ = self.read_failure.set(why);
+            return None;
+        }
+        Some(bytes.chunks_exact(SLOT_BYTES).map(Slot::decode).collect())
+    }
+}
+
+/// Shards of the block cache (a power of two).
+const SHARDS: usize = 16;
+
+/// A bounded cache of decoded blocks, in shards, each evicting by CLOCK
+/// (second chance): a hit marks its frame; eviction sweeps, clearing marks,
+/// and takes the first unmarked frame.
+pub(super) struct BlockCache {
+    shards: Box<[Mutex<Shard>]>,
+}
+
+struct Shard {
+    frames: Vec<Frame>,
+    at: HashMap<u64, usize>,
+    hand: usize,
+    cap: usize,
+}
+
+struct Frame {
+    key: u64,
+    slots: Arc<[Option<Slot>]>,
+    marked: bool,
+}
+
+impl BlockCache {
+    /// A cache of at most `blocks` blocks (0: caches nothing).
+    pub(super) fn new(blocks: usize) -> Self {
+        let per = blocks.div_ceil(SHARDS);
+        let shard = || Mutex::new(Shard { frames: Vec::new(), at: HashMap::new(), hand: 0, cap: per });
+        Self { shards: (0..SHARDS).map(|_| shard()).collect() }
+    }
+
+    fn shard(&self, key: u64) -> &Mutex<Shard> {
+        let mixed = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        &self.shards[mixed as usize % SHARDS]
+    }
+
+    fn get(&self, key: u64) -> Option<Arc<[Option<Slot>]>> {
+        let mut shard = self.shard(key).lock();
+        let i = *shard.at.get(&key)?;
+        let frame = shard.frames.get_mut(i)?;
+        frame.marked = true;
+        Some(Arc::clone(&frame.slots))
+    }
+
+    fn insert(&self, key: u64, slots: Arc<[Option<Slot>]>) {
+        let mut shard = self.shard(key).lock();
+        if shard.cap == 0 || shard.at.contains_key(&key) {
+            return;
+        }
+        if shard.frames.len() < shard.cap {
+            let i = shard.frames.len();
+            shard.frames.push(Frame { key, slots, marked: false });
+            shard.at.insert(key, i);
+            return;
+        }
+        let victim = shard.sweep();
+        let old = std::mem::replace(&mut shard.frames[victim], Frame { key, slots, marked: false });
+        shard.at.remove(&old.key);
+        shard.at.insert(key, victim);
+    }
+
+    /// Blocks held now.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().frames.len()).sum()
+    }
+}
+
+impl Shard {
+    /// The frame to evict: the first unmarked one from the hand, clearing
+    /// marks on the way (ends within two sweeps).
+    fn sweep(&mut self) -> usize {
+        loop {
+            let i = self.hand % self.frames.len();
+            self.hand = i + 1;
+            let frame = &mut self.frames[i];
+            if !frame.marked {
+                return i;
+            }
+            frame.marked = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(n: u32) -> Slot {
+        Slot {
+            event_id: Id::new(u128::from(n) << 70 | u128::from(n)),
+            event_hash: [n as u8; 32],
+            wall_ms: u64::from(n) * 3,
+            prev: n.wrapping_sub(1),
+            entity: n % 7,
+            scope: n % 3,
+            clock: n / 2,
+            segment_id: n / 100,
+            offset: n.wrapping_mul(96),
+            length: 90 + n % 10,
+            gate_set: n % 5,
+            kind: (n % 65_000) as u16,
+            flags: (n % 256) as u8,
+            bits: (n % 16) as u8,
+        }
+    }
+
+    fn same(a: &Slot, b: &Slot) -> bool {
+        let mut x = [0u8; SLOT_BYTES];
+        let mut y = [0u8; SLOT_BYTES];
+        a.encode(&mut x);
+        b.encode(&mut y);
+        x == y && a.event_id == b.event_id && a.bits == b.bits
+    }
+
+    #[test]
+    fn slots_round_trip_through_their_encoding() {
+        for n in [0u32, 1, 255, 70_000, u32::MAX] {
+            let mut bytes = [0u8; SLOT_BYTES];
+            slot(n).encode(&mut bytes);
+            let back = Slot::decode(&bytes).expect("present");
+            assert!(same(&slot(n), &back), "slot {n}");
+            assert_eq!(back.bits & PRESENT, 0, "the marker stays on disk");
+        }
+        assert!(Slot::decode(&[0u8; SLOT_BYTES]).is_none(), "an empty position");
+    }
+
+    #[test]
+    fn a_spilled_chunk_reads_back_exactly_with_its_gaps() {
+        let dir = tempfile::tempdir().expect("dir");
+        let settings =
+            LogSettings { chunk_bits: MIN_CHUNK_BITS, scratch_dir: Some(dir.path().into()), cache_blocks: 4 };
+        let log = SlotLog::new(&settings);
+        let n = 3 * log.chunk_len();
+        for i in (0..n).filter(|i| i % 5 != 3) {
+            assert!(log.set(i, slot(i as u32)));
+        }
+        log.spill(0);
+        log.spill(1);
+        assert!(log.is_spilled(0) && log.is_spilled(1) && !log.is_spilled(2));
+        assert!(!log.is_allocated(0), "a spilled chunk's memory is released");
+        assert!(!log.set(5, slot(5)), "a spilled chunk takes no more slots");
+        for round in 0..2 {
+            for i in 0..n {
+                match log.get(i) {
+                    Some(s) => {
+                        assert!(i % 5 != 3 && same(&s, &slot(i as u32)), "position {i}, round {round}")
+                    }
+                    None => assert_eq!(i % 5, 3, "position {i} was set, round {round}"),
+                }
+            }
+        }
+        assert!(log.failure().is_none());
+        let cache = &log.scratch.as_ref().expect("scratch").cache;
+        assert!(cache.len() <= 4 + SHARDS, "the cache stays within its bound: {}", cache.len());
+    }
+
+    #[test]
+    fn without_a_scratch_directory_nothing_spills() {
+        let log = SlotLog::new(&LogSettings::in_memory());
+        assert!(log.set(0, slot(0)));
+        log.spill(0);
+        assert!(!log.is_spilled(0));
+        assert!(log.get(0).is_some());
+        assert!(log.set(u64::from(u32::MAX) - 1, slot(9)), "every u32 position has a slot");
+        assert!(!log.set(1 << 32, slot(1)), "beyond the last chunk");
+    }
+
+    #[test]
+    fn the_cache_evicts_unmarked_blocks_first() {
+        let cache = BlockCache::new(SHARDS * 2);
+        let blocks: Vec<Arc<[Option<Slot>]>> = (0..4).map(|n| Arc::from(vec![Some(slot(n))])).collect();
+        // Keys chosen to share one shard.
+        let keys: Vec<u64> =
+            (0u64..10_000).filter(|k| std::ptr::eq(cache.shard(*k), cache.shard(0))).take(3).collect();
+        cache.insert(keys[0], Arc::clone(&blocks[0]));
+        cache.insert(keys[1], Arc::clone(&blocks[1]));
+        assert!(cache.get(keys[0]).is_some(), "marks block 0");
+        cache.insert(keys[2], Arc::clone(&blocks[2]));
+        assert!(cache.get(keys[0]).is_some(), "the marked block survived");
+        assert!(cache.get(keys[1]).is_none(), "the unmarked one was evicted");
+        assert!(cache.get(keys[2]).is_some());
+    }
+
+    #[test]
+    fn an_unreadable_scratch_file_is_a_sticky_failure_not_a_wrong_slot() {
+        let dir = tempfile::tempdir().expect("dir");
+        let settings =
+            LogSettings { chunk_bits: MIN_CHUNK_BITS, scratch_dir: Some(dir.path().into()), cache_blocks: 0 };
+        let log = SlotLog::new(&settings);
+        for i in 0..log.chunk_len() {
+            assert!(log.set(i, slot(i as u32)));
+        }
+        log.spill(0);
+        let scratch = log.scratch.as_ref().expect("scratch");
+        let file = scratch.file().expect("file");
+        file.set_len(BLOCK_BYTES as u64).expect("truncate");
+        assert!(log.get(1).is_some(), "the first block is still there");
+        assert!(log.get(log.chunk_len() - 1).is_none(), "a block past the end cannot be read");
+        assert!(log.failure().is_some_and(|why| why.contains("unreadable")));
+    }
+}

@@ -1,0 +1,248 @@
+//! Index entries moved to the scratch file read back exactly: a store
+//! whose index keeps only 2 048 entries in memory (and caches 64 KiB of
+//! the rest) answers every read API exactly as an all-in-memory index over
+//! the same directory, live, after a compaction, after reopening through
+//! the checkpoint and through the frame scan, and after a torn tail.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // test code
+
+use batpak::prelude::*;
+use serde_json::json;
+use std::path::Path;
+
+const ENTITIES: u64 = 40;
+const SCOPES: u64 = 3;
+const KINDS: u16 = 4;
+
+/// A small deterministic generator (xorshift64*), so a failure replays.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn entity(n: u64) -> String {
+    if n.is_multiple_of(4) {
+        format!("zz-{n}")
+    } else {
+        format!("acct-{n}")
+    }
+}
+
+fn coord(rng: &mut Rng) -> Coordinate {
+    let n = rng.below(ENTITIES);
+    Coordinate::new(entity(n), format!("scope-{}", n % SCOPES)).expect("coord")
+}
+
+fn kind(rng: &mut Rng) -> EventKind {
+    EventKind::custom(1, 1 + rng.below(u64::from(KINDS)) as u16)
+}
+
+fn spilling(dir: &Path) -> StoreConfig {
+    StoreConfig::new(dir)
+        .with_resident_events(2048)
+        .with_index_cache_bytes(64 * 1024)
+        .with_segment_max_bytes(256 * 1024)
+}
+
+fn in_memory(dir: &Path) -> StoreConfig {
+    StoreConfig::new(dir).with_resident_events(u64::MAX).with_segment_max_bytes(256 * 1024)
+}
+
+/// `n` appends: singles, batches of 1–20, idempotent appends whose keys
+/// repeat (and so are answered from the index), and CAS appends.
+fn work(store: &Store, rng: &mut Rng, n: usize) {
+    let mut done = 0;
+    while done < n {
+        let payload = json!({"i": done, "pad": "x".repeat(60 + rng.below(40) as usize)});
+        match rng.below(10) {
+            0..=5 => {
+                let c = coord(rng);
+                let k = kind(rng);
+                store.append(&c, k, &payload).expect("append");
+                done += 1;
+            }
+            6 => {
+                let key = 0x1000 + u128::from(rng.below(500));
+                let c = Coordinate::new(format!("idem-{key}"), "scope-0").expect("coord");
+                let opts = AppendOptions::new().with_idempotency(key);
+                store
+                    .append_with_options(&c, EventKind::custom(1, 1), &json!({"key": key as u64}), opts)
+                    .expect("idem");
+                done += 1;
+            }
+            7 => {
+                let c = coord(rng);
+                let len = store.stream(c.entity()).len() as u32;
+                let opts = if len == 0 {
+                    AppendOptions::new().with_cas_empty()
+                } else {
+                    AppendOptions::new().with_cas(len - 1)
+                };
+                let k = kind(rng);
+                store.append_with_options(&c, k, &payload, opts).expect("cas with the right expectation");
+                done += 1;
+            }
+            _ => {
+                let size = 1 + rng.below(20) as usize;
+                let items = (0..size)
+                    .map(|j| {
+                        let c = coord(rng);
+                        let k = kind(rng);
+                        BatchAppendItem::new(
+                            c,
+                            k,
+                            &json!({"b": done + j}),
+                            AppendOptions::new(),
+                            CausationRef::None,
+                        )
+                        .expect("item")
+                    })
+                    .collect();
+                store.append_batch(items).expect("batch");
+                done += size;
+            }
+        }
+    }
+}
+
+/// Everything the read API says about the store, as text.
+fn observe(store: &Store) -> Vec<String> {
+    let mut out = Vec::new();
+    let stats = store.stats();
+    out.push(format!("{stats:?} entities {}", store.diagnostics().entity_count));
+    let all = store.query(&Region::all());
+    out.push(format!("all {all:?}"));
+    for n in 0..ENTITIES {
+        out.push(format!("stream {n} {:?}", store.stream(&entity(n))));
+    }
+    for s in 0..SCOPES {
+        out.push(format!("scope {s} {:?}", store.by_scope(&format!("scope-{s}"))));
+    }
+    for k in 1..=KINDS {
+        out.push(format!("kind {k} {:?}", store.by_fact(EventKind::custom(1, k))));
+    }
+    out.push(format!("prefix {:?}", store.query(&Region::entity("zz-"))));
+    for e in &all {
+        let got = store.get(e.event_id).expect("every listed id is found");
+        out.push(format!("get {:?} {}", got.event.header, got.event.payload));
+    }
+    for key in 0x1000u128..0x1000 + 500 {
+        out.push(format!("key {key} {:?}", store.get(key).ok().map(|e| e.event.header.event_id)));
+    }
+    assert!(matches!(store.get(7), Err(StoreError::NotFound(_))));
+    let mut cursor = store.cursor_guaranteed(&Region::all());
+    let mut drained = Vec::new();
+    loop {
+        let batch = cursor.poll_batch(97);
+        if batch.is_empty() {
+            break;
+        }
+        drained.extend(batch.into_iter().map(|e| e.global_sequence));
+    }
+    out.push(format!("cursor {drained:?}"));
+    if let Some(last) = all.last() {
+        out.push(format!("ancestors {:?}", store.walk_ancestors(last.event_id, 50).len()));
+    }
+    assert_eq!(all.len(), stats.event_count, "every counted event is listed");
+    out
+}
+
+fn assert_same(what: &str, expected: &[String], got: &[String]) {
+    assert_eq!(expected.len(), got.len(), "{what}: different shapes");
+    for (e, g) in expected.iter().zip(got) {
+        assert!(
+            e == g,
+            "{what}: differs\n expected {}\n      got {}",
+            &e[..e.len().min(400)],
+            &g[..g.len().min(400)]
+        );
+    }
+}
+
+/// Opens `dir` with each index setting and recovery path, comparing each
+/// to `expected`; returns what the all-in-memory open saw.
+fn reopen_every_way(dir: &Path, expected: Option<&[String]>) -> Vec<String> {
+    let memory = Store::open(in_memory(dir)).expect("in-memory open");
+
+    let seen = observe(&memory);
+    assert_eq!(memory.diagnostics().index_entries_on_disk, 0);
+    memory.close().expect("close");
+    if let Some(expected) = expected {
+        assert_same("all in memory", expected, &seen);
+    }
+    for checkpoint in [true, false] {
+        let store = Store::open(spilling(dir).with_enable_checkpoint(checkpoint)).expect("open");
+        let on_disk = store.diagnostics().index_entries_on_disk;
+        let next = store.stats().global_sequence;
+        assert!(
+            on_disk > 0 && on_disk + 2048 >= next,
+            "the open moved all but the newest two chunks to the scratch file ({on_disk} of {next})"
+        );
+        assert_same(&format!("spilled, checkpoint {checkpoint}"), &seen, &observe(&store));
+        store.close().expect("close");
+    }
+    seen
+}
+
+#[test]
+fn entries_on_disk_read_back_exactly_through_every_path() {
+    for seed in [0x9E37_79B9_u64, 0xDEAD_BEEF] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let mut rng = Rng(seed);
+        let store = Store::open(spilling(dir)).expect("open");
+        work(&store, &mut rng, 4_000);
+        let keep = |e: &StoredEvent<serde_json::Value>| {
+            e.event.payload.get("i").and_then(|i| i.as_u64()).is_none_or(|i| i % 3 != 0)
+        };
+        store
+            .compact(&CompactionConfig {
+                strategy: CompactionStrategy::Retention(Box::new(keep)),
+                min_segments: 2,
+            })
+            .expect("compact");
+        work(&store, &mut rng, 2_500);
+        let live = observe(&store);
+        store.close().expect("close");
+        reopen_every_way(dir, Some(&live));
+
+        // A torn tail: the newest segment loses its footer, its zeroed
+        // room and three quarters of its frames, cut inside a frame.
+        let newest = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "fbat"))
+            .max()
+            .expect("a segment");
+        let file = std::fs::OpenOptions::new().write(true).open(&newest).unwrap();
+        let len = file.metadata().unwrap().len();
+        file.set_len(len / 4 + 7).unwrap();
+        drop(file);
+        let cut = reopen_every_way(dir, None);
+        assert!(
+            cut.len() < live.len() && cut[0] != live[0],
+            "the torn tail lost events: {} vs {}",
+            cut[0],
+            live[0]
+        );
+    }
+}
+
+#[test]
+fn resident_events_below_two_small_chunks_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = Store::open(StoreConfig::new(tmp.path()).with_resident_events(2047)).err().expect("refused");
+    assert!(matches!(err, StoreError::Configuration(ref m) if m.contains("resident_events")), "{err}");
+    let err =
+        Store::open(StoreConfig::new(tmp.path()).with_index_cache_bytes(2 << 30)).err().expect("refused");
+    assert!(matches!(err, StoreError::Configuration(ref m) if m.contains("cache_bytes")), "{err}");
+}

@@ -72,7 +72,7 @@ fn work(store: &Store, rng: &mut Rng, n: usize) {
             }
             6 => {
                 let key = 0x1000 + u128::from(rng.below(500));
-                let c = Coordinate::new(format!("idem-{key}"), "scope-0").expect("coord");
+                let c = Coordinate::new(format!("idem-{}", key % 4), "scope-0").expect("coord");
                 let opts = AppendOptions::new().with_idempotency(key);
                 store
                     .append_with_options(&c, EventKind::custom(1, 1), &json!({"key": key as u64}), opts)

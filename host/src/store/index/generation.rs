@@ -19,6 +19,8 @@ const HAS_GATE_SET: u8 = 0x02;
 const HAS_CORRELATION: u8 = 0x04;
 /// The entry's previous hash is not its predecessor's (compaction removed that event).
 const HAS_ANCHOR: u8 = 0x08;
+/// Rising-id entries per fence (see `Maps::fences`).
+const FENCE: usize = 64;
 /// Strings per chunk of the string table.
 const STRING_CHUNK: usize = 16 * 1024;
 /// Chunks of the string table: 2^28 distinct entity and scope names.
@@ -31,6 +33,10 @@ struct Maps {
     /// Positions whose ids rose above every earlier id, so this list is
     /// sorted by id and binary-searchable (UUIDv7 ids nearly always rise).
     rising: Vec<u32>,
+    /// The id at every `FENCE`-th entry of `rising`: a search narrows to
+    /// `FENCE` entries in memory before it reads any slot, which may be
+    /// in the scratch file (0.25 bytes per event).
+    fences: Vec<u128>,
     /// Positions of the other ids (idempotency keys, clock steps back), by id hash.
     by_id: HashTable<u32>,
     string_ids: FastMap<Arc<str>, u32>,
@@ -85,6 +91,7 @@ impl IndexGen {
             strings: AppendLog::new(STRING_CHUNKS),
             maps: RwLock::new(Maps {
                 rising: Vec::new(),
+                fences: Vec::new(),
                 by_id: HashTable::new(),
                 string_ids: FastMap::default(),
                 entity_names: BTreeMap::new(),
@@ -266,6 +273,9 @@ impl IndexGen {
             return Err(format!("log slot {seq} unavailable"));
         }
         if rises {
+            if maps.rising.len() % FENCE == 0 {
+                maps.fences.push(e.event_id);
+            }
             maps.rising.push(slot_no);
         } else {
             let hash = self.hash_id(e.event_id);
@@ -295,15 +305,31 @@ impl IndexGen {
 
     /// Makes room for `n` more entries (open knows counts ahead).
     pub(crate) fn reserve(&self, n: usize) {
-        self.maps.write().rising.reserve(n);
+        let mut maps = self.maps.write();
+        maps.rising.reserve(n);
+        maps.fences.reserve(n / FENCE + 1);
+    }
+
+    /// Gives back the spare capacity of the per-event lists (after open,
+    /// which grows them by doubling).
+    pub(crate) fn shrink(&self) {
+        let mut maps = self.maps.write();
+        maps.rising.shrink_to_fit();
+        maps.fences.shrink_to_fit();
+        maps.by_scope.values_mut().for_each(Vec::shrink_to_fit);
+        maps.by_kind.values_mut().for_each(Vec::shrink_to_fit);
     }
 
     /// The position of `id`, looking in the rising list, then the hash table.
     fn find_locked(&self, maps: &Maps, id: u128) -> Option<u32> {
         let log = &self.log;
         let id_at = |s: u32| log.get(u64::from(s)).map_or(0, |x| x.event_id.get());
-        if let Ok(i) = maps.rising.binary_search_by(|s| id_at(*s).cmp(&id)) {
-            return maps.rising.get(i).copied();
+        let fenced = maps.fences.partition_point(|f| *f <= id);
+        if let Some(first) = fenced.checked_sub(1).map(|f| f * FENCE) {
+            let span = maps.rising.get(first..maps.rising.len().min(first + FENCE)).unwrap_or(&[]);
+            if let Ok(i) = span.binary_search_by(|s| id_at(*s).cmp(&id)) {
+                return span.get(i).copied();
+            }
         }
         maps.by_id.find(self.hash_id(id), |s| id_at(*s) == id).copied()
     }
@@ -349,11 +375,26 @@ impl IndexGen {
     /// The entry at `seq`, visible or not.
     pub(crate) fn get_any(&self, seq: u64) -> Option<IndexEntry> {
         let s = self.log.get(seq)?;
-        let prev_hash = match s.prev {
+        let prev_hash = self.prev_hash(seq, &s, None)?;
+        self.entry_of(seq, &s, prev_hash)
+    }
+
+    /// The previous hash of the slot `s` at `seq`: an anchor's own, zeros
+    /// for an entity's first event, else its predecessor's event hash
+    /// (`before` when the caller holds the predecessor already).
+    fn prev_hash(&self, seq: u64, s: &Slot, before: Option<(u64, &Slot)>) -> Option<[u8; 32]> {
+        Some(match s.prev {
             _ if s.bits & HAS_ANCHOR != 0 => self.maps.read().anchors.get(&(seq as u32)).copied()?,
             NO_SEQ => [0u8; 32],
-            p => self.log.get(u64::from(p))?.event_hash,
-        };
+            p => match before {
+                Some((at, b)) if at == u64::from(p) => b.event_hash,
+                _ => self.log.get(u64::from(p))?.event_hash,
+            },
+        })
+    }
+
+    /// The full entry of slot `s` at `seq`.
+    fn entry_of(&self, seq: u64, s: &Slot, prev_hash: [u8; 32]) -> Option<IndexEntry> {
         let entity = Arc::clone(self.strings.get(u64::from(s.entity))?);
         let scope = Arc::clone(self.strings.get(u64::from(s.scope))?);
         let event_id = s.event_id.get();
@@ -422,12 +463,30 @@ impl IndexGen {
 
     /// Visible sequences of the chain ending at `head`, oldest first.
     fn chain(&self, head: u32, visible: u64) -> Vec<u64> {
+        self.chain_slots(head, visible).into_iter().map(|(seq, _)| seq).collect()
+    }
+
+    /// Visible sequences and slots of the chain ending at `head`, oldest
+    /// first: one slot read per event (which may be a scratch-file read).
+    ///
+    /// In a spilled chunk with an entity-ordered copy, the chain's slots
+    /// there are one run of that copy, read at once instead of one block
+    /// per event; the walk goes on from the run's first `prev`.
+    fn chain_slots(&self, head: u32, visible: u64) -> Vec<(u64, Slot)> {
         let mut out = Vec::new();
         let mut at = head;
+        let mut entity = None;
         while at != NO_SEQ {
+            if let Some(run) = entity.and_then(|e| self.log.run_through(u64::from(at), e)) {
+                let Some((_, first)) = run.first() else { break };
+                at = first.prev;
+                out.extend(run.into_iter().rev().filter(|(seq, _)| *seq < visible));
+                continue;
+            }
             let Some(s) = self.log.get(u64::from(at)) else { break };
+            entity = Some(s.entity);
             if u64::from(at) < visible {
-                out.push(u64::from(at));
+                out.push((u64::from(at), s));
             }
             at = s.prev;
         }
@@ -450,11 +509,7 @@ impl IndexGen {
     /// the strings and side ids a full [`IndexEntry`] carries.
     pub(crate) fn read_target(&self, seq: u64) -> Option<ReadTarget> {
         let s = self.log.get(seq)?;
-        let prev_hash = match s.prev {
-            _ if s.bits & HAS_ANCHOR != 0 => self.maps.read().anchors.get(&(seq as u32)).copied()?,
-            NO_SEQ => [0u8; 32],
-            p => self.log.get(u64::from(p))?.event_hash,
-        };
+        let prev_hash = self.prev_hash(seq, &s, None)?;
         Some(ReadTarget {
             event_id: s.event_id.get(),
             disk_pos: self.disk_pos(seq)?,
@@ -473,9 +528,15 @@ impl IndexGen {
     pub(crate) fn stream(&self, entity: &str) -> Vec<IndexEntry> {
         let visible = self.visible();
         let Some(head) = self.head_seq(entity) else { return Vec::new() };
-        let seqs = self.chain(head, visible);
-        let mut out = Vec::with_capacity(seqs.len());
-        out.extend(seqs.into_iter().filter_map(|s| self.get_any(s)));
+        let chain = self.chain_slots(head, visible);
+        let mut out = Vec::with_capacity(chain.len());
+        let mut before: Option<(u64, &Slot)> = None;
+        for (seq, s) in &chain {
+            if let Some(e) = self.prev_hash(*seq, s, before).and_then(|prev| self.entry_of(*seq, s, prev)) {
+                out.push(e);
+            }
+            before = Some((*seq, s));
+        }
         out
     }
 

@@ -27,6 +27,26 @@ use crate::event::EventKind;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+/// Hands the allocator's free pages back to the system. Open builds and
+/// drops many large temporaries (decoded footer chunks, lists grown by
+/// doubling, chunks moved to the scratch file); glibc keeps freed pages
+/// that sit below live ones, so without this a store's resident memory
+/// after open would keep the whole open's high-water mark.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: `malloc_trim` is glibc's, takes a plain integer and
+        // touches only free memory of the allocator's own arenas, under
+        // their locks; it is safe to call from any thread at any time.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
 /// The store's index: the current generation, swapped whole by compaction.
 /// Shared by the writer (the only mutator) and readers.
 pub(crate) struct StoreIndex {
@@ -102,13 +122,16 @@ impl StoreIndex {
     }
 
     /// Waits for the spilling thread, if one runs, then writes whatever
-    /// is still due to the scratch file on this thread.
+    /// is still due to the scratch file on this thread and gives back the
+    /// spare capacity of the per-event lists (open, once loaded).
     pub(crate) fn settle(&self) {
         let mut running = self.spill.lock();
         if let Some(thread) = running.take() {
             let _ = thread.join();
         }
         self.current.load().spill_ready();
+        self.current.load().shrink();
+        release_free_memory();
     }
 
     /// Index entries kept in the scratch file rather than in memory.

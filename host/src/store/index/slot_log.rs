@@ -165,14 +165,39 @@ struct Cell {
     mem: ArcSwapOption<MemChunk>,
     /// File offset of the spilled chunk plus one; 0 while it is not spilled.
     spilled: AtomicU64,
+    /// Where each entity's run starts in the spilled chunk's entity-ordered
+    /// copy; set before `spilled`, and only for chunks whose entities
+    /// average at least `RUN_MIN_EVENTS` slots (see [`SlotLog::spill`]).
+    runs: OnceLock<Box<[Run]>>,
 }
+
+/// One entity's slots in a spilled chunk's entity-ordered copy.
+#[derive(Clone, Copy)]
+struct Run {
+    entity: u32,
+    start: u32,
+    count: u32,
+}
+
+/// A chunk gets an entity-ordered copy only if its entities have at least
+/// this many slots on average: its directory then costs at most 12 bytes
+/// per this many events, and entities with fewer have short chains anyway.
+const RUN_MIN_EVENTS: usize = 16;
 
 /// The entry log of one index generation (see the module docs).
 pub(super) struct SlotLog {
     chunk_bits: u32,
     groups: Box<[OnceLock<Box<[Cell]>>]>,
     scratch: Option<Scratch>,
+    /// Emptied memory of spilled chunks, for the next chunks to take.
+    /// Reusing it keeps resident memory flat: freed and reallocated, a
+    /// chunk's pages tend to stay with the allocator (glibc raises its
+    /// mmap threshold after the first large free) instead of the system.
+    pool: Mutex<Vec<MemChunk>>,
 }
+
+/// Emptied chunks kept for reuse (one spill ahead of the next allocation).
+const POOL: usize = 1;
 
 impl SlotLog {
     pub(super) fn new(settings: &LogSettings) -> Self {
@@ -183,6 +208,7 @@ impl SlotLog {
             chunk_bits,
             groups: (0..groups).map(|_| OnceLock::new()).collect(),
             scratch: settings.scratch_dir.clone().map(|dir| Scratch::new(dir, settings.cache_blocks)),
+            pool: Mutex::new(Vec::new()),
         }
     }
 
@@ -222,29 +248,54 @@ impl SlotLog {
     /// Fills position `i`; false if it is taken, spilled or out of range.
     pub(super) fn set(&self, i: u64, slot: Slot) -> bool {
         let (k, at) = self.locate(i);
-        let Some(mem) = self.cell_or_init(k).and_then(|cell| Self::allocated(cell, self.chunk_len())) else {
+        let Some(mem) = self.cell_or_init(k).and_then(|cell| self.allocated(cell)) else {
             return false;
         };
         mem.get(at).is_some_and(|s| s.set(slot).is_ok())
     }
 
-    /// The memory of `cell`, allocating it if the chunk was never used.
-    fn allocated(cell: &Cell, len: u64) -> Option<Arc<MemChunk>> {
+    /// The memory of `cell`, allocating it (or taking an emptied chunk
+    /// from the pool) if the chunk was never used.
+    fn allocated(&self, cell: &Cell) -> Option<Arc<MemChunk>> {
         if let Some(mem) = cell.mem.load_full() {
             return Some(mem);
         }
         if cell.spilled.load(Ordering::SeqCst) != 0 {
             return None;
         }
-        let fresh: Arc<MemChunk> = Arc::new((0..len).map(|_| OnceLock::new()).collect());
+        let reused = self.pool.lock().pop();
+        let fresh: Arc<MemChunk> =
+            Arc::new(reused.unwrap_or_else(|| (0..self.chunk_len()).map(|_| OnceLock::new()).collect()));
         let previous = cell.mem.compare_and_swap(&None::<Arc<MemChunk>>, Some(Arc::clone(&fresh)));
-        Some((*previous).clone().unwrap_or(fresh))
+        match (*previous).clone() {
+            Some(other) => {
+                self.recycle(fresh);
+                Some(other)
+            }
+            None => Some(fresh),
+        }
+    }
+
+    /// Empties `mem` into the pool if nothing else holds it and the pool
+    /// has room; otherwise it is freed.
+    fn recycle(&self, mem: Arc<MemChunk>) {
+        let Ok(mut mem) = Arc::try_unwrap(mem) else { return };
+        if self.pool.lock().len() >= POOL {
+            return;
+        }
+        for slot in mem.iter_mut() {
+            slot.take();
+        }
+        let mut pool = self.pool.lock();
+        if pool.len() < POOL {
+            pool.push(mem);
+        }
     }
 
     /// Allocates chunk `k` now, so that the first insert into it does not.
     pub(super) fn prepare(&self, k: usize) {
         if let Some(cell) = self.cell_or_init(k) {
-            Self::allocated(cell, self.chunk_len());
+            self.allocated(cell);
         }
     }
 
@@ -266,16 +317,75 @@ impl SlotLog {
                 s.encode(out);
             }
         }
+        let runs = Self::entity_ordered(&mem, &mut bytes);
         match scratch.append(&bytes) {
             Ok(offset) => {
+                if let Some(runs) = runs {
+                    let _ = cell.runs.set(runs);
+                }
                 cell.spilled.store(offset + 1, Ordering::SeqCst);
                 cell.mem.store(None);
+                self.recycle(mem);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "index scratch file not written; old index chunks stay in memory");
                 scratch.write_failed.store(true, Ordering::Release);
             }
         }
+    }
+
+    /// Appends to `bytes` the chunk's slots ordered by entity, then
+    /// position (each record carrying its position in the padding), and
+    /// returns where each entity's run starts; `None` (nothing appended)
+    /// when the chunk has too many entities for the copy to pay.
+    fn entity_ordered(mem: &MemChunk, bytes: &mut Vec<u8>) -> Option<Box<[Run]>> {
+        let mut order: Vec<(u32, u32)> =
+            mem.iter().enumerate().filter_map(|(at, s)| Some((s.get()?.entity, at as u32))).collect();
+        order.sort_unstable();
+        let mut runs: Vec<Run> = Vec::new();
+        for (i, (entity, _)) in order.iter().enumerate() {
+            match runs.last_mut() {
+                Some(run) if run.entity == *entity => run.count += 1,
+                _ => {
+                    if (runs.len() + 1) * RUN_MIN_EVENTS > order.len().max(RUN_MIN_EVENTS) {
+                        return None;
+                    }
+                    runs.push(Run { entity: *entity, start: i as u32, count: 1 });
+                }
+            }
+        }
+        let base = bytes.len();
+        bytes.resize(base + order.len() * SLOT_BYTES, 0);
+        for ((_, at), out) in order.iter().zip(bytes[base..].chunks_exact_mut(SLOT_BYTES)) {
+            let Some(s) = mem.get(*at as usize).and_then(OnceLock::get) else { continue };
+            s.encode(out);
+            out[92..96].copy_from_slice(&at.to_le_bytes());
+        }
+        Some(runs.into_boxed_slice())
+    }
+
+    /// The slots of `entity` in the spilled chunk holding position `through`,
+    /// oldest first, ending at `through`; `None` if that chunk is not
+    /// spilled or has no entity-ordered copy, or the copy disagrees.
+    pub(super) fn run_through(&self, through: u64, entity: u32) -> Option<Vec<(u64, Slot)>> {
+        let (k, at) = self.locate(through);
+        let cell = self.cell(k)?;
+        let runs = cell.runs.get()?;
+        let offset = cell.spilled.load(Ordering::SeqCst).checked_sub(1)?;
+        let run = runs.get(runs.binary_search_by_key(&entity, |r| r.entity).ok()?)?;
+        let scratch = self.scratch.as_ref()?;
+        let start = offset + (self.chunk_len() as usize + run.start as usize) as u64 * SLOT_BYTES as u64;
+        let bytes = scratch.read_at(start, run.count as usize * SLOT_BYTES)?;
+        let base = (k as u64) << self.chunk_bits;
+        let mut out = Vec::with_capacity(run.count as usize);
+        for record in bytes.chunks_exact(SLOT_BYTES) {
+            let pos = u32::from_le_bytes(record[92..96].try_into().ok()?);
+            if pos as usize > at {
+                break;
+            }
+            out.push((base + u64::from(pos), Slot::decode(record)?));
+        }
+        (out.last().map(|(p, _)| *p) == Some(through)).then_some(out)
     }
 
     /// Whether chunk `k` is in the scratch file.
@@ -336,31 +446,39 @@ impl Scratch {
         Ok(at)
     }
 
+    /// `len` bytes at `at`, not cached (runs are read whole, once per call).
+    fn read_at(&self, at: u64, len: usize) -> Option<Vec<u8>> {
+        let mut bytes = vec![0u8; len];
+        let read = self.file().and_then(|f| f.read_exact_at(&mut bytes, at).map_err(|e| e.to_string()));
+        match read {
+            Ok(()) => Some(bytes),
+            Err(e) => {
+                let why = format!("index scratch file unreadable at byte {at}: {e}");
+                tracing::error!(reason = %why, "index entries lost from memory; the writer stops");
+                let _ = self.read_failure.set(why);
+                None
+            }
+        }
+    }
+
     /// Slot `at` of the chunk `k` spilled at `offset`, through the cache.
     fn read(&self, k: usize, at: usize, offset: u64) -> Option<Slot> {
         let block = at / BLOCK_SLOTS;
         let key = ((k as u64) << 32) | block as u64;
-        let slots = match self.cache.get(key) {
-            Some(slots) => slots,
-            None => {
-                let slots = self.read_block(offset + (block * BLOCK_BYTES) as u64)?;
-                self.cache.insert(key, Arc::clone(&slots));
-                slots
-            }
-        };
-        slots.get(at % BLOCK_SLOTS).copied().flatten()
+        let within = (at % BLOCK_SLOTS) * SLOT_BYTES;
+        if let Some(bytes) = self.cache.get(key) {
+            return Slot::decode(bytes.get(within..)?);
+        }
+        let bytes = self.read_block(offset + (block * BLOCK_BYTES) as u64)?;
+        let slot = Slot::decode(bytes.get(within..)?);
+        self.cache.insert(key, bytes);
+        slot
     }
 
-    fn read_block(&self, at: u64) -> Option<Arc<[Option<Slot>]>> {
-        let mut bytes = vec![0u8; BLOCK_BYTES];
-        let read = self.file().and_then(|f| f.read_exact_at(&mut bytes, at).map_err(|e| e.to_string()));
-        if let Err(e) = read {
-            let why = format!("index scratch file unreadable at byte {at}: {e}");
-            tracing::error!(reason = %why, "index entries lost from memory; the writer stops");
-            let _ = self.read_failure.set(why);
-            return None;
-        }
-        Some(bytes.chunks_exact(SLOT_BYTES).map(Slot::decode).collect())
+    /// The raw bytes of the block at `at` (decoded a slot at a time, when
+    /// read: most reads want one slot of a block).
+    fn read_block(&self, at: u64) -> Option<Arc<[u8]>> {
+        self.read_at(at, BLOCK_BYTES).map(Arc::from)
     }
 }
 
@@ -383,7 +501,7 @@ struct Shard {
 
 struct Frame {
     key: u64,
-    slots: Arc<[Option<Slot>]>,
+    bytes: Arc<[u8]>,
     marked: bool,
 }
 
@@ -400,27 +518,27 @@ impl BlockCache {
         &self.shards[mixed as usize % SHARDS]
     }
 
-    fn get(&self, key: u64) -> Option<Arc<[Option<Slot>]>> {
+    fn get(&self, key: u64) -> Option<Arc<[u8]>> {
         let mut shard = self.shard(key).lock();
         let i = *shard.at.get(&key)?;
         let frame = shard.frames.get_mut(i)?;
         frame.marked = true;
-        Some(Arc::clone(&frame.slots))
+        Some(Arc::clone(&frame.bytes))
     }
 
-    fn insert(&self, key: u64, slots: Arc<[Option<Slot>]>) {
+    fn insert(&self, key: u64, bytes: Arc<[u8]>) {
         let mut shard = self.shard(key).lock();
         if shard.cap == 0 || shard.at.contains_key(&key) {
             return;
         }
         if shard.frames.len() < shard.cap {
             let i = shard.frames.len();
-            shard.frames.push(Frame { key, slots, marked: false });
+            shard.frames.push(Frame { key, bytes, marked: false });
             shard.at.insert(key, i);
             return;
         }
         let victim = shard.sweep();
-        let old = std::mem::replace(&mut shard.frames[victim], Frame { key, slots, marked: false });
+        let old = std::mem::replace(&mut shard.frames[victim], Frame { key, bytes, marked: false });
         shard.at.remove(&old.key);
         shard.at.insert(key, victim);
     }
@@ -506,6 +624,11 @@ mod tests {
         assert!(log.is_spilled(0) && log.is_spilled(1) && !log.is_spilled(2));
         assert!(!log.is_allocated(0), "a spilled chunk's memory is released");
         assert!(!log.set(5, slot(5)), "a spilled chunk takes no more slots");
+        assert_eq!(log.pool.lock().len(), 1, "an emptied chunk waits for reuse");
+        assert!(log.set(n, slot(1)), "the next chunk takes it");
+        assert_eq!(log.pool.lock().len(), 0);
+        assert!((n + 1..n + log.chunk_len()).all(|i| log.get(i).is_none()), "reused memory starts empty");
+        assert!(log.get(n).is_some_and(|s| same(&s, &slot(1))));
         for round in 0..2 {
             for i in 0..n {
                 match log.get(i) {
@@ -535,7 +658,7 @@ mod tests {
     #[test]
     fn the_cache_evicts_unmarked_blocks_first() {
         let cache = BlockCache::new(SHARDS * 2);
-        let blocks: Vec<Arc<[Option<Slot>]>> = (0..4).map(|n| Arc::from(vec![Some(slot(n))])).collect();
+        let blocks: Vec<Arc<[u8]>> = (0..4u8).map(|n| Arc::from(vec![n; 8])).collect();
         // Keys chosen to share one shard.
         let keys: Vec<u64> =
             (0u64..10_000).filter(|k| std::ptr::eq(cache.shard(*k), cache.shard(0))).take(3).collect();

@@ -273,7 +273,7 @@ impl IndexGen {
             return Err(format!("log slot {seq} unavailable"));
         }
         if rises {
-            if maps.rising.len() % FENCE == 0 {
+            if maps.rising.len().is_multiple_of(FENCE) {
                 maps.fences.push(e.event_id);
             }
             maps.rising.push(slot_no);

@@ -92,6 +92,62 @@ fn line(name: &str, scratch: f64, memory: f64, unit: &str) {
     );
 }
 
+/// Appends per second into a fresh store: `n` singles from one caller, or
+/// `n` events in batches of 1000 (`batched`).
+fn append_rate(mode: &str, n: usize, batched: bool) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let store =
+        Store::open(config(mode, dir.path()).with_batch_max_size(1000).with_batch_max_bytes(16 << 20))?;
+    let payload = serde_json::json!({"pad": "x".repeat(80)});
+    let coord = |i: usize| Coordinate::new(format!("entity:{}", i % 64), "bench");
+    let start = Instant::now();
+    if batched {
+        for from in (0..n).step_by(1000) {
+            let items = (from..(from + 1000).min(n))
+                .map(|i| {
+                    BatchAppendItem::new(
+                        coord(i)?,
+                        EventKind::DATA,
+                        &payload,
+                        AppendOptions::new(),
+                        CausationRef::None,
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            store.append_batch(items)?;
+        }
+    } else {
+        for i in 0..n {
+            store.append(&coord(i)?, EventKind::DATA, &payload)?;
+        }
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    store.close()?;
+    Ok(rate)
+}
+
+/// Appends with the scratch file against all in memory, alternating runs
+/// (3 each, medians): singles past the resident window, and batches.
+pub fn appends(singles: usize, batched: usize) -> anyhow::Result<()> {
+    for (name, n, is_batch) in
+        [("index_single_append", singles, false), ("index_batch_append_1000", batched, true)]
+    {
+        let mut rates = [Vec::new(), Vec::new()];
+        for _ in 0..3 {
+            for (i, mode) in MODES.iter().enumerate() {
+                rates[i].push(append_rate(mode, n, is_batch)?);
+            }
+        }
+        let med = |xs: &mut Vec<f64>| {
+            xs.sort_by(f64::total_cmp);
+            xs[xs.len() / 2]
+        };
+        let (a, b) = (med(&mut rates[0]), med(&mut rates[1]));
+        line(&format!("{name}_{n}"), a, b, "ev/s");
+    }
+    Ok(())
+}
+
 /// Runs the comparison over a store of `n` events (`label` names it).
 pub fn run(n: usize, label: &str) -> anyhow::Result<()> {
     let dir = crate::ours::populate(n)?;

@@ -135,6 +135,11 @@ fn main() -> anyhow::Result<()> {
     }
     if plan.wants("index_") {
         index::run(n_open, if plan.quick { "100k" } else { "1M" })?;
+        if plan.quick {
+            index::appends(100_000, 200_000)?;
+        } else {
+            index::appends(300_000, 1_000_000)?;
+        }
         if args.iter().any(|a| a == "--ten-million") {
             index::run(10_000_000, "10M")?;
         }

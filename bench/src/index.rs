@@ -53,6 +53,11 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
     let store = Store::open(config(mode, dir))?;
     let open_ms = start.elapsed().as_secs_f64() * 1e3;
     let after_open = crate::util::rss_mib() - before;
+    if std::env::var_os("BATPAK_BENCH_RSS_DETAIL").is_some() {
+        let detail =
+            ["RssAnon:", "RssFile:", "VmRSS:"].map(|f| format!("{f} {:.1}", crate::util::status_mib(f)));
+        eprintln!("{mode} after open: {}", detail.join(" "));
+    }
     let ids = ids_of(&store);
     drop(timed_gets(&store, &ids, 20_000, 7));
     // The bench's own id list is not the store's.
@@ -79,6 +84,7 @@ fn ids_of(store: &Store) -> Vec<u128> {
 fn in_child(mode: &str, dir: &Path) -> anyhow::Result<[f64; 4]> {
     let out = Command::new(std::env::current_exe()?).arg("--index-child").arg(mode).arg(dir).output()?;
     anyhow::ensure!(out.status.success(), "index child failed: {}", String::from_utf8_lossy(&out.stderr));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout)?;
     let xs: Vec<f64> = text.split_whitespace().map(str::parse).collect::<Result<_, _>>()?;
     anyhow::ensure!(xs.len() == 4, "index child printed {text:?}");

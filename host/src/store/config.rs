@@ -149,7 +149,7 @@ pub struct IndexConfig {
     /// keeps none; at most 2^20). Also bounded by 4 MiB of stored payload.
     /// Not a batpak 0.3.0 field (see [`WriterConfig::gates`]).
     pub replay_scratch_events: usize,
-    /// Most events whose index entries stay in memory (default 65 536).
+    /// Most events whose index entries stay in memory (default 32 768).
     /// Entries of older events are written, in chunks of up to 65 536, to
     /// an unnamed scratch file in the data directory and read back through
     /// the cache below, so resident memory does not grow with the log by
@@ -175,8 +175,8 @@ impl Default for IndexConfig {
     }
 }
 
-/// Default [`IndexConfig::resident_events`]: two chunks of 32 Ki entries.
-const DEFAULT_RESIDENT_EVENTS: u64 = 1 << crate::store::index::MAX_CHUNK_BITS;
+/// Default [`IndexConfig::resident_events`]: two chunks of 16 Ki entries.
+const DEFAULT_RESIDENT_EVENTS: u64 = 1 << (crate::store::index::MAX_CHUNK_BITS - 1);
 /// Smallest [`IndexConfig::resident_events`]: two of the smallest chunks.
 const MIN_RESIDENT_EVENTS: u64 = 2 << crate::store::index::MIN_CHUNK_BITS;
 /// Largest [`IndexConfig::cache_bytes`].

@@ -248,9 +248,11 @@ impl SlotLog {
     /// Fills position `i`; false if it is taken, spilled or out of range.
     pub(super) fn set(&self, i: u64, slot: Slot) -> bool {
         let (k, at) = self.locate(i);
-        let Some(mem) = self.cell_or_init(k).and_then(|cell| self.allocated(cell)) else {
-            return false;
-        };
+        let Some(cell) = self.cell_or_init(k) else { return false };
+        if let Some(mem) = &*cell.mem.load() {
+            return mem.get(at).is_some_and(|s| s.set(slot).is_ok());
+        }
+        let Some(mem) = self.allocated(cell) else { return false };
         mem.get(at).is_some_and(|s| s.set(slot).is_ok())
     }
 
@@ -311,7 +313,8 @@ impl SlotLog {
         let Some(scratch) = self.scratch.as_ref().filter(|_| self.spills()) else { return };
         let Some(cell) = self.cell(k) else { return };
         let Some(mem) = cell.mem.load_full() else { return };
-        let mut bytes = vec![0u8; mem.len() * SLOT_BYTES];
+        let mut bytes = Vec::with_capacity(mem.len() * SLOT_BYTES * 2);
+        bytes.resize(mem.len() * SLOT_BYTES, 0);
         for (slot, out) in mem.iter().zip(bytes.chunks_exact_mut(SLOT_BYTES)) {
             if let Some(s) = slot.get() {
                 s.encode(out);
@@ -338,6 +341,7 @@ impl SlotLog {
     /// position (each record carrying its position in the padding), and
     /// returns where each entity's run starts; `None` (nothing appended)
     /// when the chunk has too many entities for the copy to pay.
+    /// `bytes` holds the chunk's positional copy.
     fn entity_ordered(mem: &MemChunk, bytes: &mut Vec<u8>) -> Option<Box<[Run]>> {
         let mut order: Vec<(u32, u32)> =
             mem.iter().enumerate().filter_map(|(at, s)| Some((s.get()?.entity, at as u32))).collect();
@@ -354,13 +358,16 @@ impl SlotLog {
                 }
             }
         }
+        // Records are copied from the positional copy already in `bytes`.
         let base = bytes.len();
-        bytes.resize(base + order.len() * SLOT_BYTES, 0);
-        for ((_, at), out) in order.iter().zip(bytes[base..].chunks_exact_mut(SLOT_BYTES)) {
-            let Some(s) = mem.get(*at as usize).and_then(OnceLock::get) else { continue };
-            s.encode(out);
-            out[92..96].copy_from_slice(&at.to_le_bytes());
+        bytes.reserve_exact(order.len() * SLOT_BYTES);
+        for (_, at) in &order {
+            let from = *at as usize * SLOT_BYTES;
+            let to = bytes.len();
+            bytes.extend_from_within(from..from + SLOT_BYTES);
+            bytes[to + 92..to + 96].copy_from_slice(&at.to_le_bytes());
         }
+        debug_assert_eq!(bytes.len(), base + order.len() * SLOT_BYTES);
         Some(runs.into_boxed_slice())
     }
 

@@ -76,7 +76,7 @@ fn child(dir: &Path, in_memory: bool) {
             break;
         }
         for e in batch {
-            if seen % 97 == 0 {
+            if seen.is_multiple_of(97) {
                 let got = store.get(e.event_id).unwrap();
                 assert_eq!(got.event.payload["n"].as_u64(), Some(e.global_sequence));
                 read += 1;

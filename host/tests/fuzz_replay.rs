@@ -6,6 +6,9 @@
 #![cfg(feature = "fuzzing")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // test code
 
+mod common;
+
+use common::Rng;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -30,21 +33,6 @@ fn inputs(dir: &Path) -> Vec<Vec<u8>> {
         .unwrap_or_default();
     out.sort();
     out
-}
-
-/// xorshift64*: a seeded, replayable stream of mutation choices.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 /// One mutation of `seed`: bit flips, byte sets, cuts, splices, varint

@@ -6,28 +6,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // test code
 
+mod common;
+
 use batpak::prelude::*;
+use common::Rng;
 use serde_json::json;
 use std::path::Path;
 
 const ENTITIES: u64 = 40;
 const SCOPES: u64 = 3;
 const KINDS: u16 = 4;
-
-/// A small deterministic generator (xorshift64*), so a failure replays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn entity(n: u64) -> String {
     if n.is_multiple_of(4) {
@@ -38,12 +26,12 @@ fn entity(n: u64) -> String {
 }
 
 fn coord(rng: &mut Rng) -> Coordinate {
-    let n = rng.below(ENTITIES);
+    let n = rng.below(ENTITIES as usize) as u64;
     Coordinate::new(entity(n), format!("scope-{}", n % SCOPES)).expect("coord")
 }
 
 fn kind(rng: &mut Rng) -> EventKind {
-    EventKind::custom(1, 1 + rng.below(u64::from(KINDS)) as u16)
+    EventKind::custom(1, 1 + rng.below(usize::from(KINDS)) as u16)
 }
 
 fn spilling(dir: &Path) -> StoreConfig {
@@ -62,7 +50,7 @@ fn in_memory(dir: &Path) -> StoreConfig {
 fn work(store: &Store, rng: &mut Rng, n: usize) {
     let mut done = 0;
     while done < n {
-        let payload = json!({"i": done, "pad": "x".repeat(60 + rng.below(40) as usize)});
+        let payload = json!({"i": done, "pad": "x".repeat(60 + rng.below(40))});
         match rng.below(10) {
             0..=5 => {
                 let c = coord(rng);
@@ -71,7 +59,7 @@ fn work(store: &Store, rng: &mut Rng, n: usize) {
                 done += 1;
             }
             6 => {
-                let key = 0x1000 + u128::from(rng.below(500));
+                let key = 0x1000 + rng.below(500) as u128;
                 let c = Coordinate::new(format!("idem-{}", key % 4), "scope-0").expect("coord");
                 let opts = AppendOptions::new().with_idempotency(key);
                 store
@@ -92,7 +80,7 @@ fn work(store: &Store, rng: &mut Rng, n: usize) {
                 done += 1;
             }
             _ => {
-                let size = 1 + rng.below(20) as usize;
+                let size = 1 + rng.below(20);
                 let items = (0..size)
                     .map(|j| {
                         let c = coord(rng);

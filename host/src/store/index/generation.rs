@@ -142,7 +142,8 @@ impl IndexGen {
 
     /// Positions whose slots are in the scratch file (empty ones included).
     pub(crate) fn entries_on_disk(&self) -> u64 {
-        self.spilled_below.load(Ordering::Acquire) as u64 * self.log.chunk_len()
+        let below = self.spilled_below.load(Ordering::Acquire);
+        (0..below).filter(|k| self.log.is_spilled(*k)).count() as u64 * self.log.chunk_len()
     }
 
     /// How this generation keeps its entry log.

@@ -396,7 +396,6 @@ impl SlotLog {
     }
 
     /// Whether chunk `k` is in the scratch file.
-    #[cfg(test)]
     pub(super) fn is_spilled(&self, k: usize) -> bool {
         self.cell(k).is_some_and(|c| c.spilled.load(Ordering::SeqCst) != 0)
     }
@@ -660,6 +659,25 @@ mod tests {
         assert!(log.get(0).is_some());
         assert!(log.set(u64::from(u32::MAX) - 1, slot(9)), "every u32 position has a slot");
         assert!(!log.set(1 << 32, slot(1)), "beyond the last chunk");
+    }
+
+    #[test]
+    fn a_scratch_file_that_cannot_be_made_keeps_chunks_in_memory() {
+        let settings = LogSettings {
+            chunk_bits: MIN_CHUNK_BITS,
+            scratch_dir: Some("/nonexistent/batpak-scratch".into()),
+            cache_blocks: 4,
+        };
+        let log = SlotLog::new(&settings);
+        for i in 0..2 * log.chunk_len() {
+            assert!(log.set(i, slot(i as u32)));
+        }
+        assert!(log.spills());
+        log.spill(0);
+        assert!(!log.spills(), "spilling stops after a failed write");
+        assert!(!log.is_spilled(0) && log.is_allocated(0), "the chunk stays in memory");
+        assert!((0..2 * log.chunk_len()).all(|i| log.get(i).is_some_and(|s| same(&s, &slot(i as u32)))));
+        assert!(log.failure().is_none(), "a failed write loses nothing");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! secondary maps, and every lookup over them.
 
 use super::append_log::AppendLog;
+use super::pos_list::{PosList, BLOCK};
 use super::slot_log::{Id, LogSettings, Slot, SlotLog};
 use crate::coordinate::{Coordinate, KindFilter, Region};
 use crate::event::{EventKind, HashChain};
@@ -19,8 +20,8 @@ const HAS_GATE_SET: u8 = 0x02;
 const HAS_CORRELATION: u8 = 0x04;
 /// The entry's previous hash is not its predecessor's (compaction removed that event).
 const HAS_ANCHOR: u8 = 0x08;
-/// Rising-id entries per fence (see `Maps::fences`).
-const FENCE: usize = 64;
+/// Rising-id entries per fence (see `Maps::fences`): one block of the list.
+const FENCE: usize = BLOCK;
 /// Strings per chunk of the string table.
 const STRING_CHUNK: usize = 16 * 1024;
 /// Chunks of the string table: 2^28 distinct entity and scope names.
@@ -32,7 +33,7 @@ type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 struct Maps {
     /// Positions whose ids rose above every earlier id, so this list is
     /// sorted by id and binary-searchable (UUIDv7 ids nearly always rise).
-    rising: Vec<u32>,
+    rising: PosList,
     /// The id at every `FENCE`-th entry of `rising`: a search narrows to
     /// `FENCE` entries in memory before it reads any slot, which may be
     /// in the scratch file (0.25 bytes per event).
@@ -43,8 +44,8 @@ struct Maps {
     entity_names: BTreeMap<Arc<str>, u32>,
     /// Newest position of each entity, by string id (`NO_SEQ`: none, or a scope name).
     heads: Vec<u32>,
-    by_scope: FastMap<u32, Vec<u32>>,
-    by_kind: FastMap<u16, Vec<u32>>,
+    by_scope: FastMap<u32, PosList>,
+    by_kind: FastMap<u16, PosList>,
     /// Correlation ids that differ from the event id, by position.
     correlations: FastMap<u32, u128>,
     /// Causation ids, by position.
@@ -90,7 +91,7 @@ impl IndexGen {
             settings: settings.clone(),
             strings: AppendLog::new(STRING_CHUNKS),
             maps: RwLock::new(Maps {
-                rising: Vec::new(),
+                rising: PosList::default(),
                 fences: Vec::new(),
                 by_id: HashTable::new(),
                 string_ids: FastMap::default(),
@@ -251,7 +252,7 @@ impl IndexGen {
         let rises = maps
             .rising
             .last()
-            .and_then(|s| log.get(u64::from(*s)))
+            .and_then(|s| log.get(u64::from(s)))
             .is_none_or(|last| e.event_id > last.event_id.get());
         if !rises && self.find_locked(maps, e.event_id).is_some() {
             return Err(format!("event id {:032x} appears twice", e.event_id));
@@ -277,7 +278,9 @@ impl IndexGen {
             if maps.rising.len().is_multiple_of(FENCE) {
                 maps.fences.push(e.event_id);
             }
-            maps.rising.push(slot_no);
+            if !maps.rising.push(slot_no) {
+                return Err(format!("position {slot_no} does not rise in the id list"));
+            }
         } else {
             let hash = self.hash_id(e.event_id);
             maps.by_id.insert_unique(hash, slot_no, |s| {
@@ -291,8 +294,11 @@ impl IndexGen {
         if let Some(head) = maps.heads.get_mut(entity as usize) {
             *head = slot_no;
         }
-        maps.by_scope.entry(scope).or_default().push(slot_no);
-        maps.by_kind.entry(e.kind.as_raw()).or_default().push(slot_no);
+        if !maps.by_scope.entry(scope).or_default().push(slot_no)
+            || !maps.by_kind.entry(e.kind.as_raw()).or_default().push(slot_no)
+        {
+            return Err(format!("position {slot_no} does not rise in its scope or kind list"));
+        }
         if e.correlation_id != e.event_id {
             maps.correlations.insert(slot_no, e.correlation_id);
         }
@@ -317,8 +323,8 @@ impl IndexGen {
         let mut maps = self.maps.write();
         maps.rising.shrink_to_fit();
         maps.fences.shrink_to_fit();
-        maps.by_scope.values_mut().for_each(Vec::shrink_to_fit);
-        maps.by_kind.values_mut().for_each(Vec::shrink_to_fit);
+        maps.by_scope.values_mut().for_each(PosList::shrink_to_fit);
+        maps.by_kind.values_mut().for_each(PosList::shrink_to_fit);
     }
 
     /// The position of `id`, looking in the rising list, then the hash table.
@@ -326,8 +332,7 @@ impl IndexGen {
         let log = &self.log;
         let id_at = |s: u32| log.get(u64::from(s)).map_or(0, |x| x.event_id.get());
         let fenced = maps.fences.partition_point(|f| *f <= id);
-        if let Some(first) = fenced.checked_sub(1).map(|f| f * FENCE) {
-            let span = maps.rising.get(first..maps.rising.len().min(first + FENCE)).unwrap_or(&[]);
+        if let Some(span) = fenced.checked_sub(1).and_then(|f| maps.rising.block(f)) {
             if let Ok(i) = span.binary_search_by(|s| id_at(*s).cmp(&id)) {
                 return span.get(i).copied();
             }
@@ -564,9 +569,9 @@ impl IndexGen {
 
     /// Sequences that may match `region`, sorted; `None` means "scan everything".
     fn candidates(&self, region: &Region, visible: u64) -> Option<Vec<u64>> {
-        let below = |seqs: &Vec<u32>| -> Vec<u64> {
-            seqs[..seqs.partition_point(|s| u64::from(*s) < visible)].iter().map(|s| u64::from(*s)).collect()
-        };
+        // Positions are below 2^32 - 1, so a larger watermark keeps them all.
+        let limit = u32::try_from(visible).unwrap_or(u32::MAX);
+        let below = |seqs: &PosList| seqs.collect_below(limit);
         if let Some(prefix) = &region.entity_prefix {
             let heads: Vec<u32> = {
                 let maps = self.maps.read();

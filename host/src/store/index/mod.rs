@@ -15,6 +15,7 @@
 
 mod append_log;
 mod generation;
+mod pos_list;
 mod slot_log;
 
 pub use crate::store::entry::{ClockKey, DiskPos, IndexEntry};

@@ -160,6 +160,12 @@ pub struct IndexConfig {
     /// cached in memory (default 8 MiB; 0 caches none; at most 1 GiB).
     /// Not a batpak 0.3.0 field (see [`WriterConfig::gates`]).
     pub cache_bytes: usize,
+    /// Bytes of decoded events that [`Store::get`](crate::store::Store::get)
+    /// keeps, so a hot id is answered without reading and parsing its
+    /// frame (default 4 MiB; 0 keeps none; at most 1 GiB). Each event is
+    /// charged its frame's length plus 256 bytes. Not a batpak 0.3.0 field
+    /// (see [`WriterConfig::gates`]).
+    pub event_cache_bytes: usize,
 }
 
 impl Default for IndexConfig {
@@ -171,6 +177,7 @@ impl Default for IndexConfig {
             replay_scratch_events: 16_384,
             resident_events: DEFAULT_RESIDENT_EVENTS,
             cache_bytes: 8 * MIB as usize,
+            event_cache_bytes: 4 * MIB as usize,
         }
     }
 }
@@ -363,6 +370,12 @@ impl StoreConfig {
         self.index.cache_bytes = v;
         self
     }
+
+    /// Sets [`IndexConfig::event_cache_bytes`].
+    pub fn with_event_cache_bytes(mut self, v: usize) -> Self {
+        self.index.event_cache_bytes = v;
+        self
+    }
     /// Appends a WebAssembly gate to the gates installed at open.
     pub fn with_gate(mut self, gate: crate::plugin::GatePlugin) -> Self {
         self.writer.gates.push(gate);
@@ -417,6 +430,12 @@ impl StoreConfig {
             return bad(format!(
                 "index.resident_events {} must be at least {MIN_RESIDENT_EVENTS} (u64::MAX keeps all)",
                 self.index.resident_events
+            ));
+        }
+        if self.index.event_cache_bytes > MAX_INDEX_CACHE_BYTES {
+            return bad(format!(
+                "index.event_cache_bytes {} must be at most {MAX_INDEX_CACHE_BYTES}",
+                self.index.event_cache_bytes
             ));
         }
         if self.index.cache_bytes > MAX_INDEX_CACHE_BYTES {

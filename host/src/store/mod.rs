@@ -97,6 +97,8 @@ pub struct Store<State = Open> {
     reader: Arc<SegmentReader>,
     /// The event vector `project` reuses between replays.
     scratch: reader::ReplayScratch,
+    /// Events `get` returned recently, decoded.
+    hot: reader::EventCache,
     /// Serialises compaction, snapshots and verification (each needs the
     /// segment files to hold still).
     maintenance: Mutex<()>,
@@ -185,6 +187,7 @@ impl Store<Open> {
         Ok(Self {
             reader,
             scratch: reader::ReplayScratch::new(cfg.index.replay_scratch_events),
+            hot: reader::EventCache::new(cfg.index.event_cache_bytes),
             dir,
             maintenance: Mutex::new(()),
             projector: Mutex::new(None),

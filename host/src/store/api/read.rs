@@ -5,9 +5,20 @@ use crate::store::*;
 
 impl Store<Open> {
     /// The visible event with this id.
+    /// Events returned recently are answered from a bounded cache of
+    /// decoded events ([`IndexConfig::event_cache_bytes`]).
     pub fn get(&self, event_id: u128) -> Result<StoredEvent<serde_json::Value>, StoreError> {
-        let entry = self.index.by_id(event_id).ok_or(StoreError::NotFound(event_id))?;
-        self.reader.read_event(&entry)
+        let (serial, entry) = {
+            let gen = self.index.generation();
+            if let Some(hit) = self.hot.get(event_id, gen.serial()) {
+                return Ok((*hit).clone());
+            }
+            (gen.serial(), gen.by_id(event_id))
+        };
+        let entry = entry.ok_or(StoreError::NotFound(event_id))?;
+        let event = self.reader.read_event(&entry)?;
+        self.hot.put(event_id, serial, &event, entry.disk_pos.length);
+        Ok(event)
     }
 
     /// Visible index entries in `region`, in global-sequence order.

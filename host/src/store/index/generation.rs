@@ -56,6 +56,9 @@ struct Maps {
 
 /// One generation of the index (see the module docs).
 pub(crate) struct IndexGen {
+    /// Unique among the generations of this process: what a decoded-event
+    /// cache tags its entries with.
+    serial: u64,
     pub(super) log: SlotLog,
     /// How `log` was made (a compaction makes its generation the same way).
     settings: LogSettings,
@@ -86,7 +89,9 @@ impl IndexGen {
 
     /// An empty generation whose entry log follows `settings`.
     pub(crate) fn with_settings(settings: &LogSettings) -> Self {
+        static SERIALS: AtomicU64 = AtomicU64::new(0);
         Self {
+            serial: SERIALS.fetch_add(1, Ordering::Relaxed),
             log: SlotLog::new(settings),
             settings: settings.clone(),
             strings: AppendLog::new(STRING_CHUNKS),
@@ -145,6 +150,11 @@ impl IndexGen {
     pub(crate) fn entries_on_disk(&self) -> u64 {
         let below = self.spilled_below.load(Ordering::Acquire);
         (0..below).filter(|k| self.log.is_spilled(*k)).count() as u64 * self.log.chunk_len()
+    }
+
+    /// This generation's serial (see the field).
+    pub(crate) fn serial(&self) -> u64 {
+        self.serial
     }
 
     /// How this generation keeps its entry log.

@@ -22,9 +22,11 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 mod bulk;
+mod hot;
 mod json_in_place;
 mod scratch;
 
+pub(crate) use hot::EventCache;
 pub(crate) use scratch::ReplayScratch;
 
 /// Open segment files, at most `budget` at a time.

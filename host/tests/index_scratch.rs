@@ -52,10 +52,21 @@ fn work(store: &Store, rng: &mut Rng, n: usize) {
     while done < n {
         let payload = json!({"i": done, "pad": "x".repeat(60 + rng.below(40))});
         match rng.below(10) {
-            0..=5 => {
+            0..=3 => {
                 let c = coord(rng);
                 let k = kind(rng);
                 store.append(&c, k, &payload).expect("append");
+                done += 1;
+            }
+            4 | 5 => {
+                // Causation and correlation ids live beside the slots, and
+                // go to the scratch file with them.
+                let mut opts =
+                    AppendOptions::new().with_causation(0xCA05E << 64 | rng.below(1 << 30) as u128);
+                if rng.below(2) == 0 {
+                    opts = opts.with_correlation(0xC0EE << 64 | rng.below(1 << 30) as u128);
+                }
+                store.append_with_options(&coord(rng), kind(rng), &payload, opts).expect("append");
                 done += 1;
             }
             6 => {
@@ -131,6 +142,12 @@ fn observe(store: &Store) -> Vec<String> {
     out.push(format!("prefix {:?}", store.query(&Region::entity("zz-"))));
     for e in &all {
         let got = store.get(e.event_id).expect("every listed id is found");
+        let header = &got.event.header;
+        assert_eq!(
+            (e.correlation_id, e.causation_id),
+            (header.correlation_id, header.causation_id),
+            "the index's causal ids are the frame's"
+        );
         out.push(format!("get {:?} {}", got.event.header, got.event.payload));
     }
     for key in 0x1000u128..0x1000 + 500 {

@@ -3,7 +3,7 @@
 
 use super::append_log::AppendLog;
 use super::pos_list::{PosList, BLOCK};
-use super::slot_log::{Id, LogSettings, Slot, SlotLog};
+use super::slot_log::{Extra, Id, LogSettings, Slot, SlotLog};
 use crate::coordinate::{Coordinate, KindFilter, Region};
 use crate::event::{EventKind, HashChain};
 use crate::store::entry::{DiskPos, EntityHead, IndexEntry, LoadedEntry, ReadTarget};
@@ -141,9 +141,65 @@ impl IndexGen {
         let below = self.spillable_below();
         let from = self.spilled_below.load(Ordering::Acquire);
         for k in from..below {
-            self.log.spill(k);
+            let extras = self.extras_in_chunk(k);
+            if self.log.spill(k, &extras) && !extras.is_empty() {
+                // The chunk's extras are published in the scratch file
+                // before they leave the maps, so a reader that misses
+                // them here finds them there.
+                let mut maps = self.maps.write();
+                for (at, _) in &extras {
+                    let seq = (k as u64 * self.log.chunk_len()) as u32 + at;
+                    maps.correlations.remove(&seq);
+                    maps.causations.remove(&seq);
+                    maps.anchors.remove(&seq);
+                }
+            }
         }
         self.spilled_below.fetch_max(below, Ordering::AcqRel);
+    }
+
+    /// The side maps' entries for chunk `k`, by position in the chunk, sorted.
+    fn extras_in_chunk(&self, k: usize) -> Vec<(u32, Extra)> {
+        let len = self.log.chunk_len();
+        let (from, to) = (k as u64 * len, (k as u64 + 1) * len);
+        let in_chunk = |seq: &u32| (from..to).contains(&u64::from(*seq));
+        let maps = self.maps.read();
+        let mut found: Vec<u32> = maps
+            .correlations
+            .keys()
+            .chain(maps.causations.keys())
+            .chain(maps.anchors.keys())
+            .copied()
+            .filter(in_chunk)
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        found
+            .into_iter()
+            .map(|seq| ((u64::from(seq) - from) as u32, Self::extra_locked(&maps, seq).unwrap_or_default()))
+            .collect()
+    }
+
+    /// The extras of `seq` held in the side maps, if it has any there.
+    fn extra_locked(maps: &Maps, seq: u32) -> Option<Extra> {
+        let extra = Extra {
+            correlation: maps.correlations.get(&seq).copied(),
+            causation: maps.causations.get(&seq).copied(),
+            anchor: maps.anchors.get(&seq).copied(),
+        };
+        (extra != Extra::default()).then_some(extra)
+    }
+
+    /// The extras of `seq`: from the side maps while its chunk is in
+    /// memory, else from the scratch file. Only called for a slot whose
+    /// bits say it has some, so `None` means they were lost (a failed
+    /// scratch read, which also stops the writer).
+    fn extra(&self, seq: u64) -> Option<Extra> {
+        let at = u32::try_from(seq).ok()?;
+        if let Some(extra) = Self::extra_locked(&self.maps.read(), at) {
+            return Some(extra);
+        }
+        self.log.extra(seq)
     }
 
     /// Positions whose slots are in the scratch file (empty ones included).
@@ -335,6 +391,9 @@ impl IndexGen {
         maps.fences.shrink_to_fit();
         maps.by_scope.values_mut().for_each(PosList::shrink_to_fit);
         maps.by_kind.values_mut().for_each(PosList::shrink_to_fit);
+        maps.correlations.shrink_to_fit();
+        maps.causations.shrink_to_fit();
+        maps.anchors.shrink_to_fit();
     }
 
     /// The position of `id`, looking in the rising list, then the hash table.
@@ -400,7 +459,7 @@ impl IndexGen {
     /// (`before` when the caller holds the predecessor already).
     fn prev_hash(&self, seq: u64, s: &Slot, before: Option<(u64, &Slot)>) -> Option<[u8; 32]> {
         Some(match s.prev {
-            _ if s.bits & HAS_ANCHOR != 0 => self.maps.read().anchors.get(&(seq as u32)).copied()?,
+            _ if s.bits & HAS_ANCHOR != 0 => self.extra(seq)?.anchor?,
             NO_SEQ => [0u8; 32],
             p => match before {
                 Some((at, b)) if at == u64::from(p) => b.event_hash,
@@ -416,10 +475,9 @@ impl IndexGen {
         let event_id = s.event_id.get();
         let (mut correlation_id, mut causation_id) = (event_id, None);
         if s.bits & (HAS_CORRELATION | HAS_CAUSATION) != 0 {
-            let maps = self.maps.read();
-            let at = seq as u32;
-            correlation_id = maps.correlations.get(&at).copied().unwrap_or(event_id);
-            causation_id = maps.causations.get(&at).copied();
+            let extra = self.extra(seq)?;
+            correlation_id = extra.correlation.unwrap_or(event_id);
+            causation_id = extra.causation;
         }
         Some(IndexEntry {
             event_id,

@@ -169,6 +169,69 @@ struct Cell {
     /// copy; set before `spilled`, and only for chunks whose entities
     /// average at least `RUN_MIN_EVENTS` slots (see [`SlotLog::spill`]).
     runs: OnceLock<Box<[Run]>>,
+    /// Where the spilled chunk's extras are; set before `spilled`.
+    extras: OnceLock<SpilledExtras>,
+}
+
+/// What an event has beyond its slot, when it has any: a correlation id
+/// other than its own id, a causation id, a compaction anchor (the previous
+/// hash, when compaction removed the event it chained from). In memory
+/// these live in the generation's side maps; a spilled chunk's go to the
+/// scratch file after its slots, so they do not stay in memory either.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Extra {
+    pub(super) correlation: Option<u128>,
+    pub(super) causation: Option<u128>,
+    pub(super) anchor: Option<[u8; 32]>,
+}
+
+/// Bytes of an extras record: position in the chunk (u32), which fields are
+/// present (u8: 1 correlation, 2 causation, 4 anchor), 3 zero bytes,
+/// correlation (u128), causation (u128), anchor (32 bytes); absent fields
+/// are zeros.
+const EXTRA_BYTES: usize = 72;
+/// Extras records per block (the unit of reads and of the cache).
+const EXTRA_BLOCK: usize = 64;
+/// Block cache keys of extras blocks carry this bit (slot blocks never do).
+const EXTRA_KEY: u64 = 1 << 63;
+
+/// A spilled chunk's extras records: sorted by position, `count` of them
+/// from file offset `at`, and the position of every `EXTRA_BLOCK`-th one.
+struct SpilledExtras {
+    at: u64,
+    count: u32,
+    fences: Box<[u32]>,
+}
+
+impl Extra {
+    fn encode(&self, at: u32, out: &mut Vec<u8>) {
+        let present = u8::from(self.correlation.is_some())
+            | u8::from(self.causation.is_some()) << 1
+            | u8::from(self.anchor.is_some()) << 2;
+        out.extend_from_slice(&at.to_le_bytes());
+        out.extend_from_slice(&[present, 0, 0, 0]);
+        out.extend_from_slice(&self.correlation.unwrap_or(0).to_le_bytes());
+        out.extend_from_slice(&self.causation.unwrap_or(0).to_le_bytes());
+        out.extend_from_slice(&self.anchor.unwrap_or([0; 32]));
+    }
+
+    /// The record in `b`, with its position.
+    fn decode(b: &[u8]) -> Option<(u32, Self)> {
+        let b = b.get(..EXTRA_BYTES)?;
+        let at = u32::from_le_bytes(b.get(..4)?.try_into().ok()?);
+        let present = *b.get(4)?;
+        let id = |i: usize| b.get(i..i + 16).and_then(|s| s.try_into().ok()).map(u128::from_le_bytes);
+        let mut anchor = [0u8; 32];
+        anchor.copy_from_slice(b.get(40..72)?);
+        Some((
+            at,
+            Self {
+                correlation: if present & 1 != 0 { Some(id(8)?) } else { None },
+                causation: if present & 2 != 0 { Some(id(24)?) } else { None },
+                anchor: (present & 4 != 0).then_some(anchor),
+            },
+        ))
+    }
 }
 
 /// One entity's slots in a spilled chunk's entity-ordered copy.
@@ -306,13 +369,15 @@ impl SlotLog {
         self.scratch.as_ref().is_some_and(|s| !s.write_failed.load(Ordering::Acquire))
     }
 
-    /// Writes chunk `k` to the scratch file and drops its memory. The
-    /// caller guarantees no slot of it will be set again. A failed write
-    /// leaves it in memory and turns spilling off.
-    pub(super) fn spill(&self, k: usize) {
-        let Some(scratch) = self.scratch.as_ref().filter(|_| self.spills()) else { return };
-        let Some(cell) = self.cell(k) else { return };
-        let Some(mem) = cell.mem.load_full() else { return };
+    /// Writes chunk `k` to the scratch file, with `extras` (the extras of
+    /// its positions, by position in the chunk, sorted), and drops its
+    /// memory. The caller guarantees no slot of it will be set again, and
+    /// drops its own copy of `extras` only if this returns true. A failed
+    /// write leaves the chunk in memory and turns spilling off.
+    pub(super) fn spill(&self, k: usize, extras: &[(u32, Extra)]) -> bool {
+        let Some(scratch) = self.scratch.as_ref().filter(|_| self.spills()) else { return false };
+        let Some(cell) = self.cell(k) else { return false };
+        let Some(mem) = cell.mem.load_full() else { return false };
         let mut bytes = Vec::with_capacity(mem.len() * SLOT_BYTES * 2);
         bytes.resize(mem.len() * SLOT_BYTES, 0);
         for (slot, out) in mem.iter().zip(bytes.chunks_exact_mut(SLOT_BYTES)) {
@@ -321,20 +386,72 @@ impl SlotLog {
             }
         }
         let runs = Self::entity_ordered(&mem, &mut bytes);
+        let extras_from = bytes.len() as u64;
+        let mut fences = Vec::with_capacity(extras.len().div_ceil(EXTRA_BLOCK));
+        for (i, (at, extra)) in extras.iter().enumerate() {
+            if i % EXTRA_BLOCK == 0 {
+                fences.push(*at);
+            }
+            extra.encode(*at, &mut bytes);
+        }
         match scratch.append(&bytes) {
             Ok(offset) => {
                 if let Some(runs) = runs {
                     let _ = cell.runs.set(runs);
                 }
+                let count = extras.len() as u32;
+                let _ = cell.extras.set(SpilledExtras {
+                    at: offset + extras_from,
+                    count,
+                    fences: fences.into_boxed_slice(),
+                });
                 cell.spilled.store(offset + 1, Ordering::SeqCst);
                 cell.mem.store(None);
                 self.recycle(mem);
+                true
             }
             Err(e) => {
                 tracing::warn!(error = %e, "index scratch file not written; old index chunks stay in memory");
                 scratch.write_failed.store(true, Ordering::Release);
+                false
             }
         }
+    }
+
+    /// The extras of position `i` from its spilled chunk's records; `None`
+    /// if the chunk is not spilled, the position has none, or the read failed.
+    pub(super) fn extra(&self, i: u64) -> Option<Extra> {
+        let (k, at) = self.locate(i);
+        let spilled = self.cell(k)?.extras.get()?;
+        let at = at as u32;
+        let block = spilled.fences.partition_point(|f| *f <= at).checked_sub(1)?;
+        let first = block * EXTRA_BLOCK;
+        let len = (spilled.count as usize).checked_sub(first)?.min(EXTRA_BLOCK) * EXTRA_BYTES;
+        let key = EXTRA_KEY | ((k as u64) << 32) | block as u64;
+        let scratch = self.scratch.as_ref()?;
+        let bytes = match scratch.cache.get(key) {
+            Some(bytes) => bytes,
+            None => {
+                let bytes: Arc<[u8]> =
+                    Arc::from(scratch.read_at(spilled.at + (first * EXTRA_BYTES) as u64, len)?);
+                scratch.cache.insert(key, Arc::clone(&bytes));
+                bytes
+            }
+        };
+        let position = |r: usize| bytes.get(r * EXTRA_BYTES..r * EXTRA_BYTES + 4).map(|b| b.try_into());
+        let (mut lo, mut hi) = (0, bytes.len() / EXTRA_BYTES);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let Some(Ok(p)) = position(mid) else { return None };
+            match u32::from_le_bytes(p).cmp(&at) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => {
+                    return Extra::decode(bytes.get(mid * EXTRA_BYTES..)?).map(|(_, e)| e)
+                }
+            }
+        }
+        None
     }
 
     /// Appends to `bytes` the chunk's slots ordered by entity, then
@@ -616,6 +733,40 @@ mod tests {
     }
 
     #[test]
+    fn spilled_extras_read_back_exactly_and_only_where_set() {
+        let dir = tempfile::tempdir().expect("dir");
+        let settings =
+            LogSettings { chunk_bits: MIN_CHUNK_BITS, scratch_dir: Some(dir.path().into()), cache_blocks: 2 };
+        let log = SlotLog::new(&settings);
+        let len = log.chunk_len();
+        for i in 0..2 * len {
+            assert!(log.set(i, slot(i as u32)));
+        }
+        let extra = |at: u32| Extra {
+            correlation: at.is_multiple_of(2).then_some(u128::from(at) << 80 | 7),
+            causation: at.is_multiple_of(3).then_some(u128::MAX - u128::from(at)),
+            anchor: at.is_multiple_of(5).then_some([at as u8; 32]),
+        };
+        // Extras on every 7th position of chunk 1: 147 records, three blocks.
+        let extras: Vec<(u32, Extra)> =
+            (0..len as u32).filter(|a| a % 7 == 0).map(|a| (a, extra(a))).collect();
+        assert!(extras.len() > 2 * EXTRA_BLOCK);
+        assert!(log.spill(0, &[]));
+        assert!(log.spill(1, &extras));
+        for round in 0..2 {
+            for at in 0..len as u32 {
+                let got = log.extra(len + u64::from(at));
+                let want = (at % 7 == 0).then(|| extra(at));
+                assert_eq!(got, want, "position {at}, round {round}");
+                assert_eq!(log.extra(u64::from(at)), None, "chunk 0 has no extras");
+            }
+        }
+        assert_eq!(log.extra(2 * len), None, "a chunk not spilled has none here");
+        assert!(log.failure().is_none());
+        assert!(Extra::decode(&[0u8; EXTRA_BYTES - 1]).is_none());
+    }
+
+    #[test]
     fn a_spilled_chunk_reads_back_exactly_with_its_gaps() {
         let dir = tempfile::tempdir().expect("dir");
         let settings =
@@ -625,8 +776,8 @@ mod tests {
         for i in (0..n).filter(|i| i % 5 != 3) {
             assert!(log.set(i, slot(i as u32)));
         }
-        log.spill(0);
-        log.spill(1);
+        assert!(log.spill(0, &[]));
+        assert!(log.spill(1, &[]));
         assert!(log.is_spilled(0) && log.is_spilled(1) && !log.is_spilled(2));
         assert!(!log.is_allocated(0), "a spilled chunk's memory is released");
         assert!(!log.set(5, slot(5)), "a spilled chunk takes no more slots");
@@ -654,7 +805,7 @@ mod tests {
     fn without_a_scratch_directory_nothing_spills() {
         let log = SlotLog::new(&LogSettings::in_memory());
         assert!(log.set(0, slot(0)));
-        log.spill(0);
+        assert!(!log.spill(0, &[]), "nothing to spill to");
         assert!(!log.is_spilled(0));
         assert!(log.get(0).is_some());
         assert!(log.set(u64::from(u32::MAX) - 1, slot(9)), "every u32 position has a slot");
@@ -673,7 +824,7 @@ mod tests {
             assert!(log.set(i, slot(i as u32)));
         }
         assert!(log.spills());
-        log.spill(0);
+        assert!(!log.spill(0, &[]), "the write failed");
         assert!(!log.spills(), "spilling stops after a failed write");
         assert!(!log.is_spilled(0) && log.is_allocated(0), "the chunk stays in memory");
         assert!((0..2 * log.chunk_len()).all(|i| log.get(i).is_some_and(|s| same(&s, &slot(i as u32)))));
@@ -705,7 +856,7 @@ mod tests {
         for i in 0..log.chunk_len() {
             assert!(log.set(i, slot(i as u32)));
         }
-        log.spill(0);
+        assert!(log.spill(0, &[]));
         let scratch = log.scratch.as_ref().expect("scratch");
         let file = scratch.file().expect("file");
         file.set_len(BLOCK_BYTES as u64).expect("truncate");

@@ -103,7 +103,8 @@ fn main() -> anyhow::Result<()> {
             batch / (single * 10.0)
         );
     }
-    if plan.wants("cold_open") || plan.wants("rss") || plan.wants("bytes_per_event") {
+    if plan.wants("cold_open") || plan.wants("rss") || plan.wants("bytes_per_event") || plan.wants("peak_rss")
+    {
         let ours_dir = ours::populate(n_open)?;
         let ref_dir = reference::populate(n_open)?;
         let label = if plan.quick { "100k" } else { "1M" };
@@ -131,6 +132,9 @@ fn main() -> anyhow::Result<()> {
             let r = (util::rss_of_open("ref", ref_dir.path())? - util::rss_of_open("ref", ref_empty.path())?)
                 * per_million;
             Line::lower("rss_per_1M_events", o, r, "MiB").print();
+        }
+        if plan.wants("peak_rss") {
+            peak_rss_line(ours_dir.path(), n_open, label)?;
         }
     }
     if plan.wants("index_") {
@@ -244,6 +248,28 @@ fn peer_line(name: &str, ours: f64, workload: PeerWorkload, plan: &Plan) {
         ours / fjall,
         ours / sqlite
     );
+}
+
+/// Whole-process peak RSS after opening `n` events and serving 20 000
+/// random point reads, each store in a fresh process: ours and batpak 0.3.0,
+/// and with `--cfg batpak_peers` fjall and SQLite too.
+fn peak_rss_line(ours_dir: &std::path::Path, n: usize, label: &str) -> anyhow::Result<()> {
+    let ours = util::peak_of_open_and_gets("ours", ours_dir, n)?;
+    #[cfg(batpak_peers)]
+    {
+        let (fjall_dir, sqlite_dir) = peers::populate(n);
+        let fjall = util::peak_of_open_and_gets("fjall", fjall_dir.path(), n)?;
+        let sqlite = util::peak_of_open_and_gets("sqlite", sqlite_dir.path(), n)?;
+        println!(
+            "peak_rss_open_20k_gets_{label}: ours {ours:.1}, fjall {fjall:.1}, sqlite {sqlite:.1} MiB; \
+             ours/fjall {:.2}, ours/sqlite {:.2}",
+            ours / fjall,
+            ours / sqlite
+        );
+    }
+    #[cfg(not(batpak_peers))]
+    println!("peak_rss_open_20k_gets_{label}: ours {ours:.1} MiB (fjall and SQLite need --cfg batpak_peers)");
+    Ok(())
 }
 
 /// Without `--cfg batpak_peers` there is nothing to compare with.

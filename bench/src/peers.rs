@@ -206,3 +206,61 @@ pub fn batch_append(size: usize, batches: usize) -> (f64, f64) {
     all.iter().for_each(|items| Sqlite::append(&mut c, items));
     (fjall, (size * batches) as f64 / start.elapsed().as_secs_f64())
 }
+
+/// Fills a buffered store of each peer with `n` events in writes of 1 000,
+/// the way `ours::populate` fills ours: (fjall dir, sqlite dir).
+pub fn populate(n: usize) -> (tempfile::TempDir, tempfile::TempDir) {
+    let batches: Vec<Vec<(String, Vec<u8>)>> = (0..n)
+        .step_by(1000)
+        .map(|s| (s..(s + 1000).min(n)).map(|i| (entity(i), body(i))).collect())
+        .collect();
+    let f = Fjall::open(false);
+    batches.iter().for_each(|items| f.append(items));
+    f.db.persist(fjall::PersistMode::SyncAll).expect("persist");
+    let Fjall { _dir: fjall_dir, .. } = f;
+    let s = Sqlite::open(false);
+    let mut c = s.connect();
+    batches.iter().for_each(|items| Sqlite::append(&mut c, items));
+    drop(c);
+    let Sqlite { _dir: sqlite_dir, .. } = s;
+    (fjall_dir, sqlite_dir)
+}
+
+/// The key of a random event among `n`, as (entity, clock): event `i` is
+/// entity `i % 64`'s `i / 64`-th.
+fn random_key(x: &mut u64, n: usize) -> (String, u32) {
+    *x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let i = (*x >> 17) as usize % n;
+    (entity(i), (i / 64) as u32)
+}
+
+/// In a fresh process: opens the peer's store in `dir` (`n` events), serves
+/// `gets` point reads of random events, and returns the process's peak RSS
+/// (VmHWM) in MiB.
+pub fn open_and_get(which: &str, dir: &std::path::Path, n: usize, gets: usize) -> f64 {
+    let mut x = 17u64;
+    match which {
+        "fjall" => {
+            let db = fjall::Database::builder(dir).open().expect("fjall open");
+            let events = db.keyspace("events", fjall::KeyspaceCreateOptions::default).expect("keyspace");
+            for _ in 0..gets {
+                let (entity, clock) = random_key(&mut x, n);
+                let mut key = entity.into_bytes();
+                key.extend_from_slice(&clock.to_be_bytes());
+                assert!(events.get(key).expect("get").is_some(), "every event is found");
+            }
+        }
+        _ => {
+            let c = rusqlite::Connection::open(dir.join("events.db")).expect("sqlite open");
+            let mut q =
+                c.prepare("SELECT body FROM events WHERE entity = ?1 AND clock = ?2").expect("prepare");
+            for _ in 0..gets {
+                let (entity, clock) = random_key(&mut x, n);
+                let body: Vec<u8> =
+                    q.query_row(rusqlite::params![entity, clock], |r| r.get(0)).expect("found");
+                assert!(!body.is_empty());
+            }
+        }
+    }
+    crate::util::status_mib("VmHWM:")
+}

@@ -73,6 +73,10 @@ pub(crate) fn status_mib(field: &str) -> f64 {
 /// "ref") and print the RSS growth in MiB.
 pub fn rss_child(args: &[String]) -> anyhow::Result<()> {
     let (which, dir) = (args[0].as_str(), Path::new(&args[1]));
+    if let Some(n) = args.get(2) {
+        println!("{}", peak_after_gets(which, dir, n.parse()?)?);
+        return Ok(());
+    }
     let before = rss_mib();
     let grown = match which {
         "ours" => {
@@ -90,6 +94,53 @@ pub fn rss_child(args: &[String]) -> anyhow::Result<()> {
     };
     println!("{grown}");
     Ok(())
+}
+
+/// Random point reads served after an open, for the peak-RSS comparison.
+const PEAK_GETS: usize = 20_000;
+
+/// In this (fresh) process: opens `which` store in `dir` (`n` events),
+/// serves `PEAK_GETS` random point reads and returns the peak RSS (VmHWM)
+/// in MiB. Ours samples its ids from 64 entity streams first (transient
+/// vectors that count against it).
+fn peak_after_gets(which: &str, dir: &Path, n: usize) -> anyhow::Result<f64> {
+    if which != "ours" {
+        #[cfg(batpak_peers)]
+        return Ok(crate::peers::open_and_get(which, dir, n, PEAK_GETS));
+        #[cfg(not(batpak_peers))]
+        anyhow::bail!("{which} needs --cfg batpak_peers ({n} events)");
+    }
+    let store = batpak::store::Store::open(batpak::store::StoreConfig::new(dir))?;
+    let mut ids = Vec::with_capacity(PEAK_GETS);
+    let mut x = 17u64;
+    for e in 0..64 {
+        let stream = store.stream(&format!("entity:{e}"));
+        for _ in 0..PEAK_GETS / 64 + 1 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            if let Some(entry) = stream.get((x >> 17) as usize % stream.len().max(1)) {
+                ids.push(entry.event_id);
+            }
+        }
+    }
+    for i in 0..PEAK_GETS {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let id = ids[((x >> 17) as usize + i) % ids.len()];
+        anyhow::ensure!(store.get(id).is_ok(), "event {id:032x} not found");
+    }
+    Ok(status_mib("VmHWM:"))
+}
+
+/// Peak RSS (MiB) of a fresh process that opens `which` store in `dir`
+/// (`n` events) and serves 20 000 random point reads.
+pub fn peak_of_open_and_gets(which: &str, dir: &Path, n: usize) -> anyhow::Result<f64> {
+    let out = Command::new(std::env::current_exe()?)
+        .arg("--rss-child")
+        .arg(which)
+        .arg(dir)
+        .arg(n.to_string())
+        .output()?;
+    anyhow::ensure!(out.status.success(), "peak child failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
 /// RSS growth of opening the store in `dir`, measured in a fresh process.

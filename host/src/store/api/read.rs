@@ -17,7 +17,7 @@ impl Store<Open> {
         };
         let entry = entry.ok_or(StoreError::NotFound(event_id))?;
         let event = self.reader.read_event(&entry)?;
-        self.hot.put(event_id, serial, &event, entry.disk_pos.length);
+        self.hot.offer(event_id, serial, &event, entry.disk_pos.length);
         Ok(event)
     }
 

@@ -432,8 +432,7 @@ impl SlotLog {
         let bytes = match scratch.cache.get(key) {
             Some(bytes) => bytes,
             None => {
-                let bytes: Arc<[u8]> =
-                    Arc::from(scratch.read_at(spilled.at + (first * EXTRA_BYTES) as u64, len)?);
+                let bytes = scratch.read_shared(spilled.at + (first * EXTRA_BYTES) as u64, len)?;
                 scratch.cache.insert(key, Arc::clone(&bytes));
                 bytes
             }
@@ -572,14 +571,26 @@ impl Scratch {
     /// `len` bytes at `at`, not cached (runs are read whole, once per call).
     fn read_at(&self, at: u64, len: usize) -> Option<Vec<u8>> {
         let mut bytes = vec![0u8; len];
-        let read = self.file().and_then(|f| f.read_exact_at(&mut bytes, at).map_err(|e| e.to_string()));
+        self.read_into(&mut bytes, at).then_some(bytes)
+    }
+
+    /// `len` bytes at `at`, read straight into shared memory for the cache.
+    fn read_shared(&self, at: u64, len: usize) -> Option<Arc<[u8]>> {
+        let mut bytes: Arc<[u8]> = std::iter::repeat_n(0u8, len).collect();
+        let buffer = Arc::get_mut(&mut bytes)?;
+        self.read_into(buffer, at).then_some(bytes)
+    }
+
+    /// Fills `bytes` from `at`; false, recording why, if it cannot.
+    fn read_into(&self, bytes: &mut [u8], at: u64) -> bool {
+        let read = self.file().and_then(|f| f.read_exact_at(bytes, at).map_err(|e| e.to_string()));
         match read {
-            Ok(()) => Some(bytes),
+            Ok(()) => true,
             Err(e) => {
                 let why = format!("index scratch file unreadable at byte {at}: {e}");
                 tracing::error!(reason = %why, "index entries lost from memory; the writer stops");
                 let _ = self.read_failure.set(why);
-                None
+                false
             }
         }
     }
@@ -601,7 +612,7 @@ impl Scratch {
     /// The raw bytes of the block at `at` (decoded a slot at a time, when
     /// read: most reads want one slot of a block).
     fn read_block(&self, at: u64) -> Option<Arc<[u8]>> {
-        self.read_at(at, BLOCK_BYTES).map(Arc::from)
+        self.read_shared(at, BLOCK_BYTES)
     }
 }
 

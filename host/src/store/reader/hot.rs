@@ -9,6 +9,10 @@
 //! frame's length plus a fixed overhead) and split into shards, each
 //! evicting with CLOCK: a hit marks an entry, and the hand evicts the first
 //! unmarked one it finds, unmarking the others as it passes.
+//!
+//! An event is admitted on its second miss: the first only leaves the id's
+//! fingerprint in a small direct-mapped table. So random reads over a large
+//! log neither pay for a copy they will not reuse nor push out the hot set.
 
 use crate::event::StoredEvent;
 use parking_lot::Mutex;
@@ -21,6 +25,8 @@ const SHARDS: usize = 16;
 /// Bytes charged per entry beyond its frame: the map slot, the ring entry
 /// and the decoded value's allocations.
 const OVERHEAD: usize = 256;
+/// Fingerprints of ids missed once, per shard (a power of two).
+const GHOSTS: usize = 1024;
 
 type Event = Arc<StoredEvent<Value>>;
 
@@ -39,6 +45,15 @@ struct Shard {
     ring: Vec<Cached>,
     hand: usize,
     bytes: usize,
+    /// Ids missed once, as 64-bit fingerprints, slot chosen by fingerprint
+    /// (allocated on the first miss).
+    ghosts: Vec<u64>,
+}
+
+/// A 64-bit fingerprint of `id` (never 0, the empty ghost slot).
+fn fingerprint(id: u128) -> u64 {
+    let mixed = ((id >> 64) as u64 ^ id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed ^ (mixed >> 29)) | 1
 }
 
 /// A bounded cache of decoded events (see the module docs).
@@ -74,6 +89,30 @@ impl EventCache {
         }
         entry.marked = true;
         Some(Arc::clone(&entry.event))
+    }
+
+    /// Offers `event` after a miss: kept (as by [`EventCache::put`]) if
+    /// `id` missed before, else only remembered as missed once.
+    pub(crate) fn offer(&self, id: u128, serial: u64, event: &StoredEvent<Value>, frame_len: u32) {
+        if self.shard_bytes == 0 {
+            return;
+        }
+        let Some(shard) = self.shard(id) else { return };
+        let print = fingerprint(id);
+        {
+            let mut shard = shard.lock();
+            if shard.ghosts.is_empty() {
+                shard.ghosts = vec![0; GHOSTS];
+            }
+            let slot = (print >> 40) as usize & (GHOSTS - 1);
+            let Some(ghost) = shard.ghosts.get_mut(slot) else { return };
+            if *ghost != print {
+                *ghost = print;
+                return;
+            }
+            *ghost = 0;
+        }
+        self.put(id, serial, event, frame_len);
     }
 
     /// Keeps `event`, read under generation `serial` from a frame of
@@ -179,6 +218,22 @@ mod tests {
         assert!(cache.get(id(3), 1).is_some(), "a used entry outlives unused ones");
         assert!(cache.get(id(0), 1).is_none(), "the oldest unused entry went first");
         assert!(cache.get(id(18), 1).is_some());
+    }
+
+    #[test]
+    fn an_event_is_admitted_on_its_second_miss() {
+        let cache = EventCache::new(1 << 20);
+        cache.offer(9, 1, &event(9), 100);
+        assert!(cache.get(9, 1).is_none(), "one miss is only remembered");
+        cache.offer(9, 1, &event(9), 100);
+        assert!(cache.get(9, 1).is_some(), "the second is kept");
+        // Many ids missed once each keep nothing.
+        for id in 1000..3000u128 {
+            cache.offer(id, 1, &event(id), 100);
+        }
+        assert!((1000..3000u128).all(|id| cache.get(id, 1).is_none()));
+        assert!(cache.get(9, 1).is_some(), "a scan does not push out the hot event");
+        assert!(EventCache::new(0).shards.iter().all(|s| s.lock().ghosts.is_empty()));
     }
 
     #[test]

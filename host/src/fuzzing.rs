@@ -50,7 +50,7 @@ fn decode_footer_region(region: &[u8], start: u64) {
         drop(entries);
         Ok(())
     };
-    let _ = footer::decode(region, start, 1, &resolve, &mut reserve, &mut sink);
+    let _ = footer::decode(region, start, 1, &resolve, &mut reserve, &mut sink, &mut |_| {});
     debug_assert!(reserved <= region.len() as u64, "reserved beyond the footer's bytes");
 }
 

@@ -68,6 +68,10 @@ impl Drop for StoreIndex {
     }
 }
 
+/// Chunks due for the scratch file beyond which an insert waits for the
+/// spilling thread instead of letting them stay in memory.
+const SPILL_LAG: usize = 4;
+
 /// Forwards each method to the current generation.
 macro_rules! forward {
     ($($(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
@@ -110,7 +114,13 @@ impl StoreIndex {
         }
         let mut running = self.spill.lock();
         if running.as_ref().is_some_and(|t| !t.is_finished()) {
-            return;
+            let lag = gen.spillable_below().saturating_sub(gen.spilled_below.load(Ordering::Acquire));
+            if lag <= SPILL_LAG {
+                return;
+            }
+            // The spilling thread fell behind (a loader inserts faster than
+            // it writes): wait for it, so chunks due for the scratch file
+            // do not pile up in memory.
         }
         if let Some(done) = running.take() {
             let _ = done.join();

@@ -91,14 +91,20 @@ pub(crate) type Resolver<'a> = dyn Fn(&str) -> Result<(Arc<str>, u32), String> +
 /// Receives decoded entries (names as store-wide string ids).
 pub(crate) type Sink<'a> = dyn FnMut(Vec<LoadedEntry>) -> Result<(), StoreError> + 'a;
 
-/// Entries handed to the sink at a time while a footer is decoded.
-const SINK_CHUNK: u64 = 16 * 1024;
+/// Entries handed to the sink at a time while a footer is decoded (about
+/// 0.8 MiB of decoded entries; a few are in flight at once).
+const SINK_CHUNK: u64 = 4 * 1024;
+/// Bytes of footer checked between two reports to `done_with`.
+const CRC_WINDOW: usize = 4 << 20;
 
 /// Decodes a footer. `region` holds the file's bytes from `start` (the
 /// footer start named by the trailer) to its end. Entries (prev hashes zero
 /// unless anchored)
 /// go to `sink` in chunks, after the whole footer's CRC has been checked;
-/// `reserve` is told the entry count first. Returns the gate-set records.
+/// `reserve` is told the entry count first. `done_with(range)` says that
+/// these bytes of `region` will not be read again in the current pass (the
+/// CRC pass, then the decoding pass), so a mapped caller can drop them from
+/// memory. Returns the gate-set records.
 pub(crate) fn decode(
     region: &[u8],
     start: u64,
@@ -106,6 +112,7 @@ pub(crate) fn decode(
     intern: &Resolver<'_>,
     reserve: &mut dyn FnMut(u64),
     sink: &mut Sink<'_>,
+    done_with: &mut dyn FnMut(std::ops::Range<usize>),
 ) -> Result<GateSetRecords, StoreError> {
     let corrupt = |d: &str| StoreError::corrupt(segment_id, format!("footer at {start}: {d}"));
     let body_len = region
@@ -115,7 +122,14 @@ pub(crate) fn decode(
     let body = &region[..body_len];
     let mut crc = [0u8; 4];
     crc.copy_from_slice(&region[body_len..body_len + 4]);
-    if crc32fast::hash(body) != u32::from_le_bytes(crc) {
+    let mut hasher = crc32fast::Hasher::new();
+    let mut checked = 0;
+    for window in body.chunks(CRC_WINDOW) {
+        hasher.update(window);
+        done_with(checked..checked + window.len());
+        checked += window.len();
+    }
+    if hasher.finalize() != u32::from_le_bytes(crc) {
         return Err(corrupt("CRC mismatch"));
     }
     let mut c = Cursor::new(body);
@@ -149,6 +163,7 @@ pub(crate) fn decode(
     let mut st = DeltaState::default();
     let mut next_seq = first_seq;
     let mut i = 0u64;
+    let mut decoded = 0;
     while i < n_entries {
         let n = (n_entries - i).min(SINK_CHUNK);
         let mut chunk = Vec::with_capacity(n as usize);
@@ -161,6 +176,8 @@ pub(crate) fn decode(
             next_seq = next_seq.checked_add(1).ok_or_else(|| corrupt("sequence overflow"))?;
         }
         sink(chunk)?;
+        done_with(decoded..c.position());
+        decoded = c.position();
         i += n;
     }
     if c.position() != body.len() {

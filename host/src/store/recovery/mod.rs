@@ -170,7 +170,7 @@ fn load_segment(
     let next_seq = index.inserted();
     let summary = {
         let bytes = SegmentBytes::of(&file, len)?;
-        stream::scan_into_index(&bytes, id, frames_end as usize, tail, index)?
+        stream::scan_into_index(&bytes, id, frames_end as usize, tail, index, &mut |r| bytes.release(r))?
         // The mapping ends here, before the tail is cut below.
     };
     tracing::debug!(segment = id, events = summary.events, tail, "segment scanned");

@@ -18,12 +18,15 @@ type Hashed<'f> = (Vec<Scanned<'f>>, Vec<HashChain>);
 
 /// Scans segment `segment_id` (`bytes` is the whole file; `frames_end`
 /// excludes any footer) and inserts its committed events into `index`.
+/// `done_with(range)` is told, in order, the bytes of `bytes` that every
+/// event inserted so far is past (a mapped caller drops them from memory).
 pub(crate) fn scan_into_index(
     bytes: &[u8],
     segment_id: u64,
     frames_end: usize,
     tail: bool,
     index: &StoreIndex,
+    done_with: &mut dyn FnMut(std::ops::Range<usize>),
 ) -> Result<ScanSummary, StoreError> {
     let intern = |s: &str| index.intern(s);
     // The hasher asks for an entity's previous hash at the entity's first
@@ -31,7 +34,7 @@ pub(crate) fn scan_into_index(
     // been fed before it, so none has been inserted: the index's head is
     // still the one the previous segments left.
     let before = |entity: &str| index.head(entity).map_or([0u8; 32], |h| h.hash);
-    let mut inserter = Inserter { index, segment_id, global: HashMap::default() };
+    let mut inserter = Inserter { index, segment_id, global: HashMap::default(), done_with, released: 0 };
     std::thread::scope(|scope| {
         let (tx, rx) = flume::bounded::<Feed<'_>>(FEED_QUEUE);
         // Unbounded: the hasher must never wait on this thread, which may
@@ -119,6 +122,10 @@ struct Inserter<'i> {
     segment_id: u64,
     /// Segment-local string id → store-wide string id.
     global: HashMap<u32, u32>,
+    /// Told which bytes of the segment every event is past (see
+    /// `scan_into_index`), and where the last range told ended.
+    done_with: &'i mut dyn FnMut(std::ops::Range<usize>),
+    released: usize,
 }
 
 impl Inserter<'_> {
@@ -129,11 +136,21 @@ impl Inserter<'_> {
         Ok(())
     }
 
-    fn insert(&self, events: &[Scanned<'_>], chains: Vec<HashChain>) -> Result<(), StoreError> {
+    fn insert(&mut self, events: &[Scanned<'_>], chains: Vec<HashChain>) -> Result<(), StoreError> {
         let resolve = |r: u32| self.global.get(&r).copied().ok_or_else(|| "unknown string ref".to_string());
         let entries = events.iter().zip(chains).map(|(s, chain)| {
             Ok(s.loaded(chain, resolve(s.record.entity_ref)?, resolve(s.record.scope_ref)?))
         });
-        self.index.insert_each(entries).map_err(|why| StoreError::corrupt(self.segment_id, why))
+        self.index.insert_each(entries).map_err(|why| StoreError::corrupt(self.segment_id, why))?;
+        // Chunks come back in file order: nothing before this chunk's last
+        // event is read again.
+        if let Some(last) = events.last() {
+            let end = usize::try_from(last.disk_pos.offset).unwrap_or(self.released);
+            if end > self.released {
+                (self.done_with)(self.released..end);
+                self.released = end;
+            }
+        }
+        Ok(())
     }
 }

@@ -171,6 +171,16 @@ fn observe(store: &Store) -> Vec<String> {
     out
 }
 
+/// The newest segment file in `dir`.
+fn newest_segment(dir: &Path) -> std::path::PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "fbat"))
+        .max()
+        .expect("a segment")
+}
+
 fn assert_same(what: &str, expected: &[String], got: &[String]) {
     assert_eq!(expected.len(), got.len(), "{what}: different shapes");
     for (e, g) in expected.iter().zip(got) {
@@ -232,12 +242,7 @@ fn entries_on_disk_read_back_exactly_through_every_path() {
 
         // A torn tail: the newest segment loses its footer, its zeroed
         // room and three quarters of its frames, cut inside a frame.
-        let newest = std::fs::read_dir(dir)
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "fbat"))
-            .max()
-            .expect("a segment");
+        let newest = newest_segment(dir);
         let file = std::fs::OpenOptions::new().write(true).open(&newest).unwrap();
         let len = file.metadata().unwrap().len();
         file.set_len(len / 4 + 7).unwrap();
@@ -315,12 +320,7 @@ fn large_segments_load_the_same_while_open_releases_their_pages() {
 
     // Strip the newest segment's footer and cut it inside its last frames:
     // the open scans its frames (a torn tail).
-    let newest = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "fbat"))
-        .max()
-        .expect("a segment");
+    let newest = newest_segment(dir);
     let file = std::fs::OpenOptions::new().write(true).open(&newest).unwrap();
     let len = file.metadata().unwrap().len();
     assert!(len > 16 << 20, "the newest segment spans several release steps ({len} bytes)");

@@ -205,6 +205,25 @@ impl NatsCluster {
         self.nodes.iter().position(|n| n.name == leader)
     }
 
+    /// Waits (up to 30 s) until every node says on `/healthz` that its
+    /// JetStream is current with the metadata leader. A leader elected by
+    /// two nodes does not mean the third has joined, and an R3 stream
+    /// created before it has is refused ("no suitable peers for placement").
+    fn all_healthy(&self) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            let healthy = self.nodes.iter().all(|n| {
+                monitor_get(n.http_port, "/healthz")
+                    .is_some_and(|h| h.get("status").and_then(|s| s.as_str()) == Some("ok"))
+            });
+            if healthy {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
     /// Kills node `i` with SIGKILL.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.nodes[i].child.take() {
@@ -231,17 +250,26 @@ impl Drop for NatsCluster {
     }
 }
 
-/// The leader of `stream` as the server at `http_port` reports it.
-fn jsz_stream_leader(http_port: u16, stream: &str) -> Option<String> {
+/// The JSON body of `GET path` on the monitoring port `http_port`, if the
+/// server answers 200.
+fn monitor_get(http_port: u16, path: &str) -> Option<serde_json::Value> {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(("127.0.0.1", http_port)).ok()?;
     conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let request = "GET /jsz?streams=true HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
     conn.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     conn.read_to_string(&mut response).ok()?;
+    if !response.starts_with("HTTP/1.0 200") && !response.starts_with("HTTP/1.1 200") {
+        return None;
+    }
     let body = &response[response.find("\r\n\r\n")? + 4..];
-    let jsz: serde_json::Value = serde_json::from_str(body).ok()?;
+    serde_json::from_str(body).ok()
+}
+
+/// The leader of `stream` as the server at `http_port` reports it.
+fn jsz_stream_leader(http_port: u16, stream: &str) -> Option<String> {
+    let jsz = monitor_get(http_port, "/jsz?streams=true")?;
     let accounts = jsz.get("account_details")?.as_array()?;
     let streams = accounts.iter().filter_map(|a| a.get("stream_detail")?.as_array()).flatten();
     let found = streams.into_iter().find(|s| s.get("name").and_then(|n| n.as_str()) == Some(stream))?;
@@ -293,7 +321,7 @@ pub fn start_cluster() -> Option<NatsCluster> {
             ok
         });
         // JetStream takes requests once the nodes have elected a metadata leader.
-        if started && leader_rx.recv_timeout(Duration::from_secs(30)).is_ok() {
+        if started && leader_rx.recv_timeout(Duration::from_secs(30)).is_ok() && cluster.all_healthy() {
             cluster._dir = dir;
             return Some(cluster);
         }

@@ -178,6 +178,7 @@ impl Store<Open> {
             chain,
             recovered.segments,
             checkpoint_current,
+            recovered.report.from_image,
             resumed,
         );
         let (tx, rx) = flume::bounded(cfg.writer.channel_capacity);

@@ -14,65 +14,65 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// `prev` of an entity's first event.
-const NO_SEQ: u32 = u32::MAX;
+pub(super) const NO_SEQ: u32 = u32::MAX;
 const HAS_CAUSATION: u8 = 0x01;
 const HAS_GATE_SET: u8 = 0x02;
 const HAS_CORRELATION: u8 = 0x04;
 /// The entry's previous hash is not its predecessor's (compaction removed that event).
 const HAS_ANCHOR: u8 = 0x08;
 /// Rising-id entries per fence (see `Maps::fences`): one block of the list.
-const FENCE: usize = BLOCK;
+pub(super) const FENCE: usize = BLOCK;
 /// Strings per chunk of the string table.
 const STRING_CHUNK: usize = 16 * 1024;
 /// Chunks of the string table: 2^28 distinct entity and scope names.
-const STRING_CHUNKS: usize = (1 << 28) / STRING_CHUNK;
+pub(super) const STRING_CHUNKS: usize = (1 << 28) / STRING_CHUNK;
 
-type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(super) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The maps behind the index's one lock (held only to insert or to copy out ids).
-struct Maps {
+pub(super) struct Maps {
     /// Positions whose ids rose above every earlier id, so this list is
     /// sorted by id and binary-searchable (UUIDv7 ids nearly always rise).
-    rising: PosList,
+    pub(super) rising: PosList,
     /// The id at every `FENCE`-th entry of `rising`: a search narrows to
     /// `FENCE` entries in memory before it reads any slot, which may be
     /// in the scratch file (0.25 bytes per event).
-    fences: Vec<u128>,
+    pub(super) fences: Vec<u128>,
     /// Positions of the other ids (idempotency keys, clock steps back), by id hash.
-    by_id: HashTable<u32>,
-    string_ids: FastMap<Arc<str>, u32>,
-    entity_names: BTreeMap<Arc<str>, u32>,
+    pub(super) by_id: HashTable<u32>,
+    pub(super) string_ids: FastMap<Arc<str>, u32>,
+    pub(super) entity_names: BTreeMap<Arc<str>, u32>,
     /// Newest position of each entity, by string id (`NO_SEQ`: none, or a scope name).
-    heads: Vec<u32>,
-    by_scope: FastMap<u32, PosList>,
-    by_kind: FastMap<u16, PosList>,
+    pub(super) heads: Vec<u32>,
+    pub(super) by_scope: FastMap<u32, PosList>,
+    pub(super) by_kind: FastMap<u16, PosList>,
     /// Correlation ids that differ from the event id, by position.
-    correlations: FastMap<u32, u128>,
+    pub(super) correlations: FastMap<u32, u128>,
     /// Causation ids, by position.
-    causations: FastMap<u32, u128>,
+    pub(super) causations: FastMap<u32, u128>,
     /// Previous hashes of anchored entries, by position.
-    anchors: FastMap<u32, [u8; 32]>,
+    pub(super) anchors: FastMap<u32, [u8; 32]>,
 }
 
 /// One generation of the index (see the module docs).
 pub(crate) struct IndexGen {
     /// Unique among the generations of this process: what a decoded-event
     /// cache tags its entries with.
-    serial: u64,
+    pub(super) serial: u64,
     pub(super) log: SlotLog,
     /// How `log` was made (a compaction makes its generation the same way).
-    settings: LogSettings,
-    strings: AppendLog<Arc<str>, STRING_CHUNK>,
-    maps: RwLock<Maps>,
-    ids: foldhash::fast::RandomState,
+    pub(super) settings: LogSettings,
+    pub(super) strings: AppendLog<Arc<str>, STRING_CHUNK>,
+    pub(super) maps: RwLock<Maps>,
+    pub(super) ids: foldhash::fast::RandomState,
     /// Entries inserted (published or not); writer-owned.
-    inserted: AtomicU64,
+    pub(super) inserted: AtomicU64,
     /// Exclusive upper bound of visible sequences.
-    visible: AtomicU64,
+    pub(super) visible: AtomicU64,
     /// Entries inserted (fewer than `inserted` where compaction removed some).
-    entries: AtomicU64,
+    pub(super) entries: AtomicU64,
     /// Entries visible as of the last publish.
-    visible_entries: AtomicU64,
+    pub(super) visible_entries: AtomicU64,
     /// Log chunks `0..ahead` are allocated or being allocated in advance.
     pub(super) ahead: AtomicUsize,
     /// Log chunks `0..spilled_below` are in the scratch file (or being
@@ -208,6 +208,11 @@ impl IndexGen {
         (0..below).filter(|k| self.log.is_spilled(*k)).count() as u64 * self.log.chunk_len()
     }
 
+    /// The name of this generation's slot file, once it has one.
+    pub(crate) fn slot_file_name(&self) -> Option<String> {
+        self.log.slot_file_name()
+    }
+
     /// This generation's serial (see the field).
     pub(crate) fn serial(&self) -> u64 {
         self.serial
@@ -229,7 +234,7 @@ impl IndexGen {
         (next / len) as usize + usize::from(next % len >= len / 2)
     }
 
-    fn hash_id(&self, id: u128) -> u64 {
+    pub(super) fn hash_id(&self, id: u128) -> u64 {
         use std::hash::BuildHasher;
         self.ids.hash_one(id)
     }

@@ -15,13 +15,14 @@
 
 mod append_log;
 mod generation;
+pub(crate) mod image;
 mod pos_list;
 mod slot_log;
 
 pub use crate::store::entry::{ClockKey, DiskPos, IndexEntry};
 pub(crate) use crate::store::entry::{EntityHead, LoadedEntry};
 pub(crate) use generation::IndexGen;
-pub(crate) use slot_log::{LogSettings, BLOCK_BYTES, MAX_CHUNK_BITS, MIN_CHUNK_BITS};
+pub(crate) use slot_log::{is_slot_file_name, LogSettings, BLOCK_BYTES, MAX_CHUNK_BITS, MIN_CHUNK_BITS};
 
 use crate::coordinate::Region;
 use crate::event::EventKind;

@@ -19,6 +19,8 @@
 /// between two fences are exactly one block.
 pub(super) const BLOCK: usize = 64;
 
+use crate::store::segment::codec::{Cursor, ShortRead};
+
 /// `BlockHead::at` of a dense block.
 const DENSE: u32 = u32::MAX;
 
@@ -178,6 +180,62 @@ impl PosList {
     }
 }
 
+impl PosList {
+    /// Appends the list's internal form to `out` (for the index image):
+    /// varint block count, then each sealed block's head (`first`, `at`,
+    /// u32 each), varint delta byte count and the delta bytes, varint open
+    /// count and the open values (u32 each).
+    pub(super) fn encode(&self, out: &mut Vec<u8>) {
+        use crate::store::segment::codec::PutBytes;
+        out.put_varint(self.sealed.len() as u64);
+        for head in &self.sealed {
+            out.put_u32(head.first);
+            out.put_u32(head.at);
+        }
+        out.put_varint(self.deltas.len() as u64);
+        out.extend_from_slice(&self.deltas);
+        out.put_varint(self.open.len() as u64);
+        for v in &self.open {
+            out.put_u32(*v);
+        }
+    }
+
+    /// The list [`PosList::encode`] wrote, checked for shape: blocks that
+    /// start in rising order, delta offsets inside the delta bytes, a
+    /// partial open block that rises. Values are below `limit`.
+    pub(super) fn decode(c: &mut Cursor<'_>, limit: u32) -> Result<Self, String> {
+        let short = |e: ShortRead| format!("position list truncated at {}", e.0);
+        let blocks = c.varint("blocks").map_err(short)? as usize;
+        if blocks > c.rest().len() / 8 {
+            return Err("position list: more blocks than bytes".into());
+        }
+        let mut sealed = Vec::with_capacity(blocks);
+        for _ in 0..blocks {
+            let first = c.u32("block first").map_err(short)?;
+            let at = c.u32("block deltas").map_err(short)?;
+            sealed.push(BlockHead { first, at });
+        }
+        let n_deltas = c.varint("deltas").map_err(short)? as usize;
+        let deltas = c.take(n_deltas, "deltas").map_err(short)?.to_vec();
+        let open_len = c.varint("open").map_err(short)? as usize;
+        if open_len >= BLOCK {
+            return Err("position list: open block too long".into());
+        }
+        let open =
+            (0..open_len).map(|_| c.u32("open value")).collect::<Result<Vec<u32>, _>>().map_err(short)?;
+        let list = Self { sealed, deltas, open };
+        let heads_rise = list.sealed.windows(2).all(|w| w[0].first < w[1].first);
+        let deltas_fit = list.sealed.iter().all(|h| h.at == DENSE || (h.at as usize) < list.deltas.len());
+        let open_rises = list.open.windows(2).all(|w| w[0] < w[1])
+            && list.open.first().is_none_or(|f| list.sealed.last().is_none_or(|h| h.first < *f));
+        let bounded = list.last().is_none_or(|v| v < limit);
+        if !(heads_rise && deltas_fit && open_rises && bounded) {
+            return Err("position list: values out of order or out of range".into());
+        }
+        Ok(list)
+    }
+}
+
 fn put_varint(out: &mut Vec<u8>, mut v: u32) {
     while v >= 0x80 {
         out.push((v as u8 & 0x7f) | 0x80);
@@ -241,6 +299,14 @@ mod tests {
             assert_eq!(list.len(), n);
             assert_eq!(values(&list), want, "seed {seed}");
             assert_eq!(list.last(), want.last().copied());
+            let mut bytes = Vec::new();
+            list.encode(&mut bytes);
+            let back = PosList::decode(&mut Cursor::new(&bytes), u32::MAX).expect("decodes");
+            assert_eq!(values(&back), want, "seed {seed}: the encoded form reads back");
+            if let Some(last) = want.last() {
+                assert!(PosList::decode(&mut Cursor::new(&bytes), *last).is_err(), "a value past the limit");
+                assert!(PosList::decode(&mut Cursor::new(&bytes[..bytes.len() - 1]), u32::MAX).is_err());
+            }
             for probe in [0u32, 1, 2, 100, 5_000, 70_000, 1 << 20, u32::MAX] {
                 let count = want.partition_point(|v| *v < probe);
                 assert_eq!(list.count_below(probe), count, "probe {probe}");

@@ -30,6 +30,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use crate::store::segment::codec::{Cursor, ShortRead};
+
 /// One event as the index keeps it: 96 bytes, strings as ids, the chain
 /// link as the position of the entity's previous event.
 #[derive(Clone, Copy)]
@@ -171,6 +173,9 @@ struct Cell {
     runs: OnceLock<Box<[Run]>>,
     /// Where the spilled chunk's extras are; set before `spilled`.
     extras: OnceLock<SpilledExtras>,
+    /// CRC32 of each block of the spilled chunk's positional copy; set
+    /// before `spilled`. A block read from the file is checked against it.
+    crcs: OnceLock<Box<[u32]>>,
 }
 
 /// What an event has beyond its slot, when it has any: a correlation id
@@ -201,6 +206,8 @@ struct SpilledExtras {
     at: u64,
     count: u32,
     fences: Box<[u32]>,
+    /// CRC32 of each block of records.
+    crcs: Box<[u32]>,
 }
 
 impl Extra {
@@ -240,6 +247,8 @@ struct Run {
     entity: u32,
     start: u32,
     count: u32,
+    /// CRC32 of the run's records.
+    crc: u32,
 }
 
 /// A chunk gets an entity-ordered copy only if its entities have at least
@@ -305,7 +314,7 @@ impl SlotLog {
         if spilled == 0 {
             return None;
         }
-        self.scratch.as_ref()?.read(k, at, spilled - 1)
+        self.scratch.as_ref()?.read(k, at, spilled - 1, cell.crcs.get().map_or(&[], |c| c))
     }
 
     /// Fills position `i`; false if it is taken, spilled or out of range.
@@ -385,8 +394,9 @@ impl SlotLog {
                 s.encode(out);
             }
         }
+        let crcs: Box<[u32]> = bytes.chunks(BLOCK_BYTES).map(crc32fast::hash).collect();
         let runs = Self::entity_ordered(&mem, &mut bytes);
-        let extras_from = bytes.len() as u64;
+        let extras_from = bytes.len();
         let mut fences = Vec::with_capacity(extras.len().div_ceil(EXTRA_BLOCK));
         for (i, (at, extra)) in extras.iter().enumerate() {
             if i % EXTRA_BLOCK == 0 {
@@ -394,6 +404,12 @@ impl SlotLog {
             }
             extra.encode(*at, &mut bytes);
         }
+        let extra_crcs = bytes
+            .get(extras_from..)
+            .unwrap_or(&[])
+            .chunks(EXTRA_BLOCK * EXTRA_BYTES)
+            .map(crc32fast::hash)
+            .collect();
         match scratch.append(&bytes) {
             Ok(offset) => {
                 if let Some(runs) = runs {
@@ -401,10 +417,12 @@ impl SlotLog {
                 }
                 let count = extras.len() as u32;
                 let _ = cell.extras.set(SpilledExtras {
-                    at: offset + extras_from,
+                    at: offset + extras_from as u64,
                     count,
                     fences: fences.into_boxed_slice(),
+                    crcs: extra_crcs,
                 });
+                let _ = cell.crcs.set(crcs);
                 cell.spilled.store(offset + 1, Ordering::SeqCst);
                 cell.mem.store(None);
                 self.recycle(mem);
@@ -432,7 +450,8 @@ impl SlotLog {
         let bytes = match scratch.cache.get(key) {
             Some(bytes) => bytes,
             None => {
-                let bytes = scratch.read_shared(spilled.at + (first * EXTRA_BYTES) as u64, len)?;
+                let at = spilled.at + (first * EXTRA_BYTES) as u64;
+                let bytes = scratch.read_checked(at, len, spilled.crcs.get(block).copied())?;
                 scratch.cache.insert(key, Arc::clone(&bytes));
                 bytes
             }
@@ -470,7 +489,7 @@ impl SlotLog {
                     if (runs.len() + 1) * RUN_MIN_EVENTS > order.len().max(RUN_MIN_EVENTS) {
                         return None;
                     }
-                    runs.push(Run { entity: *entity, start: i as u32, count: 1 });
+                    runs.push(Run { entity: *entity, start: i as u32, count: 1, crc: 0 });
                 }
             }
         }
@@ -484,6 +503,10 @@ impl SlotLog {
             bytes[to + 92..to + 96].copy_from_slice(&at.to_le_bytes());
         }
         debug_assert_eq!(bytes.len(), base + order.len() * SLOT_BYTES);
+        for run in &mut runs {
+            let from = base + run.start as usize * SLOT_BYTES;
+            run.crc = crc32fast::hash(bytes.get(from..from + run.count as usize * SLOT_BYTES).unwrap_or(&[]));
+        }
         Some(runs.into_boxed_slice())
     }
 
@@ -498,7 +521,7 @@ impl SlotLog {
         let run = runs.get(runs.binary_search_by_key(&entity, |r| r.entity).ok()?)?;
         let scratch = self.scratch.as_ref()?;
         let start = offset + (self.chunk_len() as usize + run.start as usize) as u64 * SLOT_BYTES as u64;
-        let bytes = scratch.read_at(start, run.count as usize * SLOT_BYTES)?;
+        let bytes = scratch.read_checked(start, run.count as usize * SLOT_BYTES, Some(run.crc))?;
         let base = (k as u64) << self.chunk_bits;
         let mut out = Vec::with_capacity(run.count as usize);
         for record in bytes.chunks_exact(SLOT_BYTES) {
@@ -528,15 +551,298 @@ impl SlotLog {
     }
 }
 
-/// The scratch file and the cache in front of it.
+/// What a chunk's entry in an index image says (see `encode_image`).
+const CHUNK_EMPTY: u8 = 0;
+const CHUNK_SPILLED: u8 = 1;
+const CHUNK_RESIDENT: u8 = 2;
+
+impl SlotLog {
+    /// The slot file's name, once the file exists.
+    pub(super) fn slot_file_name(&self) -> Option<String> {
+        match self.scratch.as_ref()?.file.get()? {
+            Ok(f) => Some(f.name.clone()),
+            Err(_) => None,
+        }
+    }
+
+    /// Makes the slot file's bytes durable and marks it kept (an image is
+    /// about to name it). Nothing to do when no chunk was spilled.
+    pub(super) fn persist(&self) -> Result<(), String> {
+        let Some(scratch) = &self.scratch else { return Ok(()) };
+        let Some(f) = scratch.file.get() else { return Ok(()) };
+        let f = f.as_ref().map_err(Clone::clone)?;
+        f.file.sync_data().map_err(|e| format!("slot file {}: {e}", f.name))?;
+        scratch.kept.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Appends the log's part of an index image: positions below `end`,
+    /// chunks below `spilled_below` by their place in the slot file, the
+    /// rest as slot records. Fails if a chunk that should be in the file
+    /// is not (a failed spill) or the file lost a read.
+    ///
+    /// Layout: varint chunk bits; u8 slot file (0 none; 1: string name,
+    /// u128 id, varint length); varint chunks; varint chunks below
+    /// `spilled_below`; per chunk a u8 kind:
+    /// 0 empty; 1 spilled: varint offset, u32 CRC per block, varint run
+    /// count and runs (varint entity, start, count, u32 CRC), varint
+    /// extras offset, varint extras count, u32 fence and u32 CRC per
+    /// extras block; 2 resident: varint record count, then 96-byte records
+    /// of its positions below `end` (zeros where empty).
+    pub(super) fn encode_image(
+        &self,
+        spilled_below: usize,
+        end: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        use crate::store::segment::codec::PutBytes;
+        if let Some(why) = self.failure() {
+            return Err(why);
+        }
+        out.put_varint(u64::from(self.chunk_bits));
+        match self.scratch.as_ref().and_then(|s| s.file.get()) {
+            Some(Ok(f)) => {
+                out.put_u8(1);
+                out.put_str(&f.name);
+                out.put_u128(f.id);
+                out.put_varint(*self.scratch.as_ref().map(|s| s.end.lock()).ok_or("no slot file")?);
+            }
+            Some(Err(e)) => return Err(e.clone()),
+            None => out.put_u8(0),
+        }
+        let chunks = end.div_ceil(self.chunk_len()) as usize;
+        out.put_varint(chunks as u64);
+        out.put_varint(spilled_below as u64);
+        for k in 0..chunks {
+            let cell = self.cell(k);
+            let spilled = cell.map_or(0, |c| c.spilled.load(Ordering::SeqCst));
+            if spilled != 0 {
+                let cell = cell.ok_or("chunk vanished")?;
+                Self::encode_spilled(cell, spilled - 1, out);
+                continue;
+            }
+            let Some(mem) = cell.and_then(|c| c.mem.load_full()) else {
+                out.put_u8(CHUNK_EMPTY);
+                continue;
+            };
+            if k < spilled_below {
+                return Err(format!("index chunk {k} was not written to the slot file"));
+            }
+            out.put_u8(CHUNK_RESIDENT);
+            let upto = (end - k as u64 * self.chunk_len()).min(self.chunk_len()) as usize;
+            out.put_varint(upto as u64);
+            let from = out.len();
+            out.resize(from + upto * SLOT_BYTES, 0);
+            let records = out.get_mut(from..).unwrap_or(&mut []).chunks_exact_mut(SLOT_BYTES);
+            for (slot, record) in mem.iter().zip(records) {
+                if let Some(s) = slot.get() {
+                    s.encode(record);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn encode_spilled(cell: &Cell, offset: u64, out: &mut Vec<u8>) {
+        use crate::store::segment::codec::PutBytes;
+        out.put_u8(CHUNK_SPILLED);
+        out.put_varint(offset);
+        for crc in cell.crcs.get().map_or(&[][..], |c| c) {
+            out.put_u32(*crc);
+        }
+        let runs = cell.runs.get().map_or(&[][..], |r| r);
+        out.put_varint(runs.len() as u64);
+        for run in runs {
+            out.put_varint(u64::from(run.entity));
+            out.put_varint(u64::from(run.start));
+            out.put_varint(u64::from(run.count));
+            out.put_u32(run.crc);
+        }
+        let extras = cell.extras.get();
+        out.put_varint(extras.map_or(0, |e| e.at));
+        out.put_varint(extras.map_or(0, |e| u64::from(e.count)));
+        for (fence, crc) in extras.map(|e| e.fences.iter().zip(e.crcs.iter())).into_iter().flatten() {
+            out.put_u32(*fence);
+            out.put_u32(*crc);
+        }
+    }
+
+    /// The log an image describes (see [`SlotLog::encode_image`]), with
+    /// its slot file adopted; errors say why the image cannot be used.
+    /// Every offset is checked against the slot file's length and every
+    /// count against the chunk size, so a damaged image cannot make a
+    /// read land outside what the file holds.
+    pub(super) fn decode_image(settings: &LogSettings, c: &mut Cursor<'_>) -> Result<(Self, usize), String> {
+        let short = |e: ShortRead| format!("image truncated at {}", e.0);
+        let dir = settings.scratch_dir.clone().ok_or("this store keeps its index in memory")?;
+        let bits = c.varint("chunk bits").map_err(short)?;
+        let mut log = Self::new(settings);
+        if bits != u64::from(log.chunk_bits) {
+            return Err(format!("the image has 2^{bits} slots per chunk, the settings 2^{}", log.chunk_bits));
+        }
+        let file_len = match c.u8("slot file").map_err(short)? {
+            0 => 0,
+            1 => {
+                let name = c.str("slot file name").map_err(short)?;
+                let id = c.u128("slot file id").map_err(short)?;
+                let len = c.varint("slot file length").map_err(short)?;
+                log.scratch = Some(Scratch::adopt(dir, name, id, len, settings.cache_blocks)?);
+                len
+            }
+            _ => return Err("unknown slot file tag".into()),
+        };
+        let chunks = c.varint("chunks").map_err(short)? as usize;
+        let spilled_below = c.varint("chunks spilled").map_err(short)? as usize;
+        if chunks > 1usize << (32 - log.chunk_bits) || spilled_below > chunks {
+            return Err("more chunks than positions".into());
+        }
+        for k in 0..chunks {
+            match c.u8("chunk kind").map_err(short)? {
+                CHUNK_EMPTY => {}
+                CHUNK_SPILLED => log.decode_spilled(k, file_len, c)?,
+                CHUNK_RESIDENT if k >= spilled_below => log.decode_resident(k, c)?,
+                _ => return Err(format!("chunk {k}: unknown kind, or in memory where it should be spilled")),
+            }
+        }
+        Ok((log, spilled_below))
+    }
+
+    fn decode_spilled(&self, k: usize, file_len: u64, c: &mut Cursor<'_>) -> Result<(), String> {
+        let short = |e: ShortRead| format!("image truncated at {}", e.0);
+        let len = self.chunk_len();
+        let offset = c.varint("chunk offset").map_err(short)?;
+        let fits =
+            |at: u64, bytes: u64| at >= SLOT_HEADER && at.checked_add(bytes).is_some_and(|e| e <= file_len);
+        if !fits(offset, len * SLOT_BYTES as u64) {
+            return Err(format!("chunk {k} lies outside the slot file"));
+        }
+        let blocks = len as usize / BLOCK_SLOTS;
+        let crcs =
+            (0..blocks).map(|_| c.u32("block crc")).collect::<Result<Box<[u32]>, _>>().map_err(short)?;
+        let n_runs = c.varint("runs").map_err(short)? as usize;
+        if n_runs > len as usize {
+            return Err(format!("chunk {k}: more runs than slots"));
+        }
+        let mut runs = Vec::with_capacity(n_runs);
+        let mut copied = 0u64;
+        for _ in 0..n_runs {
+            let entity = c.varint_u32("run entity").map_err(short)?;
+            let start = c.varint_u32("run start").map_err(short)?;
+            let count = c.varint_u32("run count").map_err(short)?;
+            let crc = c.u32("run crc").map_err(short)?;
+            if u64::from(start) + u64::from(count) > len
+                || runs.last().is_some_and(|r: &Run| r.entity >= entity)
+            {
+                return Err(format!("chunk {k}: a run out of order or past the chunk"));
+            }
+            copied = copied.max(u64::from(start) + u64::from(count));
+            runs.push(Run { entity, start, count, crc });
+        }
+        if !fits(offset, (len + copied) * SLOT_BYTES as u64) {
+            return Err(format!("chunk {k}: its entity-ordered copy lies outside the slot file"));
+        }
+        let at = c.varint("extras offset").map_err(short)?;
+        let count = c.varint_u32("extras count").map_err(short)?;
+        if count as u64 > len || (count > 0 && !fits(at, u64::from(count) * EXTRA_BYTES as u64)) {
+            return Err(format!("chunk {k}: its extras lie outside the slot file"));
+        }
+        let n_blocks = (count as usize).div_ceil(EXTRA_BLOCK);
+        let mut fences = Vec::with_capacity(n_blocks);
+        let mut extra_crcs = Vec::with_capacity(n_blocks);
+        for _ in 0..n_blocks {
+            fences.push(c.u32("extras fence").map_err(short)?);
+            extra_crcs.push(c.u32("extras crc").map_err(short)?);
+        }
+        let cell = self.cell_or_init(k).ok_or("chunk out of range")?;
+        if n_runs > 0 {
+            let _ = cell.runs.set(runs.into_boxed_slice());
+        }
+        let extras = SpilledExtras { at, count, fences: fences.into(), crcs: extra_crcs.into() };
+        let _ = cell.extras.set(extras);
+        let _ = cell.crcs.set(crcs);
+        cell.spilled.store(offset + 1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn decode_resident(&self, k: usize, c: &mut Cursor<'_>) -> Result<(), String> {
+        let short = |e: ShortRead| format!("image truncated at {}", e.0);
+        let n = c.varint("records").map_err(short)?;
+        if n > self.chunk_len() {
+            return Err(format!("chunk {k}: more records than slots"));
+        }
+        let records = c.take(n as usize * SLOT_BYTES, "slot records").map_err(short)?;
+        let cell = self.cell_or_init(k).ok_or("chunk out of range")?;
+        let mem = self.allocated(cell).ok_or("chunk memory unavailable")?;
+        for (at, record) in records.chunks_exact(SLOT_BYTES).enumerate() {
+            if let Some(slot) = Slot::decode(record) {
+                if mem.get(at).is_none_or(|s| s.set(slot).is_err()) {
+                    return Err(format!("chunk {k}: slot {at} set twice"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The slot file's first bytes: this magic, then the file's random id
+/// (u128), then zeros up to [`SLOT_HEADER`].
+const SLOT_MAGIC: &[u8; 8] = b"FBATSLOT";
+/// Bytes before the first chunk of a slot file.
+const SLOT_HEADER: u64 = 64;
+
+/// The slot file of a generation: its handle, name and random id.
+struct SlotFile {
+    file: File,
+    name: String,
+    id: u128,
+}
+
+/// Whether `name` is what [`Scratch`] names its files (`index-<32 hex>.slots`).
+pub(crate) fn is_slot_file_name(name: &str) -> bool {
+    name.strip_prefix("index-")
+        .and_then(|n| n.strip_suffix(".slots"))
+        .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// A fresh random file id (not a secret: it only tells one slot file from
+/// another, so an image never adopts a file it did not name).
+fn fresh_id() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let half = |salt: u64| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(salt);
+        h.write_u64(COUNT.fetch_add(1, Ordering::Relaxed));
+        h.write_u32(std::process::id());
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        h.write_u128(now.map_or(0, |d| d.as_nanos()));
+        h.finish()
+    };
+    (u128::from(half(1)) << 64) | u128::from(half(2))
+}
+
+/// The slot file and the cache in front of it.
 struct Scratch {
     dir: PathBuf,
-    file: OnceLock<Result<File, String>>,
+    file: OnceLock<Result<SlotFile, String>>,
     /// Where the next spilled chunk goes (the spilling thread only).
     end: Mutex<u64>,
     cache: BlockCache,
     write_failed: AtomicBool,
     read_failure: OnceLock<String>,
+    /// An index image names this file, so it outlives the generation;
+    /// otherwise dropping the generation removes it.
+    kept: AtomicBool,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(Ok(f)) = self.file.get() {
+            if !self.kept.load(Ordering::Acquire) {
+                let _ = std::fs::remove_file(self.dir.join(&f.name));
+            }
+        }
+    }
 }
 
 impl Scratch {
@@ -544,18 +850,75 @@ impl Scratch {
         Self {
             dir,
             file: OnceLock::new(),
-            end: Mutex::new(0),
+            end: Mutex::new(SLOT_HEADER),
             cache: BlockCache::new(cache_blocks),
             write_failed: AtomicBool::new(false),
             read_failure: OnceLock::new(),
+            kept: AtomicBool::new(false),
         }
     }
 
+    /// Takes over the slot file an index image names: `name` in `dir`, a
+    /// regular file (not a link) whose header carries `id` and which holds
+    /// at least `len` bytes. Bytes past `len` (chunks spilled after the
+    /// image was written, by a run that then wrote none) are cut off.
+    fn adopt(dir: PathBuf, name: &str, id: u128, len: u64, cache_blocks: usize) -> Result<Self, String> {
+        if !is_slot_file_name(name) || len < SLOT_HEADER {
+            return Err(format!("slot file name {name:?} or length {len} is not one this store writes"));
+        }
+        let path = dir.join(name);
+        let what = |e: std::io::Error| format!("slot file {name}: {e}");
+        if !std::fs::symlink_metadata(&path).map_err(what)?.file_type().is_file() {
+            return Err(format!("slot file {name} is not a regular file"));
+        }
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).map_err(what)?;
+        let mut header = [0u8; 24];
+        file.read_exact_at(&mut header, 0).map_err(what)?;
+        let found = header.get(8..24).and_then(|b| b.try_into().ok()).map(u128::from_le_bytes);
+        if header.get(..8) != Some(&SLOT_MAGIC[..]) || found != Some(id) {
+            return Err(format!("slot file {name} is not the one the image names"));
+        }
+        let on_disk = file.metadata().map_err(what)?.len();
+        if on_disk < len {
+            return Err(format!("slot file {name} holds {on_disk} bytes, the image needs {len}"));
+        }
+        if on_disk > len {
+            file.set_len(len).map_err(what)?;
+        }
+        let scratch = Self::new(dir, cache_blocks);
+        *scratch.end.lock() = len;
+        scratch.kept.store(true, Ordering::Release);
+        let _ = scratch.file.set(Ok(SlotFile { file, name: name.to_string(), id }));
+        Ok(scratch)
+    }
+
+    fn slot_file(&self) -> Result<&SlotFile, String> {
+        self.file.get_or_init(|| Self::create(&self.dir)).as_ref().map_err(Clone::clone)
+    }
+
     fn file(&self) -> Result<&File, String> {
-        self.file
-            .get_or_init(|| tempfile::tempfile_in(&self.dir).map_err(|e| e.to_string()))
-            .as_ref()
-            .map_err(Clone::clone)
+        self.slot_file().map(|f| &f.file)
+    }
+
+    /// A new slot file with a fresh id; the name never existed before
+    /// (`O_EXCL`, which also refuses a planted link).
+    fn create(dir: &std::path::Path) -> Result<SlotFile, String> {
+        let id = fresh_id();
+        let name = format!("index-{id:032x}.slots");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.join(&name))
+            .map_err(|e| e.to_string())?;
+        let mut header = [0u8; SLOT_HEADER as usize];
+        header[..8].copy_from_slice(SLOT_MAGIC);
+        header[8..24].copy_from_slice(&id.to_le_bytes());
+        if let Err(e) = file.write_all_at(&header, 0) {
+            let _ = std::fs::remove_file(dir.join(&name));
+            return Err(e.to_string());
+        }
+        Ok(SlotFile { file, name, id })
     }
 
     /// Appends `bytes`; returns the offset they start at.
@@ -568,10 +931,15 @@ impl Scratch {
         Ok(at)
     }
 
-    /// `len` bytes at `at`, not cached (runs are read whole, once per call).
-    fn read_at(&self, at: u64, len: usize) -> Option<Vec<u8>> {
-        let mut bytes = vec![0u8; len];
-        self.read_into(&mut bytes, at).then_some(bytes)
+    /// `len` bytes at `at` in shared memory, checked against `crc`; a
+    /// mismatch is recorded like a failed read.
+    fn read_checked(&self, at: u64, len: usize, crc: Option<u32>) -> Option<Arc<[u8]>> {
+        let bytes = self.read_shared(at, len)?;
+        if crc != Some(crc32fast::hash(&bytes)) {
+            self.fail(format!("index slot file checksum mismatch at byte {at} ({len} bytes)"));
+            return None;
+        }
+        Some(bytes)
     }
 
     /// `len` bytes at `at`, read straight into shared memory for the cache.
@@ -587,32 +955,35 @@ impl Scratch {
         match read {
             Ok(()) => true,
             Err(e) => {
-                let why = format!("index scratch file unreadable at byte {at}: {e}");
-                tracing::error!(reason = %why, "index entries lost from memory; the writer stops");
-                let _ = self.read_failure.set(why);
+                self.fail(format!("index slot file unreadable at byte {at}: {e}"));
                 false
             }
         }
     }
 
-    /// Slot `at` of the chunk `k` spilled at `offset`, through the cache.
-    fn read(&self, k: usize, at: usize, offset: u64) -> Option<Slot> {
+    /// Records a lost read (sticky: the writer stops), and removes the
+    /// index image, so the next open rebuilds the index from the segments
+    /// instead of trusting this file again.
+    fn fail(&self, why: String) {
+        tracing::error!(reason = %why, "index entries lost from memory; the writer stops");
+        let _ = std::fs::remove_file(self.dir.join(super::image::IMAGE_FILE));
+        let _ = self.read_failure.set(why);
+    }
+
+    /// Slot `at` of the chunk `k` spilled at `offset`, through the cache;
+    /// a block read from the file must match its CRC in `crcs`.
+    fn read(&self, k: usize, at: usize, offset: u64, crcs: &[u32]) -> Option<Slot> {
         let block = at / BLOCK_SLOTS;
         let key = ((k as u64) << 32) | block as u64;
         let within = (at % BLOCK_SLOTS) * SLOT_BYTES;
         if let Some(bytes) = self.cache.get(key) {
             return Slot::decode(bytes.get(within..)?);
         }
-        let bytes = self.read_block(offset + (block * BLOCK_BYTES) as u64)?;
+        let bytes =
+            self.read_checked(offset + (block * BLOCK_BYTES) as u64, BLOCK_BYTES, crcs.get(block).copied())?;
         let slot = Slot::decode(bytes.get(within..)?);
         self.cache.insert(key, bytes);
         slot
-    }
-
-    /// The raw bytes of the block at `at` (decoded a slot at a time, when
-    /// read: most reads want one slot of a block).
-    fn read_block(&self, at: u64) -> Option<Arc<[u8]>> {
-        self.read_shared(at, BLOCK_BYTES)
     }
 }
 
@@ -870,7 +1241,7 @@ mod tests {
         assert!(log.spill(0, &[]));
         let scratch = log.scratch.as_ref().expect("scratch");
         let file = scratch.file().expect("file");
-        file.set_len(BLOCK_BYTES as u64).expect("truncate");
+        file.set_len(SLOT_HEADER + BLOCK_BYTES as u64).expect("truncate");
         assert!(log.get(1).is_some(), "the first block is still there");
         assert!(log.get(log.chunk_len() - 1).is_none(), "a block past the end cannot be read");
         assert!(log.failure().is_some_and(|why| why.contains("unreadable")));

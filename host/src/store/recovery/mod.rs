@@ -9,7 +9,7 @@ mod stream;
 
 use crate::store::checkpoint::{self, CHECKPOINT_FILE};
 use crate::store::data_dir::DataDir;
-use crate::store::index::{LoadedEntry, StoreIndex};
+use crate::store::index::{image, is_slot_file_name, LoadedEntry, StoreIndex};
 use crate::store::segment::file::{list_segments, segment_filename, SEGMENT_HEADER_LEN};
 use crate::store::segment::footer;
 use crate::store::segment::read::footer_bounds;
@@ -36,6 +36,12 @@ pub struct RecoveryReport {
     pub discarded_batches: u32,
     /// Why the checkpoint was not used, if one existed.
     pub checkpoint_rejected: Option<String>,
+    /// The index was read from the image a clean close wrote beside its
+    /// checkpoint: no footer was read and nothing was rebuilt.
+    pub from_image: bool,
+    /// Why the index image beside an accepted checkpoint was not used, if
+    /// there was one.
+    pub image_rejected: Option<String>,
     /// A newest segment that a crash left without a whole header (so
     /// without any event), removed durably. Segments are created
     /// crash-atomically, so only stores written by older versions, or file
@@ -60,7 +66,6 @@ pub(crate) fn recover(
 ) -> Result<(StoreIndex, Recovered), StoreError> {
     dir.remove_stale_temporaries()?;
     crate::store::compaction::plan::recover(dir)?;
-    let index = StoreIndex::with_settings(settings);
     let mut segments = list_segments(dir.dir())?;
     let mut report = RecoveryReport::default();
     if let Some(&last) = segments.last() {
@@ -75,9 +80,13 @@ pub(crate) fn recover(
     }
     let mut resume = None;
     let mut gate_sets = Vec::new();
+    let mut accepted = None;
     if use_checkpoint {
         match dir.read_optional(CHECKPOINT_FILE)?.map(|b| try_checkpoint(dir, &b, &segments)).transpose() {
-            Ok(Some(ck)) => report.from_checkpoint = ck.segments.len() as u32,
+            Ok(Some(ck)) => {
+                report.from_checkpoint = ck.segments.len() as u32;
+                accepted = Some(ck);
+            }
             Ok(None) => {}
             Err(why) => {
                 tracing::warn!(reason = %why, "checkpoint not used; loading segments");
@@ -85,6 +94,31 @@ pub(crate) fn recover(
             }
         }
     }
+    if let Some(ck) = accepted.as_ref().filter(|_| settings.scratch_dir.is_some()) {
+        let manifest = image::Manifest { segments: &ck.segments, frames_end: ck.frames_end };
+        match image::load(dir, &manifest, settings) {
+            Ok(Some((gen, gate_sets))) => {
+                let kept = gen.slot_file_name();
+                remove_slot_files(dir, kept.as_deref())?;
+                let index = StoreIndex::from_gen(gen);
+                index.settle();
+                report.from_image = true;
+                tracing::info!(
+                    events = index.visible(),
+                    segments = segments.len(),
+                    "index read from its image"
+                );
+                return Ok((index, Recovered { segments, gate_sets, report, resume }));
+            }
+            Ok(None) => {}
+            Err(why) => {
+                tracing::warn!(reason = %why, "index image not used; loading segments");
+                report.image_rejected = Some(why);
+            }
+        }
+    }
+    remove_slot_files(dir, None)?;
+    let index = StoreIndex::with_settings(settings);
     for (i, &id) in segments.iter().enumerate() {
         let is_last = i + 1 == segments.len();
         gate_sets.extend(load_segment(dir, &index, id, is_last, &mut report, &mut resume)?);
@@ -95,6 +129,17 @@ pub(crate) fn recover(
     index.settle();
     tracing::info!(events = index.visible(), segments = segments.len(), ?report, "index recovered");
     Ok((index, Recovered { segments, gate_sets, report, resume }))
+}
+
+/// Removes the index slot files in `dir` but `keep`: those of runs that
+/// crashed, or whose image is stale. Nothing reads them again.
+fn remove_slot_files(dir: &DataDir, keep: Option<&str>) -> Result<(), StoreError> {
+    for name in dir.names_ending_with(".slots")? {
+        if is_slot_file_name(&name) && Some(name.as_str()) != keep {
+            dir.remove_optional(&name)?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes segment `id` (durably) if it holds less than a whole header or

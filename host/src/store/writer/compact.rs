@@ -49,6 +49,7 @@ impl Writer {
         self.segments = segments;
         self.next_segment_floor = self.next_segment_floor.max(floor);
         self.checkpoint_current = false;
+        self.image_current = false;
         tracing::info!(result = ?p.result, "compaction committed");
         Ok(p.result)
     }

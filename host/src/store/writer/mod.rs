@@ -185,6 +185,9 @@ pub(crate) struct Writer {
     poisoned: Option<String>,
     /// Whether `index.ckpt` already describes everything on disk.
     checkpoint_current: bool,
+    /// Whether `index.image` describes the index as `index.ckpt` left it
+    /// (only meaningful while `checkpoint_current`).
+    image_current: bool,
     /// New segments get ids at least this high (compaction frees ids that
     /// readers of an older index generation may still name).
     next_segment_floor: u64,
@@ -216,6 +219,7 @@ impl Writer {
         gates: GateChain,
         segments: Vec<u64>,
         checkpoint_current: bool,
+        image_current: bool,
         active: Option<ActiveSegment>,
     ) -> Self {
         Self {
@@ -231,6 +235,7 @@ impl Writer {
             unsynced: 0,
             poisoned: None,
             checkpoint_current,
+            image_current,
             next_segment_floor: 1,
             buf: Vec::with_capacity(64 * 1024),
             io_helper: None,
@@ -496,6 +501,7 @@ impl Writer {
         )?;
         self.segments.push(next_id);
         self.checkpoint_current = false;
+        self.image_current = false;
         self.active = Some(seg);
         Ok(())
     }

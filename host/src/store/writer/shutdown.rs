@@ -3,6 +3,7 @@
 use super::Writer;
 use crate::store::checkpoint::{self, CHECKPOINT_FILE};
 use crate::store::config::RestartPolicy;
+use crate::store::index::image;
 use crate::store::StoreError;
 use std::time::Instant;
 
@@ -39,7 +40,9 @@ impl RestartBudget {
 }
 
 impl Writer {
-    /// Seals the active segment and writes the checkpoint.
+    /// Seals the active segment, writes the checkpoint, then the index
+    /// image (see `index::image` for why this order keeps an image from
+    /// ever describing anything but the checkpoint beside it).
     pub(super) fn shutdown(&mut self) -> Result<(), StoreError> {
         self.check_poisoned()?;
         let end_seq = self.index.inserted();
@@ -50,7 +53,8 @@ impl Writer {
         if !self.cfg.index.enable_checkpoint {
             return Ok(());
         }
-        if frames_end.is_none() && self.checkpoint_current {
+        let unchanged = frames_end.is_none() && self.checkpoint_current;
+        if unchanged && self.image_current {
             return Ok(());
         }
         let Some(&last) = self.segments.last() else { return Ok(()) };
@@ -58,10 +62,32 @@ impl Writer {
             Some(end) => end,
             None => crate::store::segment::read::frames_end(&self.dir, last)?,
         };
-        let bytes = checkpoint::encode(&self.segments, frames_end);
-        self.dir.write_atomic(CHECKPOINT_FILE, &bytes)?;
-        self.checkpoint_current = true;
+        if !unchanged {
+            image::remove(&self.dir)?;
+            let bytes = checkpoint::encode(&self.segments, frames_end);
+            self.dir.write_atomic(CHECKPOINT_FILE, &bytes)?;
+            self.checkpoint_current = true;
+        }
+        self.write_image(frames_end);
         Ok(())
+    }
+
+    /// Writes the index image beside the checkpoint just written (or found
+    /// current). A failure costs only speed: the next open rebuilds the
+    /// index from the footers.
+    fn write_image(&mut self, frames_end: u64) {
+        self.index.settle();
+        let gen = self.index.generation();
+        if gen.settings().scratch_dir.is_none() {
+            return;
+        }
+        let manifest = image::Manifest { segments: &self.segments, frames_end };
+        match image::write(&self.dir, &gen, &manifest, &self.provenance.records()) {
+            Ok(()) => self.image_current = true,
+            Err(why) => {
+                tracing::warn!(reason = %why, "index image not written; the next open reads the footers")
+            }
+        }
     }
 
     /// After a panic: cut back whatever the interrupted unit wrote and seal

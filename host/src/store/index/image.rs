@@ -1,0 +1,312 @@
+//! The index image (`index.image`): the index as a clean close left it,
+//! so the next open reads it instead of rebuilding the index from every
+//! segment's footer.
+//!
+//! The image holds what the index keeps in memory (string table, entity
+//! heads, the position lists, fences, side maps, where each spilled chunk
+//! sits in the slot file, the newest chunks' slots) and names the slot
+//! file that holds the rest. Its size is what open reads: a few bytes per
+//! thousand events for the slot file's directory plus the lists, not the
+//! 96 bytes per event of the slots themselves.
+//!
+//! **When it is trusted.** Only together with a checkpoint that open
+//! already accepted (the segments on disk are exactly those it names and
+//! the last one's frames end where it says), and only if the image names
+//! the same segments and end, its CRC holds, and the slot file it names
+//! exists, carries the id the image records and holds at least the bytes
+//! the image needs. Every block read from the slot file is then checked
+//! against the CRC the image carries for it.
+//!
+//! **Why a trusted image describes the store.** A close removes the old
+//! image (durably) before it writes a new checkpoint, and writes the
+//! image only after that checkpoint, from the index that matches it. So
+//! an image on disk always describes the state the checkpoint beside it
+//! describes. Anything that changes the log afterwards either adds a
+//! segment (the first append after a clean close starts a new one), so
+//! the checkpoint no longer matches, or is a compaction, which removes the
+//! checkpoint before its outputs take their segments' names. A crash in
+//! any of these steps leaves no checkpoint, a checkpoint that does not
+//! match, or a checkpoint without an image: each of them means a rebuild.
+
+use super::generation::{FastMap, IndexGen, FENCE, NO_SEQ};
+use super::pos_list::PosList;
+use super::slot_log::{LogSettings, SlotLog};
+use crate::store::data_dir::DataDir;
+use crate::store::segment::codec::{envelope, open_envelope, Cursor, PutBytes, ShortRead};
+use hashbrown::HashTable;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// File name of the index image.
+pub(crate) const IMAGE_FILE: &str = "index.image";
+const MAGIC: &[u8; 6] = b"FBATIX";
+const VERSION: u16 = 1;
+
+/// Gate-set records: (set id, record body).
+pub(crate) type GateSets = Vec<(u32, Vec<u8>)>;
+
+/// What an image must agree with: the checkpoint open accepted.
+pub(crate) struct Manifest<'a> {
+    pub segments: &'a [u64],
+    pub frames_end: u64,
+}
+
+/// Writes the image of `gen` (settled: nothing due for the slot file
+/// still in memory) beside the checkpoint `manifest` describes. The slot
+/// file is made durable first, then the image is written atomically.
+pub(crate) fn write(
+    dir: &DataDir,
+    gen: &IndexGen,
+    manifest: &Manifest<'_>,
+    gate_sets: &GateSets,
+) -> Result<(), String> {
+    let mut body = Vec::new();
+    encode_manifest(manifest, gate_sets, &mut body);
+    gen.encode_image(&mut body)?;
+    gen.log.persist()?;
+    dir.write_atomic(IMAGE_FILE, &envelope(MAGIC, VERSION, &body)).map_err(|e| e.to_string())
+}
+
+/// Removes the image, durably (before a new checkpoint is written).
+pub(crate) fn remove(dir: &DataDir) -> Result<(), crate::store::StoreError> {
+    if dir.read_optional(IMAGE_FILE)?.is_some() {
+        dir.remove_optional(IMAGE_FILE)?;
+        dir.sync_dir()?;
+    }
+    Ok(())
+}
+
+/// The index generation and gate sets of the image in `dir`, if there is
+/// one that matches `manifest`; `Err` says why an image was refused.
+pub(crate) fn load(
+    dir: &DataDir,
+    manifest: &Manifest<'_>,
+    settings: &LogSettings,
+) -> Result<Option<(IndexGen, GateSets)>, String> {
+    let Some(bytes) = dir.read_optional(IMAGE_FILE).map_err(|e| e.to_string())? else { return Ok(None) };
+    let body = open_envelope(&bytes, MAGIC, VERSION)?;
+    let mut c = Cursor::new(body);
+    let short = |e: ShortRead| format!("image truncated at {}", e.0);
+    let segments = (0..c.varint("segments").map_err(short)?)
+        .map(|_| c.varint("segment id"))
+        .collect::<Result<Vec<u64>, _>>()
+        .map_err(short)?;
+    let frames_end = c.varint("frames end").map_err(short)?;
+    if segments != manifest.segments || frames_end != manifest.frames_end {
+        return Err("the image describes other segments than the checkpoint".into());
+    }
+    let mut gate_sets = Vec::new();
+    for _ in 0..c.varint("gate sets").map_err(short)? {
+        let id = c.varint_u32("gate set id").map_err(short)?;
+        let n = c.varint("gate set length").map_err(short)? as usize;
+        gate_sets.push((id, c.take(n, "gate set").map_err(short)?.to_vec()));
+    }
+    let gen = IndexGen::decode_image(settings, &mut c)?;
+    if !c.rest().is_empty() {
+        return Err("trailing bytes after the image".into());
+    }
+    Ok(Some((gen, gate_sets)))
+}
+
+fn encode_manifest(manifest: &Manifest<'_>, gate_sets: &GateSets, out: &mut Vec<u8>) {
+    out.put_varint(manifest.segments.len() as u64);
+    for id in manifest.segments {
+        out.put_varint(*id);
+    }
+    out.put_varint(manifest.frames_end);
+    out.put_varint(gate_sets.len() as u64);
+    for (id, body) in gate_sets {
+        out.put_varint(u64::from(*id));
+        out.put_varint(body.len() as u64);
+        out.extend_from_slice(body);
+    }
+}
+
+impl IndexGen {
+    /// Appends this generation's image body: the log part (see
+    /// `SlotLog::encode_image`), then varint inserted, varint entries, the
+    /// strings (varint count, each varint length and bytes), one u32 head
+    /// per string (`u32::MAX`: none), the rising list, the fences (varint
+    /// count, u128 each), the other ids (varint count, u128 id and u32
+    /// position each), the scope lists (varint count, varint string id and
+    /// list each), the kind lists (varint count, u16 kind and list each),
+    /// then the side maps of chunks still in memory: correlations and
+    /// causations (varint count, u32 position and u128 id each) and
+    /// anchors (varint count, u32 position and 32 bytes each).
+    fn encode_image(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        let maps = self.maps.read();
+        let inserted = self.inserted.load(Ordering::Acquire);
+        if self.visible.load(Ordering::Acquire) != inserted {
+            return Err("entries inserted but not published".into());
+        }
+        self.log.encode_image(self.spilled_below.load(Ordering::Acquire), inserted, out)?;
+        out.put_varint(inserted);
+        out.put_varint(self.entries.load(Ordering::Acquire));
+        out.put_varint(maps.heads.len() as u64);
+        for id in 0..maps.heads.len() as u64 {
+            out.put_str(self.strings.get(id).ok_or("string table slot missing")?);
+        }
+        for head in &maps.heads {
+            out.put_u32(*head);
+        }
+        maps.rising.encode(out);
+        out.put_varint(maps.fences.len() as u64);
+        for fence in &maps.fences {
+            out.put_u128(*fence);
+        }
+        out.put_varint(maps.by_id.len() as u64);
+        for at in maps.by_id.iter() {
+            let id = self.log.get(u64::from(*at)).ok_or("an id's slot is missing")?.event_id.get();
+            out.put_u128(id);
+            out.put_u32(*at);
+        }
+        out.put_varint(maps.by_scope.len() as u64);
+        for (scope, list) in &maps.by_scope {
+            out.put_varint(u64::from(*scope));
+            list.encode(out);
+        }
+        out.put_varint(maps.by_kind.len() as u64);
+        for (kind, list) in &maps.by_kind {
+            out.put_u16(*kind);
+            list.encode(out);
+        }
+        for side in [&maps.correlations, &maps.causations] {
+            out.put_varint(side.len() as u64);
+            for (at, id) in side {
+                out.put_u32(*at);
+                out.put_u128(*id);
+            }
+        }
+        out.put_varint(maps.anchors.len() as u64);
+        for (at, hash) in &maps.anchors {
+            out.put_u32(*at);
+            out.extend_from_slice(hash);
+        }
+        Ok(())
+    }
+
+    /// The generation [`IndexGen::encode_image`] wrote, every entry
+    /// visible. Counts, string ids and positions are checked against
+    /// each other, so a damaged image is refused, not half-used.
+    fn decode_image(settings: &LogSettings, c: &mut Cursor<'_>) -> Result<Self, String> {
+        let short = |e: ShortRead| format!("image truncated at {}", e.0);
+        let (log, spilled) = SlotLog::decode_image(settings, c)?;
+        let mut gen = Self::with_settings(settings);
+        gen.log = log;
+        let inserted = c.varint("inserted").map_err(short)?;
+        let limit = u32::try_from(inserted).map_err(|_| "more positions than the index holds")?;
+        let entries = c.varint("entries").map_err(short)?;
+        if entries > inserted {
+            return Err("more entries than positions".into());
+        }
+        {
+            let maps = &mut *gen.maps.write();
+            decode_strings(&gen, maps, limit, c)?;
+            maps.rising = PosList::decode(c, limit)?;
+            let n = c.varint("fences").map_err(short)? as usize;
+            if n != maps.rising.len().div_ceil(FENCE) {
+                return Err("fence count does not match the rising list".into());
+            }
+            maps.fences = (0..n).map(|_| c.u128("fence")).collect::<Result<_, _>>().map_err(short)?;
+            decode_other_ids(&gen, &mut maps.by_id, limit, c)?;
+            for _ in 0..c.varint("scopes").map_err(short)? {
+                let scope = c.varint_u32("scope").map_err(short)?;
+                maps.by_scope.insert(scope, PosList::decode(c, limit)?);
+            }
+            for _ in 0..c.varint("kinds").map_err(short)? {
+                let kind = c.u16("kind").map_err(short)?;
+                maps.by_kind.insert(kind, PosList::decode(c, limit)?);
+            }
+            maps.correlations = decode_side(c, limit, |c| c.u128("correlation"))?;
+            maps.causations = decode_side(c, limit, |c| c.u128("causation"))?;
+            maps.anchors = decode_side(c, limit, |c| c.hash("anchor"))?;
+        }
+        gen.spilled_below.store(spilled, Ordering::Release);
+        gen.inserted.store(inserted, Ordering::Release);
+        gen.entries.store(entries, Ordering::Release);
+        gen.publish();
+        Ok(gen)
+    }
+}
+
+/// Reads the string table and heads into `maps` (and `gen.strings`).
+fn decode_strings(
+    gen: &IndexGen,
+    maps: &mut super::generation::Maps,
+    limit: u32,
+    c: &mut Cursor<'_>,
+) -> Result<(), String> {
+    let short = |e: ShortRead| format!("image truncated at {}", e.0);
+    let n = c.varint("strings").map_err(short)?;
+    if n > c.rest().len() as u64 {
+        return Err("more strings than bytes".into());
+    }
+    maps.string_ids.reserve(n as usize);
+    for id in 0..n {
+        let shared: Arc<str> = Arc::from(c.str("string").map_err(short)?);
+        if !gen.strings.set(id, Arc::clone(&shared)) || maps.string_ids.insert(shared, id as u32).is_some() {
+            return Err(format!("string {id} repeated or out of range"));
+        }
+    }
+    maps.heads = (0..n).map(|_| c.u32("head")).collect::<Result<_, _>>().map_err(short)?;
+    for (id, head) in maps.heads.iter().enumerate() {
+        if *head == NO_SEQ {
+            continue;
+        }
+        if *head >= limit {
+            return Err(format!("the head of string {id} is past the end"));
+        }
+        let name = gen.strings.get(id as u64).ok_or("string table slot missing")?;
+        maps.entity_names.insert(Arc::clone(name), id as u32);
+    }
+    Ok(())
+}
+
+/// Reads the ids that did not rise into the hash table.
+fn decode_other_ids(
+    gen: &IndexGen,
+    table: &mut HashTable<u32>,
+    limit: u32,
+    c: &mut Cursor<'_>,
+) -> Result<(), String> {
+    let short = |e: ShortRead| format!("image truncated at {}", e.0);
+    let n = c.varint("other ids").map_err(short)?;
+    if n > c.rest().len() as u64 / 20 {
+        return Err("more ids than bytes".into());
+    }
+    let log = &gen.log;
+    let rehash = |s: &u32| log.get(u64::from(*s)).map_or(0, |x| gen.hash_id(x.event_id.get()));
+    table.reserve(n as usize, rehash);
+    for _ in 0..n {
+        let id = c.u128("id").map_err(short)?;
+        let at = c.u32("id position").map_err(short)?;
+        if at >= limit {
+            return Err("an id's position is past the end".into());
+        }
+        table.insert_unique(gen.hash_id(id), at, rehash);
+    }
+    Ok(())
+}
+
+/// One side map: varint count, then a u32 position and a value each.
+fn decode_side<T>(
+    c: &mut Cursor<'_>,
+    limit: u32,
+    value: impl Fn(&mut Cursor<'_>) -> Result<T, ShortRead>,
+) -> Result<FastMap<u32, T>, String> {
+    let short = |e: ShortRead| format!("image truncated at {}", e.0);
+    let n = c.varint("side map").map_err(short)?;
+    if n > c.rest().len() as u64 / 4 {
+        return Err("more side entries than bytes".into());
+    }
+    let mut map = FastMap::default();
+    map.reserve(n as usize);
+    for _ in 0..n {
+        let at = c.u32("side position").map_err(short)?;
+        if at >= limit {
+            return Err("a side entry's position is past the end".into());
+        }
+        map.insert(at, value(c).map_err(short)?);
+    }
+    Ok(map)
+}

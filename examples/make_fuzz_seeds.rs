@@ -1,5 +1,5 @@
 //! Writes seed corpora for the fuzz targets from a real store: its
-//! segments (whole, and their frames and footers), its checkpoint, a
+//! segments (whole, and their frames and footers), its checkpoint and index image, a
 //! compaction plan and a projection snapshot.
 //! `cargo run -p batpak-examples --example make_fuzz_seeds -- fuzz/seeds`
 //! (the seeds in fuzz/seeds were made with it).
@@ -53,6 +53,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             continue;
         } else if name == "index.ckpt" {
             "checkpoint"
+        } else if name == "index.image" {
+            "index_image"
         } else if name.starts_with("proj-") {
             "projection_snapshot"
         } else {

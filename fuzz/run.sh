@@ -4,7 +4,7 @@
 #
 #   fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]
 #
-# Targets: frames footer checkpoint compaction_plan projection_snapshot
+# Targets: frames footer checkpoint index_image compaction_plan projection_snapshot
 # segment segment_scan (host/src/fuzzing.rs) and projection_events (the
 # guest SDK's decoder of packed events). Each starts from fuzz/seeds/<target> (made
 # from real store files by `cargo run -p batpak-examples --example
@@ -20,7 +20,7 @@ secs="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(frames footer checkpoint compaction_plan projection_snapshot segment segment_scan projection_events)
+  targets=(frames footer checkpoint index_image compaction_plan projection_snapshot segment segment_scan projection_events)
 fi
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked

@@ -60,6 +60,12 @@ pub fn checkpoint(bytes: &[u8]) {
     let _ = checkpoint::decode(&envelope(checkpoint::MAGIC, checkpoint::VERSION, bytes));
 }
 
+/// `index.image`, as found and with a valid envelope around the input,
+/// decoded into an index generation as open decodes it.
+pub fn index_image(bytes: &[u8]) {
+    crate::store::index::image::fuzz(bytes);
+}
+
 /// The compaction plan, as found and with a valid envelope around the input.
 pub fn compaction_plan(bytes: &[u8]) {
     let _ = plan::Plan::decode(bytes);

@@ -18,6 +18,7 @@ const TARGETS: &[(&str, Target, usize)] = &[
     ("frames", batpak::fuzzing::frames, 20_000),
     ("footer", batpak::fuzzing::footer, 20_000),
     ("checkpoint", batpak::fuzzing::checkpoint, 20_000),
+    ("index_image", batpak::fuzzing::index_image, 20_000),
     ("compaction_plan", batpak::fuzzing::compaction_plan, 20_000),
     ("projection_snapshot", batpak::fuzzing::projection_snapshot, 20_000),
     ("segment", batpak::fuzzing::segment, 300),

@@ -84,15 +84,26 @@ pub(crate) fn load(
     settings: &LogSettings,
 ) -> Result<Option<(IndexGen, GateSets)>, String> {
     let Some(bytes) = dir.read_optional(IMAGE_FILE).map_err(|e| e.to_string())? else { return Ok(None) };
-    let body = open_envelope(&bytes, MAGIC, VERSION)?;
+    parse(&bytes, Some(manifest), settings).map(Some)
+}
+
+/// Decodes image `bytes`; with a manifest, refuses an image that
+/// describes other segments.
+fn parse(
+    bytes: &[u8],
+    manifest: Option<&Manifest<'_>>,
+    settings: &LogSettings,
+) -> Result<(IndexGen, GateSets), String> {
+    let body = open_envelope(bytes, MAGIC, VERSION)?;
     let mut c = Cursor::new(body);
     let short = |e: ShortRead| format!("image truncated at {}", e.0);
-    let segments = (0..c.varint("segments").map_err(short)?)
-        .map(|_| c.varint("segment id"))
-        .collect::<Result<Vec<u64>, _>>()
-        .map_err(short)?;
+    let n = c.varint("segments").map_err(short)?;
+    if n > body.len() as u64 {
+        return Err("more segments than bytes".into());
+    }
+    let segments = (0..n).map(|_| c.varint("segment id")).collect::<Result<Vec<u64>, _>>().map_err(short)?;
     let frames_end = c.varint("frames end").map_err(short)?;
-    if segments != manifest.segments || frames_end != manifest.frames_end {
+    if manifest.is_some_and(|m| segments != m.segments || frames_end != m.frames_end) {
         return Err("the image describes other segments than the checkpoint".into());
     }
     let mut gate_sets = Vec::new();
@@ -105,7 +116,22 @@ pub(crate) fn load(
     if !c.rest().is_empty() {
         return Err("trailing bytes after the image".into());
     }
-    Ok(Some((gen, gate_sets)))
+    Ok((gen, gate_sets))
+}
+
+/// Decodes image bytes as open does, as found and with a valid envelope
+/// around them, against a directory that holds no slot file (the fuzz
+/// target).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz(bytes: &[u8]) {
+    let settings = |chunk_bits| LogSettings {
+        chunk_bits,
+        scratch_dir: Some(std::env::temp_dir().join("batpak-fuzz-no-slot-files")),
+        cache_blocks: 16,
+    };
+    // The default chunk size, which the seeds were written with.
+    let _ = parse(bytes, None, &settings(14));
+    let _ = parse(&envelope(MAGIC, VERSION, bytes), None, &settings(14));
 }
 
 fn encode_manifest(manifest: &Manifest<'_>, gate_sets: &GateSets, out: &mut Vec<u8>) {
@@ -309,4 +335,27 @@ fn decode_side<T>(
         map.insert(at, value(c).map_err(short)?);
     }
     Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fuzz target's seed is an image open accepts, so the fuzzer
+    /// starts from inputs that reach every part of the decoder.
+    #[test]
+    fn the_fuzz_seed_decodes_and_any_cut_of_it_is_refused() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/index_image/index.image");
+        let bytes = std::fs::read(path).expect("seed");
+        let dir = tempfile::tempdir().expect("dir");
+        let settings = LogSettings { chunk_bits: 14, scratch_dir: Some(dir.path().into()), cache_blocks: 16 };
+        let (gen, _) = parse(&bytes, None, &settings).expect("the seed decodes");
+        assert!(gen.visible() > 10 && gen.entity_count() == 5, "{} events", gen.visible());
+        let body = open_envelope(&bytes, MAGIC, VERSION).expect("envelope");
+        for cut in (0..body.len()).step_by(7) {
+            let short = envelope(MAGIC, VERSION, &body[..cut]);
+            assert!(parse(&short, None, &settings).is_err(), "a body cut at {cut} is refused");
+        }
+    }
 }

@@ -611,6 +611,9 @@ impl SlotLog {
             None => out.put_u8(0),
         }
         let chunks = end.div_ceil(self.chunk_len()) as usize;
+        if chunks.saturating_sub(spilled_below) > 2 {
+            return Err("index chunks that should be in the slot file are still in memory".into());
+        }
         out.put_varint(chunks as u64);
         out.put_varint(spilled_below as u64);
         for k in 0..chunks {
@@ -693,8 +696,11 @@ impl SlotLog {
         };
         let chunks = c.varint("chunks").map_err(short)? as usize;
         let spilled_below = c.varint("chunks spilled").map_err(short)? as usize;
-        if chunks > 1usize << (32 - log.chunk_bits) || spilled_below > chunks {
-            return Err("more chunks than positions".into());
+        // A settled index keeps at most two chunks in memory (see
+        // `IndexGen::spillable_below`); more would be memory an image
+        // could claim without holding its bytes.
+        if chunks > 1usize << (32 - log.chunk_bits) || spilled_below > chunks || chunks - spilled_below > 2 {
+            return Err("more chunks than positions, or more in memory than a close keeps".into());
         }
         for k in 0..chunks {
             match c.u8("chunk kind").map_err(short)? {
@@ -771,6 +777,9 @@ impl SlotLog {
             return Err(format!("chunk {k}: more records than slots"));
         }
         let records = c.take(n as usize * SLOT_BYTES, "slot records").map_err(short)?;
+        if n == 0 {
+            return Ok(());
+        }
         let cell = self.cell_or_init(k).ok_or("chunk out of range")?;
         let mem = self.allocated(cell).ok_or("chunk memory unavailable")?;
         for (at, record) in records.chunks_exact(SLOT_BYTES).enumerate() {

@@ -1,4 +1,5 @@
-//! The SIGKILL loop over a child process appending singles and batches.
+//! The SIGKILL loop over a child process appending singles and batches,
+//! each round opening from the index image the last clean close wrote.
 //!
 //! It has a test binary of its own: spawning a child forks this process,
 //! and for a moment the child holds copies of every descriptor open in it,
@@ -12,6 +13,7 @@ use batpak::prelude::*;
 use serde_json::json;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 fn coord(entity: &str) -> Coordinate {
@@ -19,6 +21,14 @@ fn coord(entity: &str) -> Coordinate {
 }
 
 const CHILD_ENV: &str = "BATPAK_CRASH_CHILD_DIR";
+
+/// Small segments, and an index that keeps only 2 048 entries in memory,
+/// so kills land during rotations and while index chunks go to the slot
+/// file, and each round's child opens from the index image the parent's
+/// clean close left.
+fn config(dir: &Path) -> StoreConfig {
+    StoreConfig::new(dir).with_segment_max_bytes(8192).with_resident_events(2048)
+}
 
 /// The child's batch for `i`: every tenth batch is large (written and
 /// fsynced on the writer's helper thread), the rest have three items.
@@ -35,7 +45,7 @@ fn crash_batch_size(i: u64) -> u64 {
 #[test]
 fn crash_child() {
     let Ok(dir) = std::env::var(CHILD_ENV) else { return };
-    let store = Store::open(StoreConfig::new(&dir).with_segment_max_bytes(8192)).expect("child open");
+    let store = Store::open(config(Path::new(&dir))).expect("child open");
     let start: u64 = std::env::var("BATPAK_CRASH_START").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
     let mut out = std::io::stdout().lock();
     for i in start.. {
@@ -80,7 +90,8 @@ fn sigkill_mid_append_loses_no_acknowledged_event() {
             .spawn()
             .expect("spawn child");
         let stdout = child.stdout.take().expect("piped");
-        let want = 200 + round * 137;
+        // Enough that from the second round on, the index has chunks in the slot file.
+        let want = 1_500 + round * 1_037;
         let mut seen = 0;
         for line in BufReader::new(stdout).lines() {
             let line = line.expect("line");
@@ -95,8 +106,9 @@ fn sigkill_mid_append_loses_no_acknowledged_event() {
         }
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
-        let store = Store::open(StoreConfig::new(tmp.path()).with_segment_max_bytes(8192))
-            .expect("reopen after kill");
+        let store = Store::open(config(tmp.path())).expect("reopen after kill");
+        let report = store.diagnostics().recovery;
+        assert!(!report.from_image, "round {round}: a crashed run's store is rebuilt: {report:?}");
         for id in acked.keys() {
             store.get(*id).unwrap_or_else(|e| panic!("round {round}: acknowledged {id} lost: {e}"));
         }
@@ -115,5 +127,16 @@ fn sigkill_mid_append_loses_no_acknowledged_event() {
             assert!(clocks.iter().enumerate().all(|(i, c)| *c == i as u32), "clocks contiguous");
         }
         assert!(store.verify().is_ok(), "round {round}");
+        // The clean close writes an image; the next open reads it and
+        // answers alike.
+        let all = store.query(&Region::all());
+        store.close().expect("close");
+        let store = Store::open(config(tmp.path())).expect("reopen from the image");
+        assert!(store.diagnostics().recovery.from_image, "round {round}");
+        if round > 0 {
+            assert!(store.diagnostics().index_entries_on_disk > 0, "round {round}: the slot file is in use");
+        }
+        assert!(store.query(&Region::all()) == all, "round {round}: the image answers as the rebuild did");
+        store.close().expect("close");
     }
 }

@@ -64,6 +64,8 @@ pub(crate) fn write(
     encode_manifest(manifest, gate_sets, &mut body);
     gen.encode_image(&mut body)?;
     gen.log.persist()?;
+    // The slot file's name too is durable before an image names it.
+    dir.sync_dir().map_err(|e| e.to_string())?;
     dir.write_atomic(IMAGE_FILE, &envelope(MAGIC, VERSION, &body)).map_err(|e| e.to_string())
 }
 

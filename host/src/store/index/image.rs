@@ -71,7 +71,7 @@ pub(crate) fn write(
 
 /// Removes the image, durably (before a new checkpoint is written).
 pub(crate) fn remove(dir: &DataDir) -> Result<(), crate::store::StoreError> {
-    if dir.read_optional(IMAGE_FILE)?.is_some() {
+    if dir.dir().exists(IMAGE_FILE) {
         dir.remove_optional(IMAGE_FILE)?;
         dir.sync_dir()?;
     }

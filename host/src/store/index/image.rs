@@ -37,6 +37,11 @@ use hashbrown::HashTable;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+/// Why an image could not be read: the value it was cut short at.
+pub(super) fn short(e: ShortRead) -> String {
+    format!("image truncated at {}", e.0)
+}
+
 /// File name of the index image.
 pub(crate) const IMAGE_FILE: &str = "index.image";
 const MAGIC: &[u8; 6] = b"FBATIX";
@@ -98,7 +103,6 @@ fn parse(
 ) -> Result<(IndexGen, GateSets), String> {
     let body = open_envelope(bytes, MAGIC, VERSION)?;
     let mut c = Cursor::new(body);
-    let short = |e: ShortRead| format!("image truncated at {}", e.0);
     let n = c.varint("segments").map_err(short)?;
     if n > body.len() as u64 {
         return Err("more segments than bytes".into());
@@ -217,7 +221,6 @@ impl IndexGen {
     /// visible. Counts, string ids and positions are checked against
     /// each other, so a damaged image is refused, not half-used.
     fn decode_image(settings: &LogSettings, c: &mut Cursor<'_>) -> Result<Self, String> {
-        let short = |e: ShortRead| format!("image truncated at {}", e.0);
         let (log, spilled) = SlotLog::decode_image(settings, c)?;
         let mut gen = Self::with_settings(settings);
         gen.log = log;
@@ -264,7 +267,6 @@ fn decode_strings(
     limit: u32,
     c: &mut Cursor<'_>,
 ) -> Result<(), String> {
-    let short = |e: ShortRead| format!("image truncated at {}", e.0);
     let n = c.varint("strings").map_err(short)?;
     if n > c.rest().len() as u64 {
         return Err("more strings than bytes".into());
@@ -297,7 +299,6 @@ fn decode_other_ids(
     limit: u32,
     c: &mut Cursor<'_>,
 ) -> Result<(), String> {
-    let short = |e: ShortRead| format!("image truncated at {}", e.0);
     let n = c.varint("other ids").map_err(short)?;
     if n > c.rest().len() as u64 / 20 {
         return Err("more ids than bytes".into());
@@ -322,7 +323,6 @@ fn decode_side<T>(
     limit: u32,
     value: impl Fn(&mut Cursor<'_>) -> Result<T, ShortRead>,
 ) -> Result<FastMap<u32, T>, String> {
-    let short = |e: ShortRead| format!("image truncated at {}", e.0);
     let n = c.varint("side map").map_err(short)?;
     if n > c.rest().len() as u64 / 4 {
         return Err("more side entries than bytes".into());

@@ -30,7 +30,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use crate::store::segment::codec::{Cursor, ShortRead};
+use super::image::short;
+use crate::store::segment::codec::Cursor;
 
 /// One event as the index keeps it: 96 bytes, strings as ids, the chain
 /// link as the position of the entity's previous event.
@@ -676,7 +677,6 @@ impl SlotLog {
     /// count against the chunk size, so a damaged image cannot make a
     /// read land outside what the file holds.
     pub(super) fn decode_image(settings: &LogSettings, c: &mut Cursor<'_>) -> Result<(Self, usize), String> {
-        let short = |e: ShortRead| format!("image truncated at {}", e.0);
         let dir = settings.scratch_dir.clone().ok_or("this store keeps its index in memory")?;
         let bits = c.varint("chunk bits").map_err(short)?;
         let mut log = Self::new(settings);
@@ -714,7 +714,6 @@ impl SlotLog {
     }
 
     fn decode_spilled(&self, k: usize, file_len: u64, c: &mut Cursor<'_>) -> Result<(), String> {
-        let short = |e: ShortRead| format!("image truncated at {}", e.0);
         let len = self.chunk_len();
         let offset = c.varint("chunk offset").map_err(short)?;
         let fits =
@@ -771,7 +770,6 @@ impl SlotLog {
     }
 
     fn decode_resident(&self, k: usize, c: &mut Cursor<'_>) -> Result<(), String> {
-        let short = |e: ShortRead| format!("image truncated at {}", e.0);
         let n = c.varint("records").map_err(short)?;
         if n > self.chunk_len() {
             return Err(format!("chunk {k}: more records than slots"));

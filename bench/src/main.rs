@@ -49,6 +49,12 @@ fn main() -> anyhow::Result<()> {
     if args.get(1).map(String::as_str) == Some("--index-child") {
         return index::child(&args[2..]);
     }
+    // Only our single appends, for a profiler: `--profile-single N`.
+    if args.get(1).map(String::as_str) == Some("--profile-single") {
+        let n = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+        println!("single_append_100B: ours {:.0} ev/s", ours::single_append(n));
+        return Ok(());
+    }
     let plan = Plan {
         quick: args.iter().any(|a| a == "--quick"),
         only: args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1).cloned()),

@@ -3,8 +3,8 @@
 //! A sync-first event-sourcing store whose policy gates run as sandboxed
 //! WebAssembly components.
 //!
-//! - An append-only segmented log with CRC32 frames, one writer thread,
-//!   per-entity blake3 hash chains, atomic batches that survive crashes, and
+//! - An append-only segmented log with CRC32 frames, one writer at a time
+//!   (its thread, or an idle store's lone caller), per-entity blake3 hash chains, atomic batches that survive crashes, and
 //!   a visibility watermark: readers see a batch whole or not at all.
 //! - Queries, guaranteed cursors, lossy subscriptions, optimistic
 //!   concurrency and idempotency keys.

@@ -472,6 +472,11 @@ impl GateChain {
         self.record.as_ref().map(|(id, body)| (*id, body.as_slice()))
     }
 
+    /// Whether no gate is installed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.gates.is_empty()
+    }
+
     /// Runs every gate; the first denial wins.
     pub(crate) fn evaluate(&mut self, input: &GateInput<'_>) -> Result<(), Denial> {
         for gate in &mut self.gates {

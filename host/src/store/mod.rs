@@ -1,4 +1,4 @@
-//! The store: a segmented append-only log with one writer thread, an
+//! The store: a segmented append-only log with one writer at a time, an
 //! in-memory index published through a visibility watermark, and gates
 //! run on every append.
 //!
@@ -105,6 +105,8 @@ pub struct Store<State = Open> {
     subscribers: Arc<Subscribers>,
     provenance: Arc<Provenance>,
     tx: flume::Sender<Command>,
+    /// The writer's state: served by its thread, or by an idle caller.
+    shared: Arc<writer::SharedWriter>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     plugins: Mutex<Vec<GatePlugin>>,
     next_set_id: AtomicU32,
@@ -182,7 +184,8 @@ impl Store<Open> {
             resumed,
         );
         let (tx, rx) = flume::bounded(cfg.writer.channel_capacity);
-        let handle = writer::spawn(writer, rx, writer_thread_name(&cfg))?;
+        let shared = writer::SharedWriter::new(writer);
+        let handle = writer::spawn(Arc::clone(&shared), cfg.writer.stack_size, rx, writer_thread_name(&cfg))?;
         let reader = Arc::new(SegmentReader::new(Arc::clone(&dir), Arc::clone(&index), cfg.fd_budget));
         projections.set_sources(Arc::clone(&index), Arc::clone(&reader));
         Ok(Self {
@@ -198,6 +201,7 @@ impl Store<Open> {
             subscribers,
             provenance,
             tx,
+            shared,
             writer: Mutex::new(Some(handle)),
             next_set_id,
             gate_names: Mutex::new(gate_names),

@@ -73,6 +73,10 @@ pub(crate) struct ProjectionSet {
     dir: Arc<DataDir>,
     map: RwLock<BTreeMap<String, Arc<Mutex<Installed>>>>,
     count: AtomicUsize,
+    /// Read-held by a caller that runs an append on its own thread while
+    /// no projection is installed; an install takes it to write, so it
+    /// never lands in the middle of such an append.
+    quiet: RwLock<()>,
     /// Signalled after each background catch-up.
     progressed: (Mutex<()>, parking_lot::Condvar),
     /// Signalled when a batch's tentative folds are committed or undone.
@@ -93,6 +97,7 @@ impl ProjectionSet {
             dir,
             map: RwLock::new(BTreeMap::new()),
             count: AtomicUsize::new(0),
+            quiet: RwLock::new(()),
             progressed: (Mutex::new(()), parking_lot::Condvar::new()),
             settled: (Mutex::new(()), parking_lot::Condvar::new()),
             sources: std::sync::OnceLock::new(),
@@ -164,6 +169,13 @@ impl ProjectionSet {
     /// The largest wasm stack limit of the installed projections (0: none).
     pub(crate) fn max_stack(&self) -> usize {
         self.map.read().values().map(|p| p.lock().plugin.stack_bytes()).max().unwrap_or(0)
+    }
+
+    /// A guard under which no projection gets installed, if none is now
+    /// (`None` also while an install is under way).
+    pub(crate) fn quiet(&self) -> Option<parking_lot::RwLockReadGuard<'_, ()>> {
+        let guard = self.quiet.try_read()?;
+        self.is_empty().then_some(guard)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -446,8 +458,11 @@ impl ProjectionSet {
             pending: None,
         }));
         let mut guard = inst.lock();
-        if self.map.write().insert(name.to_string(), Arc::clone(&inst)).is_none() {
-            self.count.fetch_add(1, Ordering::AcqRel);
+        {
+            let _no_append_in_a_caller = self.quiet.write();
+            if self.map.write().insert(name.to_string(), Arc::clone(&inst)).is_none() {
+                self.count.fetch_add(1, Ordering::AcqRel);
+            }
         }
         let from = watermark.map_or(0, |w| w + 1);
         let to = index.inserted();

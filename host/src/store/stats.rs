@@ -41,6 +41,10 @@ pub struct StoreDiagnostics {
     /// than in memory (see [`crate::store::IndexConfig::resident_events`]).
     /// Not a batpak 0.3.0 field.
     pub index_entries_on_disk: u64,
+    /// Single appends since open that ran on their caller's thread because
+    /// the writer was idle (see docs/design.md, "Who runs the writer").
+    /// Not a batpak 0.3.0 field.
+    pub single_appends_in_caller: u64,
     /// How the last open rebuilt the index.
     pub recovery: RecoveryReport,
     /// Installed gates, in order.

@@ -59,6 +59,14 @@ impl Store<Open> {
             event_id: options.idempotency_key.unwrap_or_else(crate::id::generate_v7_id),
             timestamp_us: self.cfg.now_us(),
         };
+        // Nothing queued: run it here if the writer is idle (see writer::shared).
+        let mut req = Some(req);
+        if self.tx.is_empty() {
+            if let Some(result) = self.shared.try_in_caller(&mut req) {
+                return result;
+            }
+        }
+        let req = req.ok_or(StoreError::WriterCrashed)?;
         self.call(|reply| Command::Append(Box::new(req), reply))
     }
 

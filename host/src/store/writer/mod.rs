@@ -10,6 +10,10 @@
 //! then, once for the whole group: `fsync policy → publish → notify → reply`.
 //! A unit that fails after writing is cut back from the file before the next
 //! unit starts, so the log never holds bytes of a failed unit.
+//!
+//! The writer's state sits behind a mutex (`shared`): when the queue is
+//! empty and the writer idle, a single append runs this same line on its
+//! caller's thread as a group of one. One thread at a time holds the state.
 
 mod active;
 mod batch;
@@ -17,8 +21,11 @@ mod compact;
 mod io_helper;
 #[cfg(feature = "replication")]
 mod quorum;
+mod shared;
 mod shutdown;
 mod single;
+
+pub(crate) use shared::SharedWriter;
 
 #[cfg(feature = "replication")]
 pub(crate) use quorum::{GroupReplicator, QuorumFailure};
@@ -168,7 +175,7 @@ enum Waiting {
     Many(Result<Staged, StoreError>, Reply<Vec<AppendReceipt>>, Box<BatchRequest>),
 }
 
-/// Everything the writer thread owns.
+/// Everything the writer owns (whichever thread holds it; see `shared`).
 pub(crate) struct Writer {
     cfg: Arc<StoreConfig>,
     dir: Arc<DataDir>,
@@ -192,6 +199,9 @@ pub(crate) struct Writer {
     /// readers of an older index generation may still name).
     next_segment_floor: u64,
     buf: Vec<u8>,
+    /// Whether a caller's thread is running this writer now (see `shared`):
+    /// no guest may run then.
+    in_caller: bool,
     /// The fsync helper for large batches, started on first use.
     io_helper: Option<io_helper::IoHelper>,
     /// Quorum acks: the replicated log each group goes to before it is published.
@@ -238,21 +248,36 @@ impl Writer {
             image_current,
             next_segment_floor: 1,
             buf: Vec::with_capacity(64 * 1024),
+            in_caller: false,
             io_helper: None,
             #[cfg(feature = "replication")]
             quorum: None,
         }
     }
 
-    /// Serves commands until shutdown or until every sender is gone.
-    pub(crate) fn run(&mut self, rx: &flume::Receiver<Command>) {
-        while let Ok(first) = spin_recv(rx) {
-            if self.serve_group(first, rx) == Flow::Exit {
-                return;
-            }
+    /// Whether a caller may run a single append on its own thread (see
+    /// `shared`): no guest to run, no quorum to wait on, and no fsync per
+    /// append that a group commit would share.
+    fn may_run_in_caller(&self) -> bool {
+        self.gates.is_empty()
+            && self.projections.is_empty()
+            && !self.quorum_on()
+            && self.cfg.sync.every_n_events > 1
+    }
+
+    /// One single append as a group of one, on the caller's thread.
+    fn serve_in_caller(&mut self, req: SingleRequest) -> Result<AppendReceipt, StoreError> {
+        self.in_caller = true;
+        let mut result = self.stage_single(req);
+        self.in_caller = false;
+        self.apply_sync_policy(std::iter::once(&mut result));
+        if self.poisoned.is_none() {
+            self.index.publish();
         }
-        // Every handle dropped without a shutdown: seal what we can.
-        let _ = self.shutdown();
+        result.and_then(|s| {
+            self.notify(&s);
+            s.receipts.into_iter().next().ok_or(StoreError::WriterCrashed)
+        })
     }
 
     fn group_limit(&self) -> usize {
@@ -291,21 +316,9 @@ impl Writer {
 
     /// fsync policy → publish → notify → reply, once for the group.
     fn finish_group(&mut self, mut waiting: Vec<Waiting>) {
-        let threshold = self.cfg.sync.every_n_events.max(1);
-        if self.unsynced >= threshold {
-            if let Err(e) = self.sync_active() {
-                let why = format!("fsync failed: {e}");
-                self.poison(&why);
-                for w in &mut waiting {
-                    let result = match w {
-                        Waiting::One(r, _) | Waiting::Many(r, _, _) => r,
-                    };
-                    if result.as_ref().is_ok_and(|s| s.wrote) {
-                        *result = Err(StoreError::Poisoned(why.clone()));
-                    }
-                }
-            }
-        }
+        self.apply_sync_policy(waiting.iter_mut().map(|w| match w {
+            Waiting::One(r, _) | Waiting::Many(r, _, _) => r,
+        }));
         match self.replicate_group(&mut waiting) {
             Some(bound) => self.index.publish_to(bound),
             None if self.poisoned.is_none() => self.index.publish(),
@@ -333,6 +346,24 @@ impl Writer {
         }
         // Every caller has its reply: freeing the items now delays no one.
         drop(spent);
+    }
+
+    /// fsyncs once enough single appends are unsynced. If that fsync fails,
+    /// the writer is poisoned and every unit of the group that wrote fails.
+    fn apply_sync_policy<'r>(&mut self, results: impl Iterator<Item = &'r mut Result<Staged, StoreError>>) {
+        let threshold = self.cfg.sync.every_n_events.max(1);
+        if self.unsynced < threshold {
+            return;
+        }
+        if let Err(e) = self.sync_active() {
+            let why = format!("fsync failed: {e}");
+            self.poison(&why);
+            for result in results {
+                if result.as_ref().is_ok_and(|s| s.wrote) {
+                    *result = Err(StoreError::Poisoned(why.clone()));
+                }
+            }
+        }
     }
 
     /// Tells subscribers about a published unit. Notifications are built
@@ -613,52 +644,47 @@ fn inject(_cfg: &StoreConfig, _point: Option<std::convert::Infallible>) -> Resul
 /// the store shuts down or drops its sender.
 fn refuse_until_shutdown(rx: &flume::Receiver<Command>) {
     for cmd in rx.iter() {
-        let shutting_down = matches!(cmd, Command::Shutdown(_));
-        match cmd {
-            Command::Append(_, r) => drop(r.send(Err(StoreError::WriterCrashed))),
-            Command::Batch(_, r) => drop(r.send(Err(StoreError::WriterCrashed))),
-            Command::Sync(r) | Command::Shutdown(r) => drop(r.send(Err(StoreError::WriterCrashed))),
-            Command::SetGates(_, r) => drop(r.send(Err(StoreError::WriterCrashed))),
-            Command::SnapshotPlan(r) => drop(r.send(Err(StoreError::WriterCrashed))),
-            Command::CompactBegin(r) => drop(r.send(Err(StoreError::WriterCrashed))),
-            Command::CompactCommit(_, r) => drop(r.send(Err(StoreError::WriterCrashed))),
-            #[cfg(feature = "replication")]
-            Command::InstallQuorum(_, r) => drop(r.send(Err(StoreError::WriterCrashed))),
-            #[cfg(feature = "dangerous-test-hooks")]
-            Command::Panic(r) => drop(r.send(Err(StoreError::WriterCrashed))),
-        }
-        if shutting_down {
+        if refuse(cmd) {
             return;
         }
     }
 }
 
+/// Answers `cmd` with `WriterCrashed`; true if it was a shutdown.
+fn refuse(cmd: Command) -> bool {
+    let shutting_down = matches!(cmd, Command::Shutdown(_));
+    match cmd {
+        Command::Append(_, r) => drop(r.send(Err(StoreError::WriterCrashed))),
+        Command::Batch(_, r) => drop(r.send(Err(StoreError::WriterCrashed))),
+        Command::Sync(r) | Command::Shutdown(r) => drop(r.send(Err(StoreError::WriterCrashed))),
+        Command::SetGates(_, r) => drop(r.send(Err(StoreError::WriterCrashed))),
+        Command::SnapshotPlan(r) => drop(r.send(Err(StoreError::WriterCrashed))),
+        Command::CompactBegin(r) => drop(r.send(Err(StoreError::WriterCrashed))),
+        Command::CompactCommit(_, r) => drop(r.send(Err(StoreError::WriterCrashed))),
+        #[cfg(feature = "replication")]
+        Command::InstallQuorum(_, r) => drop(r.send(Err(StoreError::WriterCrashed))),
+        #[cfg(feature = "dangerous-test-hooks")]
+        Command::Panic(r) => drop(r.send(Err(StoreError::WriterCrashed))),
+    }
+    shutting_down
+}
+
 /// Spawns the writer thread with its restart policy.
 pub(crate) fn spawn(
-    mut writer: Writer,
+    shared: Arc<SharedWriter>,
+    stack_size: Option<usize>,
     rx: flume::Receiver<Command>,
     name: String,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
     let mut builder = std::thread::Builder::new().name(name);
     // The stack must hold a gate's wasm stack and a projection's nested in
     // it (checked against the plugins at open and at every install).
-    builder = builder.stack_size(writer.cfg.writer.stack_size.unwrap_or(crate::plugin::DEFAULT_WRITER_STACK));
+    builder = builder.stack_size(stack_size.unwrap_or(crate::plugin::DEFAULT_WRITER_STACK));
     let handle = builder.spawn(move || {
-        let mut restarts = shutdown::RestartBudget::new(writer.cfg.writer.restart_policy);
-        loop {
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run(&rx)));
-            if outcome.is_ok() {
-                return;
-            }
-            if !restarts.allow() {
-                tracing::error!("writer panicked past its restart budget; appends now fail");
-                break;
-            }
-            tracing::error!("writer panicked; restarting");
-            writer.recover_after_panic();
+        shared.serve(&rx);
+        if shared.is_dead() {
+            refuse_until_shutdown(&rx);
         }
-        drop(writer);
-        refuse_until_shutdown(&rx);
     })?;
     Ok(handle)
 }

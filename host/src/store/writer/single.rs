@@ -176,6 +176,7 @@ impl Writer {
             causation_id: req.options.causation_id,
             clock: head.clock,
         };
+        debug_assert!(!self.in_caller || self.gates.is_empty(), "a gate ran on a caller's thread");
         self.gates.evaluate(&input).map_err(StoreError::Denied)?;
         self.ensure_active()?;
         let gate_set = self.ensure_gate_set_recorded()?;
@@ -205,6 +206,7 @@ impl Writer {
             self.quorum_capture(std::iter::once((&plan, entry)));
         }
         if !self.projections.is_empty() {
+            debug_assert!(!self.in_caller, "a projection ran on a caller's thread");
             self.projections.apply(&[plan.projection_event()]);
         }
         self.unsynced = self.unsynced.saturating_add(1);

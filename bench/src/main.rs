@@ -79,6 +79,12 @@ fn main() -> anyhow::Result<()> {
             peer_line(&name, o, PeerWorkload::Durable { callers, per }, &plan);
         }
     }
+    if plan.wants("buffered_append_16_callers") {
+        let per = if plan.quick { 1_000 } else { 5_000 };
+        let o = median(plan.runs(), || ours::buffered_append(16, per));
+        let r = median(plan.runs(), || reference::buffered_append(16, per));
+        Line::higher("buffered_append_16_callers", o, r, "ev/s").print();
+    }
     let ours_only = args.iter().any(|a| a == "--ours-only");
     for size in [10usize, 100, 1000] {
         let name = format!("append_batch_{size}");
@@ -254,6 +260,17 @@ fn peer_line(name: &str, ours: f64, workload: PeerWorkload, plan: &Plan) {
         ours / fjall,
         ours / sqlite
     );
+    if let PeerWorkload::Single(n) = workload {
+        // Our single append is in the OS on `Ok` (it survives a process
+        // crash); fjall's buffered journal is not until it is flushed.
+        let mut v: Vec<f64> = (0..plan.runs()).map(|_| peers::single_append_to_os(n)).collect();
+        v.sort_by(f64::total_cmp);
+        let flushed = v[v.len() / 2];
+        println!(
+            "{name}_in_os_on_return: ours {ours:.0}, fjall flushed to the OS per append {flushed:.0} ev/s; ours/fjall {:.2}",
+            ours / flushed
+        );
+    }
 }
 
 /// Whole-process peak RSS after opening `n` events and serving 20 000

@@ -30,8 +30,17 @@ pub fn single_append(n: usize) -> f64 {
 }
 
 pub fn durable_append(callers: usize, per_caller: usize) -> f64 {
+    callers_append(callers, per_caller, 1)
+}
+
+/// Single appends from `callers` threads with the default sync policy.
+pub fn buffered_append(callers: usize, per_caller: usize) -> f64 {
+    callers_append(callers, per_caller, StoreConfig::new("unused").sync.every_n_events)
+}
+
+fn callers_append(callers: usize, per_caller: usize, sync_every: u32) -> f64 {
     let dir = tmp();
-    let cfg = StoreConfig::new(dir.path()).with_sync_every_n_events(1);
+    let cfg = StoreConfig::new(dir.path()).with_sync_every_n_events(sync_every);
     let store = Arc::new(Store::open(cfg).expect("open"));
     let start = Instant::now();
     let handles: Vec<_> = (0..callers)

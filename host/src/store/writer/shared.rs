@@ -28,7 +28,7 @@ use crate::store::writer::SingleRequest;
 use crate::store::StoreError;
 use parking_lot::Mutex;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// The writer's state and what decides who runs it.
@@ -39,6 +39,9 @@ pub(crate) struct SharedWriter {
     projections: Arc<ProjectionSet>,
     /// Single appends that ran on their caller's thread.
     in_caller: AtomicU64,
+    /// Set while the writer thread waits for the state with a command in
+    /// hand: callers then queue instead of taking the state before it.
+    thread_waiting: AtomicBool,
 }
 
 /// The writer and its life cycle.
@@ -73,7 +76,12 @@ impl SharedWriter {
         let restarts = RestartBudget::new(writer.cfg.writer.restart_policy);
         let projections = Arc::clone(&writer.projections);
         let running = Running { writer, restarts, dead: false, exited: false };
-        Arc::new(Self { state: Mutex::new(running), projections, in_caller: AtomicU64::new(0) })
+        Arc::new(Self {
+            state: Mutex::new(running),
+            projections,
+            in_caller: AtomicU64::new(0),
+            thread_waiting: AtomicBool::new(false),
+        })
     }
 
     /// How many single appends ran on their caller's thread.
@@ -88,6 +96,9 @@ impl SharedWriter {
         &self,
         req: &mut Option<SingleRequest>,
     ) -> Option<Result<AppendReceipt, StoreError>> {
+        if self.thread_waiting.load(Ordering::Acquire) {
+            return None;
+        }
         let _quiet = self.projections.quiet()?;
         let mut running = self.state.try_lock()?;
         if !running.serving() || !running.writer.may_run_in_caller() {
@@ -109,7 +120,7 @@ impl SharedWriter {
     /// shutdown, a panic past the budget, or every sender is gone.
     pub(crate) fn serve(&self, rx: &flume::Receiver<Command>) {
         while let Ok(first) = spin_recv(rx) {
-            let mut running = self.state.lock();
+            let mut running = self.lock_for_thread();
             if !running.serving() {
                 refuse(first);
                 return;
@@ -129,6 +140,19 @@ impl SharedWriter {
             running.exited = true;
             let _ = catch_unwind(AssertUnwindSafe(|| running.writer.shutdown()));
         }
+    }
+
+    /// The state for the writer thread, which goes before any caller that
+    /// has not taken it yet: a command taken from the queue is never
+    /// overtaken by a later append.
+    fn lock_for_thread(&self) -> parking_lot::MutexGuard<'_, Running> {
+        if let Some(running) = self.state.try_lock() {
+            return running;
+        }
+        self.thread_waiting.store(true, Ordering::Release);
+        let running = self.state.lock();
+        self.thread_waiting.store(false, Ordering::Release);
+        running
     }
 
     /// Whether the writer stopped for good after panics.

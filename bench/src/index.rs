@@ -156,6 +156,17 @@ pub fn appends(singles: usize, batched: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Uncached random gets over a fresh store of `n` events with the default
+/// settings, 200 000 of them: p50 and p99 in µs.
+pub fn random_gets(n: usize) -> anyhow::Result<(f64, f64)> {
+    let dir = crate::ours::populate(n)?;
+    let store = Store::open(config("scratch", dir.path()))?;
+    let ids = ids_of(&store);
+    let got = p50_p99(timed_gets(&store, &ids, 200_000, 11));
+    store.close()?;
+    Ok(got)
+}
+
 /// Runs the comparison over a store of `n` events (`label` names it).
 pub fn run(n: usize, label: &str) -> anyhow::Result<()> {
     let dir = crate::ours::populate(n)?;

@@ -55,6 +55,13 @@ fn main() -> anyhow::Result<()> {
         println!("single_append_100B: ours {:.0} ev/s", ours::single_append(n));
         return Ok(());
     }
+    // Only our uncached random gets over `N` events, for a profiler: `--profile-get N`.
+    if args.get(1).map(String::as_str) == Some("--profile-get") {
+        let n = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+        let (p50, p99) = index::random_gets(n)?;
+        println!("index_get_random: ours p50 {p50:.2} us, p99 {p99:.2} us");
+        return Ok(());
+    }
     let plan = Plan {
         quick: args.iter().any(|a| a == "--quick"),
         only: args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1).cloned()),
@@ -213,9 +220,11 @@ fn main() -> anyhow::Result<()> {
     if plan.wants("gates") {
         ours::gate_workloads(&plan)?;
     }
-    if plan.wants("replication") {
+    // `--only replication_<part>` runs one part of it (the line's prefix).
+    let part = plan.only.as_deref().filter(|o| o.starts_with("replication_"));
+    if plan.wants("replication") || part.is_some() {
         #[cfg(feature = "replication")]
-        replication::run(plan.quick, plan.runs());
+        replication::run(plan.quick, plan.runs(), part);
         #[cfg(not(feature = "replication"))]
         println!("replication: build the bench with --features replication");
     }

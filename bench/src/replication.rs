@@ -34,8 +34,10 @@ fn single_appends(n: usize, ship: Option<JetStreamConfig>) -> f64 {
     rate
 }
 
-/// Runs every replication workload and prints one line each.
-pub fn run(quick: bool, runs: usize) {
+/// Runs every replication workload and prints one line each; with
+/// `part`, only those whose line starts with it.
+pub fn run(quick: bool, runs: usize, part: Option<&str>) {
+    let wants = |line: &str| part.is_none_or(|p| line.starts_with(p));
     let Some(server) = nats::start() else {
         println!("replication: skipped, no nats-server (run .ci/install-nats-server)");
         return;
@@ -48,7 +50,7 @@ pub fn run(quick: bool, runs: usize) {
     // 1. The writer's cost of shipping: alternating runs, medians.
     let n = if quick { 5_000 } else { 20_000 };
     let (mut plain, mut shipped) = (Vec::new(), Vec::new());
-    for _ in 0..runs {
+    for _ in 0..if wants("replication_local_mode") { runs } else { 0 } {
         plain.push(single_appends(n, None));
         shipped.push(single_appends(n, Some(next_cfg())));
     }
@@ -56,32 +58,39 @@ pub fn run(quick: bool, runs: usize) {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (p, s) = (mid(&mut plain), mid(&mut shipped));
-    println!("replication_local_mode_single_append: no shipper {p:.0} ev/s, shipper running {s:.0} ev/s, ratio {:.3}", s / p);
+    if wants("replication_local_mode") {
+        let (p, s) = (mid(&mut plain), mid(&mut shipped));
+        println!("replication_local_mode_single_append: no shipper {p:.0} ev/s, shipper running {s:.0} ev/s, ratio {:.3}", s / p);
+    }
 
     // 2 and 3. Shipping a backlog, then a fresh replica applying it.
     let total = if quick { 50_000 } else { 200_000 };
-    let ship_rate = median(runs.min(3), || {
-        let (rate, _) = ship_and_replicate(total, next_cfg(), false);
-        rate
-    });
-    let apply_rate = median(runs.min(3), || {
-        let (_, rate) = ship_and_replicate(total, next_cfg(), true);
-        rate
-    });
-    let ship_plain =
-        median(runs.min(3), || ship_and_replicate(total, next_cfg().with_msg_ids(false), false).0);
-    println!(
-        "replication_shipper_backlog_{total}: {ship_rate:.0} ev/s with Nats-Msg-Id, {ship_plain:.0} ev/s without \
-         (batches of 250 appended first)"
-    );
-    println!("replication_replica_apply_{total}: {apply_rate:.0} ev/s (stream to a fresh replica, checked and stored)");
+    if wants("replication_shipper") {
+        let ship_rate = median(runs.min(3), || ship_and_replicate(total, next_cfg(), false).0);
+        let ship_plain =
+            median(runs.min(3), || ship_and_replicate(total, next_cfg().with_msg_ids(false), false).0);
+        println!(
+            "replication_shipper_backlog_{total}: {ship_rate:.0} ev/s with Nats-Msg-Id, {ship_plain:.0} ev/s without \
+             (batches of 250 appended first)"
+        );
+    }
+    if wants("replication_replica_apply") {
+        let apply_rate = median(runs.min(3), || ship_and_replicate(total, next_cfg(), true).1);
+        println!(
+            "replication_replica_apply_{total}: {apply_rate:.0} ev/s (stream to a fresh replica, checked and stored)"
+        );
+    }
 
     // 4. Replica lag under a steady 10 k ev/s.
-    let secs = if quick { 2 } else { 5 };
-    let (p50, p99, max) = lag_at_rate(10_000, secs, next_cfg());
-    println!("replication_replica_lag_at_10k_ev_s: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms (append ack to replica notification, {secs} s)");
+    if wants("replication_replica_lag") {
+        let secs = if quick { 2 } else { 5 };
+        let (p50, p99, max) = lag_at_rate(10_000, secs, next_cfg());
+        println!("replication_replica_lag_at_10k_ev_s: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms (append ack to replica notification, {secs} s)");
+    }
     drop(server);
+    if !wants("replication_quorum") {
+        return;
+    }
 
     // 5. Quorum acks against a 3-node R3 cluster that fsyncs every write,
     // next to local durable appends (fsync per group), alternating runs.

@@ -268,6 +268,97 @@ fn raw_publish(port: u16, subject: &str, last: u64, payload: &[u8]) {
     }
 }
 
+/// Sends one request with the NATS text protocol (any client on the
+/// network could) and returns the reply's payload.
+fn raw_request(port: u16, subject: &str, payload: &str) -> String {
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("INFO"), "{line}");
+    let msg = format!(
+        "CONNECT {{\"verbose\":false}}\r\nSUB _TEST.reply 1\r\nPUB {subject} _TEST.reply {}\r\n{payload}\r\n",
+        payload.len()
+    );
+    conn.write_all(msg.as_bytes()).unwrap();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        assert!(!line.starts_with("-ERR"), "{line}");
+        if line.starts_with("PING") {
+            conn.write_all(b"PONG\r\n").unwrap();
+        }
+        if let Some(head) = line.strip_prefix("MSG ") {
+            let len: usize = head.split_whitespace().last().unwrap().parse().unwrap();
+            let mut body = vec![0u8; len + 2];
+            std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+            body.truncate(len);
+            return String::from_utf8(body).unwrap();
+        }
+    }
+}
+
+/// The names of the stream's consumers, from the JetStream API.
+fn consumer_names(port: u16, stream: &str) -> Vec<String> {
+    let reply = raw_request(port, &format!("$JS.API.CONSUMER.NAMES.{stream}"), "{}");
+    let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    v["consumers"]
+        .as_array()
+        .map(|a| a.iter().map(|n| n.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_replica_whose_consumer_is_deleted_consumes_again_without_gaps_or_duplicates() {
+    let Some(server) = nats::start() else { return };
+    let cfg = JetStreamConfig::new(server.url(), "LOSTCONS").with_subject_prefix("bp.lost");
+    let (wdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let writer = open(wdir.path());
+    let shipper = Shipper::start(Arc::clone(&writer), cfg.clone()).unwrap();
+    let replica = Replica::open(rdir.path(), cfg).unwrap();
+    write_mix(&writer, 0, 10);
+    assert!(replica.wait_for(40, WAIT), "{:?}", replica.status());
+    for round in 0..3u64 {
+        let names = consumer_names(server.port, "LOSTCONS");
+        assert_eq!(names.len(), 1, "the replica follows with one consumer: {names:?}");
+        let reply = raw_request(server.port, &format!("$JS.API.CONSUMER.DELETE.LOSTCONS.{}", names[0]), "");
+        assert!(reply.contains("\"success\":true"), "{reply}");
+        write_mix(&writer, 10 + round * 10, 10);
+    }
+    let n = committed(&writer);
+    assert_eq!(n, 160);
+    assert!(shipper.wait_shipped(n, WAIT), "{:?}", shipper.status());
+    assert!(replica.wait_for(n, Duration::from_secs(60)), "{:?}", replica.status());
+    assert_eq!(replica.status().error, None);
+    assert_same_log(&writer, replica.store());
+}
+
+#[test]
+fn a_message_removed_from_the_stream_stops_the_replica_with_a_clear_error() {
+    let Some(server) = nats::start() else { return };
+    let cfg = JetStreamConfig::new(server.url(), "HOLE").with_subject_prefix("bp.hole");
+    let (wdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let writer = open(wdir.path());
+    write_mix(&writer, 0, 5);
+    let shipper = Shipper::start(Arc::clone(&writer), cfg.clone()).unwrap();
+    assert!(shipper.wait_shipped(20, WAIT));
+    drop(shipper);
+    // Stream message 11 carries global sequence 10.
+    let reply = raw_request(server.port, "$JS.API.STREAM.MSG.DELETE.HOLE", r#"{"seq":11,"no_erase":true}"#);
+    assert!(reply.contains("\"success\":true"), "{reply}");
+    let replica = Replica::open(rdir.path(), cfg).unwrap();
+    assert!(!replica.wait_for(11, WAIT), "an event the stream no longer holds was stored");
+    let status = replica.status();
+    assert!(!status.running, "the replica should stop at the hole");
+    let error = status.error.clone().expect("an error");
+    assert!(error.contains("global sequence 10") && error.contains("missing"), "{error}");
+    // Whole shipped batches before the hole are stored; nothing after it.
+    assert!(status.applied <= 10, "{status:?}");
+    assert_eq!(replica.store().query(&Region::all()).len() as u64, status.applied);
+    assert!(replica.store().verify().is_ok());
+}
+
 #[test]
 fn appends_go_on_while_the_server_is_killed_and_everything_arrives_after_it_returns() {
     let Some(mut server) = nats::start() else { return };

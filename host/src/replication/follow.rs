@@ -1,4 +1,4 @@
-//! The read replica: a thread follows the stream with an ordered consumer,
+//! The read replica: a thread follows the stream with a pull consumer,
 //! checks every event's sequence and chain link, and stores the events in
 //! a local read-only store, one local batch per shipped batch.
 
@@ -156,79 +156,145 @@ fn follow(
         let mut messages = consume_from(&stream, applier.next, super::publish::STREAM_WAIT).await?;
         let mut pending = Pending::default();
         let mut errors = 0u32;
+        let mut gap_at = None;
         let mut last_store = tokio::time::Instant::now();
         while !stop.load(Ordering::Acquire) {
             // With events held: wait for more until the stream pauses, but
             // store at least every MAX_HOLD, and no sooner than MIN_GAP
-            // after the last store (each store is one fsync).
-            let wait = if pending.events.is_empty() {
-                IDLE
-            } else {
+            // after the last store (each store is one trip through the
+            // local writer). With a store in flight and nothing held, wait
+            // only briefly, so its progress is reported soon.
+            let wait = if !pending.events.is_empty() {
                 let held = last_store.elapsed();
                 if held >= MAX_HOLD {
                     Duration::ZERO
                 } else {
                     SETTLE.max(MIN_GAP.saturating_sub(held))
                 }
+            } else if applier.in_flight.is_some() {
+                SETTLE
+            } else {
+                IDLE
             };
             match tokio::time::timeout(wait, messages.next()).await {
-                Err(_) if pending.events.is_empty() => applier.sync_if_dirty()?, // quiet
+                Err(_) if pending.events.is_empty() => {
+                    // Quiet: confirm what is in flight, then fsync.
+                    applier.settle(progress)?;
+                    if applier.in_flight.is_none() {
+                        applier.sync_if_dirty()?;
+                    }
+                }
                 Err(_) => {
-                    applier.apply(pending.take_complete(), &pending.events, progress)?;
+                    applier.apply(pending.take_complete(), progress)?;
                     last_store = tokio::time::Instant::now();
                 }
                 Ok(None) => return Err(ReplicationError::Nats("the consumer ended".into())),
                 Ok(Some(Err(e))) => {
                     errors += 1;
-                    tracing::warn!(error = %e, errors, "replica consumer error");
+                    tracing::warn!(error = %e, errors, "replica consumer error; consuming again from where it is");
                     if errors >= MAX_CONSUMER_ERRORS {
                         return Err(ReplicationError::Nats(format!("consumer keeps failing: {e}")));
                     }
+                    let from = applier.next + pending.events.len() as u64;
+                    messages = consume_from(&stream, from, super::publish::STREAM_WAIT).await?;
                 }
                 Ok(Some(Ok(msg))) => {
-                    errors = 0;
-                    let seq = accept(&msg, &mut applier, &mut pending, progress)?;
-                    progress.update(|p| p.stream_last = p.stream_last.max(seq));
+                    match accept(&msg, &mut applier, &mut pending, progress)? {
+                        Accepted::Event(seq) => {
+                            errors = 0;
+                            gap_at = None;
+                            progress.saw_stream_last(seq);
+                        }
+                        Accepted::Repeat => {}
+                        Accepted::Gap => {
+                            // A message did not arrive (the server dropped
+                            // it, or a leader changed): consume again from
+                            // the first one missing, once.
+                            let from = applier.next + pending.events.len() as u64;
+                            gap_at = missing_again(gap_at, from)?;
+                            messages = consume_from(&stream, from, super::publish::STREAM_WAIT).await?;
+                        }
+                    }
+                    applier.settle_if_answered(progress)?;
                     // A whole shipped batch is here: store it now, unless
                     // the last store was under MIN_GAP ago (then the wait
                     // above stores it soon, with whatever follows).
                     if pending.complete > 0 && last_store.elapsed() >= MIN_GAP {
-                        applier.apply(pending.take_complete(), &pending.events, progress)?;
+                        applier.apply(pending.take_complete(), progress)?;
                         last_store = tokio::time::Instant::now();
                     }
                 }
             }
         }
-        applier.apply(pending.take_complete(), &pending.events, progress)?;
+        applier.apply(pending.take_complete(), progress)?;
+        applier.settle(progress)?;
         applier.sync_if_dirty()
     })
 }
 
+/// Where the follower last consumed again because a message was missing;
+/// an error if it is missing again at the same place, since then the
+/// stream no longer holds it (removed by hand or by a limit) and nothing
+/// after it can be stored here.
+fn missing_again(last: Option<u64>, from: u64) -> Result<Option<u64>, ReplicationError> {
+    if last == Some(from) {
+        return Err(ReplicationError::Diverged {
+            sequence: from,
+            detail: format!(
+                "stream message {} (global sequence {from}) is missing from the stream; \
+                 nothing after it can be stored",
+                from + 1
+            ),
+        });
+    }
+    Ok(Some(from))
+}
+
+/// Messages asked of the server per pull request. The client asks again
+/// when half are delivered, so a backlog streams without pauses.
+const PULL_BATCH: usize = 4096;
+/// How long one pull request stays open on the server.
+const PULL_EXPIRES: Duration = Duration::from_secs(30);
+/// How often an idle server says it is alive; two missed in a row are an
+/// error, and the follower consumes again (a lost node, a lost consumer).
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
 /// The stream's messages from the one carrying global sequence `next`
-/// on, through an ordered consumer. A cluster that is electing a leader
-/// (a node was just lost) answers "timed out" for a while: that is ridden
-/// out, with back-off, for up to `patience`.
+/// on, through an ephemeral pull consumer without acks (the follower
+/// checks every sequence itself and consumes again on a gap). A cluster
+/// that is electing a leader (a node was just lost) answers "timed out"
+/// for a while: that is ridden out, with back-off, for up to `patience`.
 async fn consume_from(
     stream: &jetstream::stream::Stream,
     next: u64,
     patience: Duration,
-) -> Result<consumer::pull::Ordered, ReplicationError> {
+) -> Result<consumer::pull::Stream, ReplicationError> {
     let deadline = tokio::time::Instant::now() + patience;
     let mut backoff = super::publish::RETRY_MIN;
     loop {
-        let config = consumer::pull::OrderedConfig {
+        let config = consumer::pull::Config {
             deliver_policy: match next {
                 0 => consumer::DeliverPolicy::All,
                 next => consumer::DeliverPolicy::ByStartSequence { start_sequence: next + 1 },
             },
+            ack_policy: consumer::AckPolicy::None,
+            // The server removes a consumer nobody pulls from after this.
+            inactive_threshold: Duration::from_secs(30),
             ..Default::default()
         };
         let why = match stream.create_consumer(config).await {
-            Ok(consumer) => match consumer.messages().await {
+            Ok(consumer) => match consumer
+                .stream()
+                .max_messages_per_batch(PULL_BATCH)
+                .expires(PULL_EXPIRES)
+                .heartbeat(HEARTBEAT)
+                .messages()
+                .await
+            {
                 Ok(messages) => return Ok(messages),
                 Err(e) => format!("consume: {e}"),
             },
-            Err(e) => format!("ordered consumer: {e}"),
+            Err(e) => format!("consumer: {e}"),
         };
         if !super::publish::transient(&why) || tokio::time::Instant::now() + backoff > deadline {
             return Err(ReplicationError::Nats(why));
@@ -239,22 +305,39 @@ async fn consume_from(
     }
 }
 
+/// What became of one message.
+enum Accepted {
+    /// Checked and held; its stream sequence.
+    Event(u64),
+    /// One already held or stored (a redelivery): skipped.
+    Repeat,
+    /// It comes after a message that did not arrive: nothing was taken,
+    /// and the caller consumes again from the first one missing.
+    Gap,
+}
+
 /// Decodes and checks the next message and adds it to `pending`, storing
-/// what is held when the local batch limits are reached. Returns its
-/// stream sequence.
+/// what is held when the local batch limits are reached.
 fn accept(
     msg: &jetstream::Message,
     applier: &mut Applier<'_>,
     pending: &mut Pending,
     progress: &Progress,
-) -> Result<u64, ReplicationError> {
+) -> Result<Accepted, ReplicationError> {
     let seq = msg.info().map_err(|e| ReplicationError::Nats(e.to_string()))?.stream_sequence;
+    let expected = applier.next + pending.events.len() as u64;
+    if seq <= expected {
+        return Ok(Accepted::Repeat);
+    }
+    if seq > expected + 1 {
+        tracing::debug!(expected = expected + 1, got = seq, "stream messages missing; consuming again");
+        return Ok(Accepted::Gap);
+    }
     let event = Shipped::decode(&msg.payload).map_err(|e| ReplicationError::Diverged {
-        sequence: seq.saturating_sub(1),
+        sequence: expected,
         detail: format!("stream message {seq} is not a batpak event: {e}"),
     })?;
-    let expected = applier.next + pending.events.len() as u64;
-    if seq != expected + 1 || event.global_sequence != expected {
+    if event.global_sequence != expected {
         return Err(ReplicationError::Diverged {
             sequence: expected,
             detail: format!(
@@ -265,14 +348,15 @@ fn accept(
     }
     if let Err(e) = applier.check(&event) {
         // Keep every whole batch before the bad event.
-        applier.apply(pending.take_complete(), &pending.events, progress)?;
+        applier.apply(pending.take_complete(), progress)?;
+        applier.settle(progress)?;
         return Err(e);
     }
     let ends_group = msg.headers.as_ref().is_some_and(|h| h.get(GROUP_END).is_some());
     if pending.push(event, ends_group, applier.limits) {
-        applier.apply(pending.take_complete_or_all(), &pending.events, progress)?;
+        applier.apply(pending.take_complete_or_all(), progress)?;
     }
-    Ok(seq)
+    Ok(Accepted::Event(seq))
 }
 
 /// Stores the stream's events up to stream sequence `until`, checked as
@@ -289,9 +373,11 @@ pub(super) async fn catch_up(
     if applier.next >= until {
         return Ok(());
     }
-    let mut messages = consume_from(stream, applier.next, patience.max(super::publish::STREAM_WAIT)).await?;
+    let patience = patience.max(super::publish::STREAM_WAIT);
+    let mut messages = consume_from(stream, applier.next, patience).await?;
     let progress = Progress::new(applier.next);
     let mut pending = Pending::default();
+    let mut gap_at = None;
     while applier.next + (pending.events.len() as u64) < until {
         let msg = match tokio::time::timeout(patience, messages.next()).await {
             Ok(Some(Ok(msg))) => msg,
@@ -303,11 +389,20 @@ pub(super) async fn catch_up(
                 )))
             }
         };
-        accept(&msg, &mut applier, &mut pending, &progress)?;
+        match accept(&msg, &mut applier, &mut pending, &progress)? {
+            Accepted::Event(_) => gap_at = None,
+            Accepted::Repeat => {}
+            Accepted::Gap => {
+                let from = applier.next + pending.events.len() as u64;
+                gap_at = missing_again(gap_at, from)?;
+                messages = consume_from(stream, from, patience).await?;
+            }
+        }
     }
     // The stream ends here: what is held is whole.
     pending.complete = pending.events.len();
-    applier.apply(pending.take_complete(), &[], &progress)
+    applier.apply(pending.take_complete(), &progress)?;
+    applier.settle(&progress)
 }
 
 /// Waits until the stream exists; `None` if asked to stop first.
@@ -386,25 +481,49 @@ impl Pending {
     }
 }
 
-/// Checks events as they arrive and stores them in order.
+/// Checks events as they arrive and stores them in order, one local batch
+/// in flight at a time: the next events are received and checked while
+/// the local writer stores the last batch.
 struct Applier<'s> {
     store: &'s Store,
-    /// The next global sequence to store.
+    /// The next global sequence to hand to the store (everything below is
+    /// stored or in flight).
     next: u64,
+    /// The batch handed to the store and not yet confirmed.
+    in_flight: Option<InFlight>,
     limits: (usize, usize),
-    /// Each entity's chain tip after the events checked but not yet
-    /// stored: (clock, hash, wall_ms).
-    tips: HashMap<String, (u32, [u8; 32], u64)>,
+    /// The chain tip of each entity whose latest checked event is not yet
+    /// confirmed stored: (clock, hash, wall_ms, global sequence). Older
+    /// tips are in the store's heads.
+    tips: HashMap<String, Tip>,
     /// Whether it has stored anything since its last fsync.
     dirty: bool,
-    /// Events checked so far (stored or pending).
+    /// Events checked so far (stored, in flight or pending).
     checked: u64,
+}
+
+/// An entity's chain tip: clock, hash, wall ms, global sequence.
+type Tip = (u32, [u8; 32], u64, u64);
+
+/// A local batch the writer has not answered yet, and the sequence and id
+/// each of its events must be stored with.
+struct InFlight {
+    reply: crate::store::PendingImport,
+    expect: Vec<(u64, u128)>,
 }
 
 impl<'s> Applier<'s> {
     fn new(store: &'s Store) -> Self {
         let next = store.next_sequence();
-        Self { store, next, limits: store.batch_limits(), tips: HashMap::new(), checked: next, dirty: false }
+        Self {
+            store,
+            next,
+            in_flight: None,
+            limits: store.batch_limits(),
+            tips: HashMap::new(),
+            checked: next,
+            dirty: false,
+        }
     }
 
     /// Checks that `e` continues the log and its entity's chain: the next
@@ -419,7 +538,7 @@ impl<'s> Applier<'s> {
         let tip = self
             .tips
             .get(&e.entity)
-            .copied()
+            .map(|&(c, h, w, _)| (c, h, w))
             .or_else(|| self.store.entity_head(&e.entity).map(|h| (h.clock, h.hash, h.wall_ms)));
         let (clock, prev, wall_floor) = match tip {
             Some((c, h, w)) => (c.saturating_add(1), h, w),
@@ -445,7 +564,13 @@ impl<'s> Applier<'s> {
                 e.event_id, e.entity
             )));
         }
-        self.tips.insert(e.entity.clone(), (clock, hash, wall));
+        let tip = (clock, hash, wall, seq);
+        match self.tips.get_mut(&e.entity) {
+            Some(t) => *t = tip,
+            None => {
+                self.tips.insert(e.entity.clone(), tip);
+            }
+        }
         self.checked += 1;
         Ok(())
     }
@@ -459,46 +584,62 @@ impl<'s> Applier<'s> {
         Ok(())
     }
 
-    /// Stores checked `events` as one batch and confirms the store gave
-    /// them the writer's sequences and ids; `still_pending` are the
-    /// checked events held back for the next batch.
-    fn apply(
-        &mut self,
-        events: Vec<Shipped>,
-        still_pending: &[Shipped],
-        progress: &Progress,
-    ) -> Result<(), ReplicationError> {
+    /// Hands checked `events` to the store as one batch, after confirming
+    /// the batch before it.
+    fn apply(&mut self, events: Vec<Shipped>, progress: &Progress) -> Result<(), ReplicationError> {
         if events.is_empty() {
             return Ok(());
         }
+        self.settle(progress)?;
         let timestamps = events.iter().map(|e| e.timestamp_us).collect();
-        let items = events.iter().map(item).collect::<Result<Vec<_>, _>>()?;
-        let receipts = self.store.import_batch(items, timestamps)?;
-        for (e, r) in events.iter().zip(&receipts) {
-            if r.sequence != e.global_sequence || r.event_id != e.event_id {
+        let expect = events.iter().map(|e| (e.global_sequence, e.event_id)).collect::<Vec<_>>();
+        let items = events.into_iter().map(item).collect::<Result<Vec<_>, _>>()?;
+        let reply = self.store.start_import(items, timestamps)?;
+        self.next += expect.len() as u64;
+        self.in_flight = Some(InFlight { reply, expect });
+        Ok(())
+    }
+
+    /// [`Applier::settle`], only if the store has already answered.
+    fn settle_if_answered(&mut self, progress: &Progress) -> Result<(), ReplicationError> {
+        match &self.in_flight {
+            Some(f) if f.reply.is_answered() => self.settle(progress),
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits for the batch in flight, if any, and confirms that the store
+    /// gave its events the writer's sequences and ids.
+    fn settle(&mut self, progress: &Progress) -> Result<(), ReplicationError> {
+        let Some(InFlight { reply, expect }) = self.in_flight.take() else { return Ok(()) };
+        let receipts = reply.wait()?;
+        if receipts.len() != expect.len() {
+            return Err(ReplicationError::Diverged {
+                sequence: expect.first().map_or(self.next, |e| e.0),
+                detail: format!("{} events stored where {} were handed over", receipts.len(), expect.len()),
+            });
+        }
+        for (&(sequence, id), r) in expect.iter().zip(&receipts) {
+            if r.sequence != sequence || r.event_id != id {
                 return Err(ReplicationError::Diverged {
-                    sequence: e.global_sequence,
+                    sequence,
                     detail: format!("stored at {} as {:032x}", r.sequence, r.event_id),
                 });
             }
         }
-        self.next += events.len() as u64;
         self.dirty = true;
-        // The store's heads now cover what was stored: keep tips only for
-        // what is still pending, so the map stays as small as a batch.
-        self.tips.clear();
-        for e in still_pending {
-            self.tips.insert(e.entity.clone(), (e.clock, e.event_hash, e.wall_ms));
-        }
-        let next = self.next;
-        progress.update(|p| p.done = next);
+        // The store's heads now cover what it stored: keep only the tips
+        // of events not yet stored, so the map stays as small as a batch.
+        let stored = self.next;
+        self.tips.retain(|_, t| t.3 >= stored);
+        progress.update(|p| p.done = stored);
         Ok(())
     }
 }
 
 /// The batch item that stores `e` with its own id, correlation,
 /// causation and flags.
-fn item(e: &Shipped) -> Result<BatchAppendItem, ReplicationError> {
+fn item(e: Shipped) -> Result<BatchAppendItem, ReplicationError> {
     let coord = crate::coordinate::Coordinate::new(e.entity.as_str(), e.scope.as_str())
         .map_err(|err| ReplicationError::Diverged { sequence: e.global_sequence, detail: err.to_string() })?;
     let mut options = AppendOptions::new();
@@ -509,7 +650,7 @@ fn item(e: &Shipped) -> Result<BatchAppendItem, ReplicationError> {
     Ok(BatchAppendItem {
         coord,
         kind: crate::EventKind::from_raw(e.kind),
-        payload_bytes: e.payload.clone(),
+        payload_bytes: e.payload,
         options,
         causation: CausationRef::None,
     })

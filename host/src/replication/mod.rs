@@ -294,6 +294,13 @@ impl Progress {
         self.changed.notify_all();
     }
 
+    /// Records the stream's last sequence as seen. Nothing waits on it,
+    /// so no waiter is woken: a follower calls this once per message.
+    fn saw_stream_last(&self, seq: u64) {
+        let mut state = self.state.lock();
+        state.stream_last = state.stream_last.max(seq);
+    }
+
     fn snapshot(&self) -> ProgressState {
         self.state.lock().clone()
     }

@@ -42,6 +42,8 @@ pub mod subscription;
 pub mod verify;
 pub mod writer;
 
+#[cfg(feature = "replication")]
+pub(crate) use api::PendingImport;
 pub use compaction::{CompactionConfig, CompactionResult, CompactionStrategy, RetentionPredicate};
 pub use config::{
     BatchConfig, Clock, IndexConfig, IndexLayout, RestartPolicy, StoreConfig, SyncConfig, SyncMode,

@@ -7,3 +7,6 @@ mod read;
 #[cfg(feature = "replication")]
 mod replication;
 mod write;
+
+#[cfg(feature = "replication")]
+pub(crate) use write::PendingImport;

@@ -128,7 +128,7 @@ impl Store<Open> {
     }
 
     /// Marks this store as a read replica's: the public append calls fail
-    /// from now on, and only [`Store::import_batch`] writes.
+    /// from now on, and only [`Store::start_import`] writes.
     #[cfg(feature = "replication")]
     pub(crate) fn set_read_only(&self) {
         self.read_only.store(true, std::sync::atomic::Ordering::Release);
@@ -150,20 +150,24 @@ impl Store<Open> {
         self.call(|reply| Command::InstallQuorum(replicator, reply))
     }
 
-    /// Writes events replicated from a writer's stream as one batch (all
+    /// Queues events replicated from a writer's stream as one batch (all
     /// or nothing, like any batch, but not fsynced on its own: the store's
     /// sync policy covers it, and after a crash the replica fetches what
-    /// it lost from the stream again): ids,
-    /// correlation, causation and flags come from the items' options, and
-    /// item `i` is written with `timestamps[i]`. Gates do not run (they ran
-    /// on the writer); the writer still assigns sequences, clocks and chain
-    /// links, which the replica compares with the writer's.
+    /// it lost from the stream again) and returns without waiting: the
+    /// answer is collected from the [`PendingImport`], so a replica checks
+    /// the next events while the writer stores these. The writer serves
+    /// commands in order, so batches queued one after another are stored
+    /// in that order. Ids, correlation, causation and flags come from the
+    /// items' options, and item `i` is written with `timestamps[i]`. Gates
+    /// do not run (they ran on the writer); the writer still assigns
+    /// sequences, clocks and chain links, which the replica compares with
+    /// the writer's.
     #[cfg(feature = "replication")]
-    pub(crate) fn import_batch(
+    pub(crate) fn start_import(
         &self,
         items: Vec<BatchAppendItem>,
         timestamps: Vec<i64>,
-    ) -> Result<Vec<AppendReceipt>, StoreError> {
+    ) -> Result<PendingImport, StoreError> {
         validate_batch(&self.cfg, &items)?;
         let req = BatchRequest {
             fresh_ids: crate::id::generate_v7_ids(items.len()),
@@ -172,7 +176,29 @@ impl Store<Open> {
             item_timestamps: timestamps,
             durable: false,
         };
-        self.call_spinning(writer::SPIN_FOR_FSYNC, |reply| Command::Batch(Box::new(req), reply))
+        let (tx, rx) = flume::bounded(1);
+        self.tx.send(Command::Batch(Box::new(req), tx)).map_err(|_| StoreError::WriterCrashed)?;
+        Ok(PendingImport { rx })
+    }
+}
+
+/// A batch import queued for the writer, not yet answered.
+#[cfg(feature = "replication")]
+pub(crate) struct PendingImport {
+    rx: flume::Receiver<Result<Vec<AppendReceipt>, StoreError>>,
+}
+
+#[cfg(feature = "replication")]
+impl PendingImport {
+    /// Waits for the writer's answer.
+    pub(crate) fn wait(self) -> Result<Vec<AppendReceipt>, StoreError> {
+        writer::spin_recv_for(&self.rx, writer::SPIN_FOR_FSYNC).map_err(|_| StoreError::WriterCrashed)?
+    }
+
+    /// Whether the writer has answered (so [`PendingImport::wait`] returns
+    /// at once).
+    pub(crate) fn is_answered(&self) -> bool {
+        !self.rx.is_empty() || self.rx.is_disconnected()
     }
 }
 

@@ -48,7 +48,7 @@ pub fn run(quick: bool, runs: usize, part: Option<&str>) {
         JetStreamConfig::new(server.url(), format!("BENCH{stream_no}"))
     };
     // 1. The writer's cost of shipping: alternating runs, medians.
-    let n = if quick { 5_000 } else { 20_000 };
+    let n = if quick { 20_000 } else { 100_000 };
     let (mut plain, mut shipped) = (Vec::new(), Vec::new());
     for _ in 0..if wants("replication_local_mode") { runs } else { 0 } {
         plain.push(single_appends(n, None));

@@ -324,7 +324,11 @@ fn accept(
     pending: &mut Pending,
     progress: &Progress,
 ) -> Result<Accepted, ReplicationError> {
-    let seq = msg.info().map_err(|e| ReplicationError::Nats(e.to_string()))?.stream_sequence;
+    let seq = match stream_sequence(msg) {
+        Some(seq) => seq,
+        None => msg.info().map_err(|e| ReplicationError::Nats(e.to_string()))?.stream_sequence,
+    };
+    debug_assert_eq!(Some(seq), msg.info().ok().map(|i| i.stream_sequence), "the short parse agrees");
     let expected = applier.next + pending.events.len() as u64;
     if seq <= expected {
         return Ok(Accepted::Repeat);
@@ -357,6 +361,34 @@ fn accept(
         applier.apply(pending.take_complete_or_all(), progress)?;
     }
     Ok(Accepted::Event(seq))
+}
+
+/// A delivered message's stream sequence, read from its reply subject
+/// alone: `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.…` (9
+/// tokens), or with a domain and an account hash after `ACK` (11 or 12
+/// tokens). `None` for any other shape; the caller then asks the client
+/// to parse all of it.
+fn stream_sequence(msg: &jetstream::Message) -> Option<u64> {
+    sequence_in_reply(msg.reply.as_ref()?.as_str())
+}
+
+/// The stream sequence in a JetStream ack subject (see [`stream_sequence`]).
+fn sequence_in_reply(reply: &str) -> Option<u64> {
+    let mut tokens = [""; 12];
+    let mut n = 0;
+    for t in reply.split('.') {
+        *tokens.get_mut(n)? = t;
+        n += 1;
+    }
+    if tokens[..2] != ["$JS", "ACK"] {
+        return None;
+    }
+    let at = match n {
+        9 => 5,
+        11 | 12 => 7,
+        _ => return None,
+    };
+    tokens[at].parse().ok()
 }
 
 /// Stores the stream's events up to stream sequence `until`, checked as
@@ -654,4 +686,25 @@ fn item(e: Shipped) -> Result<BatchAppendItem, ReplicationError> {
         options,
         causation: CausationRef::None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sequence_in_reply;
+
+    #[test]
+    fn the_stream_sequence_is_read_from_either_ack_subject_form() {
+        assert_eq!(sequence_in_reply("$JS.ACK.BENCH1.kRJo06Eb.1.7.9.1795960540333474403.49993"), Some(7));
+        assert_eq!(sequence_in_reply("$JS.ACK.hub.ACCHASH.S.C.1.42.40.1795960540333474403.0.tok"), Some(42));
+        assert_eq!(sequence_in_reply("$JS.ACK.hub.ACCHASH.S.C.1.42.40.1795960540333474403.0"), Some(42));
+        for other in [
+            "",
+            "$JS.ACK.S.C.1",
+            "_INBOX.x.y.z.a.b.c.d.e",
+            "$JS.ACK.S.C.1.x.9.1.0",
+            "a.b.c.d.e.f.g.h.i.j.k.l.m",
+        ] {
+            assert_eq!(sequence_in_reply(other), None, "{other}");
+        }
+    }
 }

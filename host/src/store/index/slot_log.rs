@@ -840,6 +840,29 @@ struct Scratch {
     /// An index image names this file, so it outlives the generation;
     /// otherwise dropping the generation removes it.
     kept: AtomicBool,
+    /// This scratch among all of the process's (never reused): names its
+    /// blocks in each thread's [`LAST_BLOCK`].
+    serial: u64,
+}
+
+/// Serials of [`Scratch`]es.
+static SCRATCH_SERIAL: AtomicU64 = AtomicU64::new(1);
+
+/// The last slot block this thread read from a slot file and did not
+/// cache, with the scratch serial and block key it came from. A lookup
+/// probes up to six slots of one or two blocks (an id's span), so each is
+/// read once per lookup without going through the cache. Slots never change
+/// once spilled, so the copy stays exact while its scratch lives, and a
+/// serial is never given to another scratch.
+struct LastBlock {
+    serial: u64,
+    key: u64,
+    bytes: Vec<u8>,
+}
+
+thread_local! {
+    static LAST_BLOCK: std::cell::RefCell<LastBlock> =
+        const { std::cell::RefCell::new(LastBlock { serial: 0, key: 0, bytes: Vec::new() }) };
 }
 
 impl Drop for Scratch {
@@ -862,6 +885,7 @@ impl Scratch {
             write_failed: AtomicBool::new(false),
             read_failure: OnceLock::new(),
             kept: AtomicBool::new(false),
+            serial: SCRATCH_SERIAL.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -977,8 +1001,11 @@ impl Scratch {
         let _ = self.read_failure.set(why);
     }
 
-    /// Slot `at` of the chunk `k` spilled at `offset`, through the cache;
-    /// a block read from the file must match its CRC in `crcs`.
+    /// Slot `at` of the chunk `k` spilled at `offset`: from the cache, or
+    /// from this thread's last block read, or read from the file (where the
+    /// block must match its CRC in `crcs`). A block read from the file is
+    /// cached only on its second miss (see [`BlockCache::admit`]), so random
+    /// reads over a large log do not churn the cache.
     fn read(&self, k: usize, at: usize, offset: u64, crcs: &[u32]) -> Option<Slot> {
         let block = at / BLOCK_SLOTS;
         let key = ((k as u64) << 32) | block as u64;
@@ -986,11 +1013,28 @@ impl Scratch {
         if let Some(bytes) = self.cache.get(key) {
             return Slot::decode(bytes.get(within..)?);
         }
-        let bytes =
-            self.read_checked(offset + (block * BLOCK_BYTES) as u64, BLOCK_BYTES, crcs.get(block).copied())?;
-        let slot = Slot::decode(bytes.get(within..)?);
-        self.cache.insert(key, bytes);
-        slot
+        LAST_BLOCK.with(|last| {
+            let mut last = last.try_borrow_mut().ok()?;
+            if last.serial != self.serial || last.key != key {
+                last.serial = 0;
+                last.bytes.resize(BLOCK_BYTES, 0);
+                let at = offset + (block * BLOCK_BYTES) as u64;
+                if !self.read_into(&mut last.bytes, at) {
+                    return None;
+                }
+                if crcs.get(block).copied() != Some(crc32fast::hash(&last.bytes)) {
+                    self.fail(format!(
+                        "index slot file checksum mismatch at byte {at} ({BLOCK_BYTES} bytes)"
+                    ));
+                    return None;
+                }
+                (last.serial, last.key) = (self.serial, key);
+                if self.cache.admit(key) {
+                    self.cache.insert(key, Arc::from(&last.bytes[..]));
+                }
+            }
+            Slot::decode(last.bytes.get(within..)?)
+        })
     }
 }
 
@@ -1009,7 +1053,13 @@ struct Shard {
     at: HashMap<u64, usize>,
     hand: usize,
     cap: usize,
+    /// Keys (plus one) of blocks missed once, direct-mapped by key; a
+    /// second miss while the key is still here admits the block.
+    missed: Vec<u64>,
 }
+
+/// Entries of each shard's table of blocks missed once.
+const MISSED_SLOTS: usize = 256;
 
 struct Frame {
     key: u64,
@@ -1021,7 +1071,15 @@ impl BlockCache {
     /// A cache of at most `blocks` blocks (0: caches nothing).
     pub(super) fn new(blocks: usize) -> Self {
         let per = blocks.div_ceil(SHARDS);
-        let shard = || Mutex::new(Shard { frames: Vec::new(), at: HashMap::new(), hand: 0, cap: per });
+        let shard = || {
+            Mutex::new(Shard {
+                frames: Vec::new(),
+                at: HashMap::new(),
+                hand: 0,
+                cap: per,
+                missed: Vec::new(),
+            })
+        };
         Self { shards: (0..SHARDS).map(|_| shard()).collect() }
     }
 
@@ -1036,6 +1094,26 @@ impl BlockCache {
         let frame = shard.frames.get_mut(i)?;
         frame.marked = true;
         Some(Arc::clone(&frame.bytes))
+    }
+
+    /// Whether a block just read from the file should be cached: on its
+    /// second miss while the first is still remembered. The first miss is
+    /// remembered (evicting whatever key shared its entry).
+    fn admit(&self, key: u64) -> bool {
+        let mut shard = self.shard(key).lock();
+        if shard.cap == 0 {
+            return false;
+        }
+        if shard.missed.is_empty() {
+            shard.missed = vec![0; MISSED_SLOTS];
+        }
+        let i = (key.wrapping_mul(0xFF51_AFD7_ED55_8CCD) >> 40) as usize % MISSED_SLOTS;
+        if shard.missed[i] == key.wrapping_add(1) {
+            shard.missed[i] = 0;
+            return true;
+        }
+        shard.missed[i] = key.wrapping_add(1);
+        false
     }
 
     fn insert(&self, key: u64, bytes: Arc<[u8]>) {
@@ -1188,6 +1266,50 @@ mod tests {
         assert!(log.failure().is_none());
         let cache = &log.scratch.as_ref().expect("scratch").cache;
         assert!(cache.len() <= 4 + SHARDS, "the cache stays within its bound: {}", cache.len());
+    }
+
+    #[test]
+    fn a_block_is_cached_on_its_second_miss_and_not_its_first() {
+        let cache = BlockCache::new(SHARDS * 2);
+        assert!(!cache.admit(7), "a first miss is only remembered");
+        assert!(cache.admit(7), "a second miss admits");
+        assert!(!cache.admit(7), "admitting forgets the miss");
+        assert!(
+            !BlockCache::new(0).admit(7) && !BlockCache::new(0).admit(7),
+            "a cache of nothing admits nothing"
+        );
+    }
+
+    #[test]
+    fn two_slot_files_read_in_turn_on_one_thread_answer_their_own_slots() {
+        // Each thread keeps its last block read from a slot file; blocks of
+        // two files with the same chunk and block numbers must not mix.
+        let dir = tempfile::tempdir().expect("dir");
+        let settings =
+            LogSettings { chunk_bits: MIN_CHUNK_BITS, scratch_dir: Some(dir.path().into()), cache_blocks: 0 };
+        let (a, b) = (SlotLog::new(&settings), SlotLog::new(&settings));
+        let len = a.chunk_len();
+        for i in 0..2 * len {
+            assert!(a.set(i, slot(i as u32)));
+            assert!(b.set(i, slot(i as u32 + 1_000_000)));
+        }
+        assert!(a.spill(0, &[]) && b.spill(0, &[]));
+        for i in (0..len).step_by(7) {
+            assert!(a.get(i).is_some_and(|s| same(&s, &slot(i as u32))), "a: position {i}");
+            assert!(b.get(i).is_some_and(|s| same(&s, &slot(i as u32 + 1_000_000))), "b: position {i}");
+            assert!(a.get(i + 1).is_some_and(|s| same(&s, &slot(i as u32 + 1))), "a again: position {i}");
+        }
+        drop(a);
+        let c = SlotLog::new(&settings);
+        for i in 0..2 * len {
+            assert!(c.set(i, slot(i as u32 + 2_000_000)));
+        }
+        assert!(c.spill(0, &[]));
+        assert!(
+            c.get(0).is_some_and(|s| same(&s, &slot(2_000_000))),
+            "a new file is not answered from an old one"
+        );
+        assert!(b.failure().is_none() && c.failure().is_none());
     }
 
     #[test]

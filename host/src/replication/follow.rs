@@ -177,13 +177,10 @@ fn follow(
                 IDLE
             };
             match tokio::time::timeout(wait, messages.next()).await {
-                Err(_) if pending.events.is_empty() => {
-                    // Quiet: confirm what is in flight, then fsync.
-                    applier.settle(progress)?;
-                    if applier.in_flight.is_none() {
-                        applier.sync_if_dirty()?;
-                    }
-                }
+                // A short pause with a store in flight: confirm it. A
+                // longer quiet (IDLE with nothing in flight): fsync.
+                Err(_) if pending.events.is_empty() && applier.in_flight.is_some() => applier.settle(progress)?,
+                Err(_) if pending.events.is_empty() => applier.sync_if_dirty()?,
                 Err(_) => {
                     applier.apply(pending.take_complete(), progress)?;
                     last_store = tokio::time::Instant::now();

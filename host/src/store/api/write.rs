@@ -228,7 +228,7 @@ fn validate_batch(cfg: &StoreConfig, items: &[BatchAppendItem]) -> Result<(), St
         let e = StoreError::PayloadTooLarge { size: total, max: cfg.batch.max_bytes as usize };
         return fail(0, BatchStage::Validation, e);
     }
-    let mut keys = std::collections::HashSet::new();
+    let mut keys = std::collections::HashSet::with_hasher(foldhash::fast::RandomState::default());
     for (i, item) in items.iter().enumerate() {
         if let Err(e) = check_kind(item.kind) {
             return fail(i, BatchStage::Validation, e);

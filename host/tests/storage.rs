@@ -333,6 +333,13 @@ fn idempotent_retries_return_the_original_and_conflicts_are_typed() {
         store.append_batch(vec![item(100, 1), item(102, 3)]),
         Err(StoreError::BatchFailed { item_index: 1, .. })
     ));
+    // One key twice in one batch: refused before anything is written.
+    match store.append_batch(vec![item(200, 1), item(201, 2), item(200, 3)]) {
+        Err(StoreError::BatchFailed { item_index: 2, stage: BatchStage::Validation, source }) => {
+            assert!(matches!(*source, StoreError::IdempotencyConflict { key: 200, .. }), "{source}");
+        }
+        other => panic!("a key used twice in one batch: {other:?}"),
+    }
     assert_eq!(store.stats().event_count, 3);
 }
 

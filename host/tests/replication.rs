@@ -332,6 +332,12 @@ fn a_replica_whose_consumer_is_deleted_consumes_again_without_gaps_or_duplicates
     assert!(replica.wait_for(n, Duration::from_secs(60)), "{:?}", replica.status());
     assert_eq!(replica.status().error, None);
     assert_same_log(&writer, replica.store());
+    assert_eq!(replica.close().unwrap().error, None);
+    assert_eq!(
+        consumer_names(server.port, "LOSTCONS"),
+        Vec::<String>::new(),
+        "a closed replica leaves no consumer"
+    );
 }
 
 #[test]

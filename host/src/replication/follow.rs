@@ -153,7 +153,7 @@ fn follow(
         let js = jetstream::new(client);
         let Some(stream) = wait_for_stream(&js, cfg, stop).await? else { return Ok(()) };
         let mut applier = Applier::new(store);
-        let mut messages = consume_from(&stream, applier.next, super::publish::STREAM_WAIT).await?;
+        let mut following = consume_from(&stream, applier.next, super::publish::STREAM_WAIT).await?;
         let mut pending = Pending::default();
         let mut errors = 0u32;
         let mut gap_at = None;
@@ -176,7 +176,7 @@ fn follow(
             } else {
                 IDLE
             };
-            match tokio::time::timeout(wait, messages.next()).await {
+            match tokio::time::timeout(wait, following.messages.next()).await {
                 // A short pause with a store in flight: confirm it. A
                 // longer quiet (IDLE with nothing in flight): fsync.
                 Err(_) if pending.events.is_empty() && applier.in_flight.is_some() => applier.settle(progress)?,
@@ -193,7 +193,7 @@ fn follow(
                         return Err(ReplicationError::Nats(format!("consumer keeps failing: {e}")));
                     }
                     let from = applier.next + pending.events.len() as u64;
-                    messages = consume_from(&stream, from, super::publish::STREAM_WAIT).await?;
+                    following = consume_again(&stream, following, from, super::publish::STREAM_WAIT).await?;
                 }
                 Ok(Some(Ok(msg))) => {
                     match accept(&msg, &mut applier, &mut pending, progress)? {
@@ -209,7 +209,8 @@ fn follow(
                             // the first one missing, once.
                             let from = applier.next + pending.events.len() as u64;
                             gap_at = missing_again(gap_at, from)?;
-                            messages = consume_from(&stream, from, super::publish::STREAM_WAIT).await?;
+                            following =
+                                consume_again(&stream, following, from, super::publish::STREAM_WAIT).await?;
                         }
                     }
                     applier.settle_if_answered(progress)?;
@@ -223,6 +224,7 @@ fn follow(
                 }
             }
         }
+        release(&stream, following).await;
         applier.apply(pending.take_complete(), progress)?;
         applier.settle(progress)?;
         applier.sync_if_dirty()
@@ -265,7 +267,7 @@ async fn consume_from(
     stream: &jetstream::stream::Stream,
     next: u64,
     patience: Duration,
-) -> Result<consumer::pull::Stream, ReplicationError> {
+) -> Result<Following, ReplicationError> {
     let deadline = tokio::time::Instant::now() + patience;
     let mut backoff = super::publish::RETRY_MIN;
     loop {
@@ -288,7 +290,7 @@ async fn consume_from(
                 .messages()
                 .await
             {
-                Ok(messages) => return Ok(messages),
+                Ok(messages) => return Ok(Following { messages, name: consumer.cached_info().name.clone() }),
                 Err(e) => format!("consume: {e}"),
             },
             Err(e) => format!("consumer: {e}"),
@@ -299,6 +301,34 @@ async fn consume_from(
         tracing::debug!(error = %why, "consumer not available yet; trying again");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(super::publish::RETRY_MAX);
+    }
+}
+
+/// A pull consumer the follower reads from, and its name on the server.
+struct Following {
+    messages: consumer::pull::Stream,
+    name: String,
+}
+
+/// Releases `old` (below), then consumes from `next` on.
+async fn consume_again(
+    stream: &jetstream::stream::Stream,
+    old: Following,
+    next: u64,
+    patience: Duration,
+) -> Result<Following, ReplicationError> {
+    release(stream, old).await;
+    consume_from(stream, next, patience).await
+}
+
+/// Stops reading from a consumer (its pull requests stop) and deletes it
+/// on the server, where it would otherwise linger until its inactivity
+/// limit. A consumer the server lost is already gone: that is logged only.
+async fn release(stream: &jetstream::stream::Stream, old: Following) {
+    let Following { messages, name } = old;
+    drop(messages);
+    if let Err(e) = stream.delete_consumer(&name).await {
+        tracing::debug!(consumer = %name, error = %e, "the old consumer was not deleted");
     }
 }
 
@@ -403,12 +433,12 @@ pub(super) async fn catch_up(
         return Ok(());
     }
     let patience = patience.max(super::publish::STREAM_WAIT);
-    let mut messages = consume_from(stream, applier.next, patience).await?;
+    let mut following = consume_from(stream, applier.next, patience).await?;
     let progress = Progress::new(applier.next);
     let mut pending = Pending::default();
     let mut gap_at = None;
     while applier.next + (pending.events.len() as u64) < until {
-        let msg = match tokio::time::timeout(patience, messages.next()).await {
+        let msg = match tokio::time::timeout(patience, following.messages.next()).await {
             Ok(Some(Ok(msg))) => msg,
             Ok(Some(Err(e))) => return Err(ReplicationError::Nats(format!("catching up: {e}"))),
             Ok(None) => return Err(ReplicationError::Nats("the consumer ended while catching up".into())),
@@ -424,10 +454,11 @@ pub(super) async fn catch_up(
             Accepted::Gap => {
                 let from = applier.next + pending.events.len() as u64;
                 gap_at = missing_again(gap_at, from)?;
-                messages = consume_from(stream, from, patience).await?;
+                following = consume_again(stream, following, from, patience).await?;
             }
         }
     }
+    release(stream, following).await;
     // The stream ends here: what is held is whole.
     pending.complete = pending.events.len();
     applier.apply(pending.take_complete(), &progress)?;

@@ -72,6 +72,24 @@ fn committed(store: &Store) -> u64 {
     store.stats().global_sequence
 }
 
+/// A writer in a fresh directory with `rounds` of [`write_mix`] shipped to
+/// `stream` on `server` (the shipper stopped again), a directory for a
+/// replica, and the config.
+fn shipped_writer(
+    server: &nats::NatsServer,
+    stream: &str,
+    rounds: u64,
+) -> (JetStreamConfig, tempfile::TempDir, tempfile::TempDir, Arc<Store>) {
+    let cfg = JetStreamConfig::new(server.url(), stream).with_subject_prefix(format!("bp.{stream}"));
+    let (wdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let writer = open(wdir.path());
+    write_mix(&writer, 0, rounds);
+    let shipper = Shipper::start(Arc::clone(&writer), cfg.clone()).unwrap();
+    assert!(shipper.wait_shipped(4 * rounds, WAIT), "{:?}", shipper.status());
+    drop(shipper);
+    (cfg, wdir, rdir, writer)
+}
+
 #[test]
 fn a_replica_follows_the_writer_with_identical_ids_sequences_and_hashes() {
     let Some(server) = nats::start() else { return };
@@ -104,13 +122,7 @@ fn a_replica_follows_the_writer_with_identical_ids_sequences_and_hashes() {
 #[test]
 fn shipper_and_replica_resume_after_restarts_without_gaps_or_duplicates() {
     let Some(server) = nats::start() else { return };
-    let cfg = JetStreamConfig::new(server.url(), "RESUME").with_subject_prefix("bp.resume");
-    let (wdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let writer = open(wdir.path());
-    write_mix(&writer, 0, 10);
-    let shipper = Shipper::start(Arc::clone(&writer), cfg.clone()).unwrap();
-    assert!(shipper.wait_shipped(40, WAIT));
-    drop(shipper);
+    let (cfg, wdir, rdir, writer) = shipped_writer(&server, "RESUME", 10);
     write_mix(&writer, 10, 10); // committed while no shipper runs
     let replica = Replica::open(rdir.path(), cfg.clone()).unwrap();
     assert!(replica.wait_for(40, WAIT));
@@ -168,18 +180,12 @@ fn a_store_that_is_not_the_streams_writer_is_refused() {
 #[test]
 fn a_message_altered_on_the_stream_is_refused_by_the_replica() {
     let Some(server) = nats::start() else { return };
-    let cfg = JetStreamConfig::new(server.url(), "TAMPER").with_subject_prefix("bp.tamper");
-    let (wdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let writer = open(wdir.path());
-    write_mix(&writer, 0, 3);
-    let shipper = Shipper::start(Arc::clone(&writer), cfg.clone()).unwrap();
-    assert!(shipper.wait_shipped(12, WAIT));
-    drop(shipper);
+    let (cfg, _wdir, rdir, writer) = shipped_writer(&server, "TAMPER", 3);
     // The writer's next event, forged on its way: same hashes, other payload.
     let c = Coordinate::new("acct:1", "bank").unwrap();
     let r = writer.append(&c, EventKind::custom(1, 1), &json!({"amount": 10})).unwrap();
     let forged = body(&writer, r.sequence, br#"{"amount":1000000}"#);
-    raw_publish(server.port, "bp.tamper.acct:1", 12, &forged);
+    raw_publish(server.port, "bp.TAMPER.acct:1", 12, &forged);
     let replica = Replica::open(rdir.path(), cfg).unwrap();
     // Waiting for the forged event returns false once the follower stops.
     assert!(!replica.wait_for(13, WAIT), "the forged event was stored");
@@ -343,13 +349,7 @@ fn a_replica_whose_consumer_is_deleted_consumes_again_without_gaps_or_duplicates
 #[test]
 fn a_message_removed_from_the_stream_stops_the_replica_with_a_clear_error() {
     let Some(server) = nats::start() else { return };
-    let cfg = JetStreamConfig::new(server.url(), "HOLE").with_subject_prefix("bp.hole");
-    let (wdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let writer = open(wdir.path());
-    write_mix(&writer, 0, 5);
-    let shipper = Shipper::start(Arc::clone(&writer), cfg.clone()).unwrap();
-    assert!(shipper.wait_shipped(20, WAIT));
-    drop(shipper);
+    let (cfg, _wdir, rdir, _writer) = shipped_writer(&server, "HOLE", 5);
     // Stream message 11 carries global sequence 10.
     let reply = raw_request(server.port, "$JS.API.STREAM.MSG.DELETE.HOLE", r#"{"seq":11,"no_erase":true}"#);
     assert!(reply.contains("\"success\":true"), "{reply}");

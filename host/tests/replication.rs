@@ -245,15 +245,23 @@ fn body(store: &Store, seq: u64, payload: &[u8]) -> Vec<u8> {
     b
 }
 
-/// Publishes one message with the NATS text protocol, as any client on the
-/// network could, expecting the stream's last sequence to be `last`.
-fn raw_publish(port: u16, subject: &str, last: u64, payload: &[u8]) {
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+/// A plain TCP connection to the server on `port`, past its `INFO` line,
+/// and a reader on it (10 s read timeout).
+fn raw_connect(port: u16) -> (std::net::TcpStream, BufReader<std::net::TcpStream>) {
+    let conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
     assert!(line.starts_with("INFO"), "{line}");
+    (conn, reader)
+}
+
+/// Publishes one message with the NATS text protocol, as any client on the
+/// network could, expecting the stream's last sequence to be `last`.
+fn raw_publish(port: u16, subject: &str, last: u64, payload: &[u8]) {
+    let (mut conn, mut reader) = raw_connect(port);
+    let mut line = String::new();
     let headers = format!("NATS/1.0\r\nNats-Expected-Last-Sequence: {last}\r\n\r\n");
     let mut msg = format!(
         "CONNECT {{\"verbose\":false,\"headers\":true}}\r\nHPUB {subject} {} {}\r\n{headers}",
@@ -277,12 +285,8 @@ fn raw_publish(port: u16, subject: &str, last: u64, payload: &[u8]) {
 /// Sends one request with the NATS text protocol (any client on the
 /// network could) and returns the reply's payload.
 fn raw_request(port: u16, subject: &str, payload: &str) -> String {
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let (mut conn, mut reader) = raw_connect(port);
     let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    assert!(line.starts_with("INFO"), "{line}");
     let msg = format!(
         "CONNECT {{\"verbose\":false}}\r\nSUB _TEST.reply 1\r\nPUB {subject} _TEST.reply {}\r\n{payload}\r\n",
         payload.len()

@@ -966,11 +966,17 @@ impl Scratch {
     /// mismatch is recorded like a failed read.
     fn read_checked(&self, at: u64, len: usize, crc: Option<u32>) -> Option<Arc<[u8]>> {
         let bytes = self.read_shared(at, len)?;
-        if crc != Some(crc32fast::hash(&bytes)) {
-            self.fail(format!("index slot file checksum mismatch at byte {at} ({len} bytes)"));
-            return None;
+        self.matches(&bytes, at, crc).then_some(bytes)
+    }
+
+    /// Whether `bytes`, read from `at`, match the CRC recorded for them; a
+    /// mismatch (or no recorded CRC) is recorded like a failed read.
+    fn matches(&self, bytes: &[u8], at: u64, crc: Option<u32>) -> bool {
+        if crc == Some(crc32fast::hash(bytes)) {
+            return true;
         }
-        Some(bytes)
+        self.fail(format!("index slot file checksum mismatch at byte {at} ({} bytes)", bytes.len()));
+        false
     }
 
     /// `len` bytes at `at`, read straight into shared memory for the cache.
@@ -1019,13 +1025,9 @@ impl Scratch {
                 last.serial = 0;
                 last.bytes.resize(BLOCK_BYTES, 0);
                 let at = offset + (block * BLOCK_BYTES) as u64;
-                if !self.read_into(&mut last.bytes, at) {
-                    return None;
-                }
-                if crcs.get(block).copied() != Some(crc32fast::hash(&last.bytes)) {
-                    self.fail(format!(
-                        "index slot file checksum mismatch at byte {at} ({BLOCK_BYTES} bytes)"
-                    ));
+                if !self.read_into(&mut last.bytes, at)
+                    || !self.matches(&last.bytes, at, crcs.get(block).copied())
+                {
                     return None;
                 }
                 (last.serial, last.key) = (self.serial, key);

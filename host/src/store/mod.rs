@@ -256,9 +256,19 @@ impl<State> Store<State> {
         spin: std::time::Duration,
         make: impl FnOnce(Reply<T>) -> Command,
     ) -> Result<T, StoreError> {
+        let rx = self.submit(make)?;
+        writer::caller_recv(&rx, &self.spinners, spin).map_err(|_| StoreError::WriterCrashed)?
+    }
+
+    /// Queues a command for the writer thread; its answer comes on the
+    /// returned channel.
+    fn submit<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<flume::Receiver<Result<T, StoreError>>, StoreError> {
         let (tx, rx) = flume::bounded(1);
         self.tx.send(make(tx)).map_err(|_| StoreError::WriterCrashed)?;
-        writer::caller_recv(&rx, &self.spinners, spin).map_err(|_| StoreError::WriterCrashed)?
+        Ok(rx)
     }
 
     fn shutdown(&self) -> Result<(), StoreError> {

@@ -176,9 +176,7 @@ impl Store<Open> {
             item_timestamps: timestamps,
             durable: false,
         };
-        let (tx, rx) = flume::bounded(1);
-        self.tx.send(Command::Batch(Box::new(req), tx)).map_err(|_| StoreError::WriterCrashed)?;
-        Ok(PendingImport { rx })
+        Ok(PendingImport { rx: self.submit(|reply| Command::Batch(Box::new(req), reply))? })
     }
 }
 

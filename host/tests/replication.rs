@@ -319,6 +319,19 @@ fn consumer_names(port: u16, stream: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The stream's one consumer, waiting (bounded) until exactly one is listed.
+fn one_consumer(port: u16, stream: &str) -> String {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let mut names = consumer_names(port, stream);
+        if names.len() == 1 {
+            return names.remove(0);
+        }
+        assert!(std::time::Instant::now() < deadline, "expected one consumer, the server lists {names:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_replica_whose_consumer_is_deleted_consumes_again_without_gaps_or_duplicates() {
     let Some(server) = nats::start() else { return };
@@ -330,11 +343,15 @@ fn a_replica_whose_consumer_is_deleted_consumes_again_without_gaps_or_duplicates
     write_mix(&writer, 0, 10);
     assert!(replica.wait_for(40, WAIT), "{:?}", replica.status());
     for round in 0..3u64 {
-        let names = consumer_names(server.port, "LOSTCONS");
-        assert_eq!(names.len(), 1, "the replica follows with one consumer: {names:?}");
-        let reply = raw_request(server.port, &format!("$JS.API.CONSUMER.DELETE.LOSTCONS.{}", names[0]), "");
+        // The replica has caught up, so it holds a consumer; it may be a
+        // moment before the server lists a consumer created just now.
+        let names = one_consumer(server.port, "LOSTCONS");
+        let reply = raw_request(server.port, &format!("$JS.API.CONSUMER.DELETE.LOSTCONS.{names}"), "");
         assert!(reply.contains("\"success\":true"), "{reply}");
         write_mix(&writer, 10 + round * 10, 10);
+        // Only a new consumer can deliver these.
+        let so_far = 40 * (round + 2);
+        assert!(replica.wait_for(so_far, Duration::from_secs(60)), "{:?}", replica.status());
     }
     let n = committed(&writer);
     assert_eq!(n, 160);

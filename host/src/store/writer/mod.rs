@@ -517,7 +517,7 @@ impl Writer {
             return Ok(());
         }
         let next_id = self.segments.last().map_or(1, |id| id + 1).max(self.next_segment_floor);
-        if let Some(old) = &self.active {
+        if let Some(old) = &mut self.active {
             inject(&self.cfg, crate::store::fault_point::rotation(old.id, next_id))?;
             old.seal(&self.index, self.index.inserted())?;
             self.active = None;

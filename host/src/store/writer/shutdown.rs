@@ -47,7 +47,7 @@ impl Writer {
         self.check_poisoned()?;
         let end_seq = self.index.inserted();
         let frames_end = match self.active.take() {
-            Some(seg) => Some(seg.seal(&self.index, end_seq)?),
+            Some(mut seg) => Some(seg.seal(&self.index, end_seq)?),
             None => None,
         };
         if !self.cfg.index.enable_checkpoint {
@@ -93,7 +93,7 @@ impl Writer {
     /// After a panic: cut back whatever the interrupted unit wrote and seal
     /// the segment, so the restarted loop starts on a clean new one.
     pub(super) fn recover_after_panic(&mut self) {
-        if let Some(seg) = self.active.take() {
+        if let Some(mut seg) = self.active.take() {
             if let Err(e) = seg.seal(&self.index, self.index.inserted()) {
                 self.poison(&format!("could not seal the segment after a panic: {e}"));
             }

@@ -108,8 +108,12 @@ impl StoreIndex {
     /// old chunks to the scratch file if some are due and no spilling
     /// thread is still busy (the next insert looks again).
     fn after_insert(&self) {
-        self.keep(self.prepare_ahead());
-        let gen = self.current.load();
+        self.after_insert_in(&self.current.load());
+    }
+
+    /// [`StoreIndex::after_insert`] for a generation the caller holds.
+    fn after_insert_in(&self, gen: &Arc<IndexGen>) {
+        self.keep(self.prepare_ahead_in(gen));
         if gen.spillable_below() <= gen.spilled_below.load(Ordering::Acquire) {
             return;
         }
@@ -126,7 +130,7 @@ impl StoreIndex {
         if let Some(done) = running.take() {
             let _ = done.join();
         }
-        let gen = Arc::clone(&gen);
+        let gen = Arc::clone(gen);
         *running = std::thread::Builder::new()
             .name("batpak-index-spill".into())
             .spawn(move || gen.spill_ready())
@@ -165,12 +169,15 @@ impl StoreIndex {
     /// run until the next one starts or the index is dropped (tests join it); without it, the first insert into the
     /// chunk allocates it.
     fn prepare_ahead(&self) -> Option<std::thread::JoinHandle<()>> {
-        let gen = self.current.load();
+        self.prepare_ahead_in(&self.current.load())
+    }
+
+    fn prepare_ahead_in(&self, gen: &Arc<IndexGen>) -> Option<std::thread::JoinHandle<()>> {
         let wanted = gen.chunk_wanted();
         if gen.ahead.fetch_max(wanted + 1, Ordering::AcqRel) > wanted {
             return None;
         }
-        let gen = Arc::clone(&gen);
+        let gen = Arc::clone(gen);
         std::thread::Builder::new()
             .name("batpak-index-prep".into())
             .spawn(move || gen.prepare_chunk(wanted))
@@ -196,6 +203,19 @@ impl StoreIndex {
         self.after_insert();
     }
 
+    /// The live generation, owned: the writer keeps it between calls
+    /// (it alone replaces it, and takes the new one after each
+    /// [`StoreIndex::replace`]), so its lookups and inserts skip the
+    /// shared pointer's load.
+    pub(crate) fn live(&self) -> Arc<IndexGen> {
+        self.current.load_full()
+    }
+
+    /// Whether `gen` is the live generation.
+    pub(crate) fn is_live(&self, gen: &Arc<IndexGen>) -> bool {
+        Arc::ptr_eq(gen, &self.current.load())
+    }
+
     /// The live generation, for a reader doing many lookups in one call.
     pub(crate) fn generation(&self) -> arc_swap::Guard<Arc<IndexGen>> {
         self.current.load()
@@ -211,10 +231,18 @@ impl StoreIndex {
         done
     }
 
-    /// Inserts entries above the watermark (see [`IndexGen::insert`]).
+    /// Inserts entries above the watermark into the live generation.
+    #[cfg(test)]
     pub(crate) fn insert(&self, entries: Vec<IndexEntry>) -> Result<(), String> {
-        let done = self.current.load().insert(entries);
-        self.after_insert();
+        self.insert_in(&self.live(), entries)
+    }
+
+    /// Inserts entries above the watermark (see [`IndexGen::insert`]) into
+    /// `gen`, the live generation the writer holds.
+    pub(crate) fn insert_in(&self, gen: &Arc<IndexGen>, entries: Vec<IndexEntry>) -> Result<(), String> {
+        debug_assert!(self.is_live(gen), "the writer inserts into a replaced generation");
+        let done = gen.insert(entries);
+        self.after_insert_in(gen);
         done
     }
 
@@ -235,11 +263,6 @@ impl StoreIndex {
         self.current.load().publish();
     }
 
-    /// Makes inserted entries below `up_to` visible, no others.
-    pub(crate) fn publish_to(&self, up_to: u64) {
-        self.current.load().publish_to(up_to);
-    }
-
     forward! {
         /// Returns the shared copy of `s`, allocating it once per store.
         fn intern(&self, s: &str) -> Arc<str>;
@@ -257,8 +280,6 @@ impl StoreIndex {
         fn get_visible(&self, seq: u64) -> Option<IndexEntry>;
         /// The visible entry with this id.
         fn by_id(&self, id: u128) -> Option<IndexEntry>;
-        /// The entry with this id, visible or not (writer only).
-        fn by_id_any(&self, id: u128) -> Option<IndexEntry>;
         /// The tip of the entity's chain, visible or not (writer only).
         fn head(&self, entity: &str) -> Option<EntityHead>;
         /// Visible entries of exactly this entity, in order.

@@ -66,7 +66,7 @@ impl Writer {
     /// `tentative`, every item but the last was folded while planning.
     fn stage_new_batch(&mut self, req: &BatchRequest, tentative: bool) -> Result<Staged, StoreError> {
         let plans = self.plan_batch(req, tentative)?;
-        let base = self.index.inserted();
+        let base = self.gen.inserted();
         let count = req.items.len();
         inject(&self.cfg, fp::batch_start(base, count)).map_err(|e| e.in_batch(0, BatchStage::Writing))?;
         self.ensure_active().map_err(|e| e.in_batch(0, BatchStage::Writing))?;
@@ -95,7 +95,7 @@ impl Writer {
         let entries = self.write_batch(base, &mut planned, &plans, req.durable)?;
         let receipts = entries.iter().map(receipt).collect();
         let kept = if self.quorum_on() { entries.clone() } else { Vec::new() };
-        self.index.insert(entries).map_err(|why| {
+        self.index.insert_in(&self.gen, entries).map_err(|why| {
             self.poison(&why);
             StoreError::Poisoned(why)
         })?;
@@ -125,7 +125,7 @@ impl Writer {
         let mut found = Vec::new();
         let mut first_missing = None;
         for (i, item) in items.iter().enumerate() {
-            match item.options.idempotency_key.and_then(|k| self.index.by_id_any(k)) {
+            match item.options.idempotency_key.and_then(|k| self.gen.by_id_any(k)) {
                 Some(original) => {
                     self.check_same_event(&original, &item.coord, item.kind, &item.payload_bytes)
                         .map_err(|e| e.in_batch(i, BatchStage::Validation))?;
@@ -157,7 +157,7 @@ impl Writer {
     /// gated against the state after items 0..k-1 (the caller undoes the
     /// folds if the batch is rejected).
     fn plan_batch(&mut self, req: &BatchRequest, tentative: bool) -> Result<Vec<ItemPlan>, StoreError> {
-        let base = self.index.inserted();
+        let base = self.gen.inserted();
         let last_item = req.items.len().saturating_sub(1);
         let set = tentative.then(|| self.projections.writer_set());
         // Each entity's head as of the items planned so far, and its last item.
@@ -167,7 +167,7 @@ impl Writer {
             let entity = item.coord.entity_arc();
             let (head, last) = match heads.get(entity) {
                 Some(h) => *h,
-                None => (Head::of(&self.index, entity), None),
+                None => (Head::of(&self.gen, entity), None),
             };
             check_cas(&item.options, entity, &head).map_err(|e| e.in_batch(i, BatchStage::Validation))?;
             let event_id = item.options.idempotency_key.unwrap_or(req.fresh_ids[i]);

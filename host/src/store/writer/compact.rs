@@ -14,8 +14,8 @@ impl Writer {
         self.check_poisoned()?;
         let active = self.active.as_ref().map(|a| a.id);
         let run = self.segments.iter().copied().filter(|id| Some(*id) != active).collect();
-        debug_assert_eq!(self.index.inserted(), self.index.visible(), "between groups all is published");
-        Ok(CompactionStart { run, watermark: self.index.inserted() })
+        debug_assert_eq!(self.gen.inserted(), self.gen.visible(), "between groups all is published");
+        Ok(CompactionStart { run, watermark: self.gen.inserted() })
     }
 
     /// Adds what was appended during the rewrite to the new generation,
@@ -40,6 +40,7 @@ impl Writer {
             return Err(StoreError::Poisoned(why));
         }
         self.index.replace(p.gen);
+        self.gen = self.index.live();
         p.reader.forget_files();
         drop(swap);
         let floor = self.segments.last().map_or(1, |id| id + 1);
@@ -61,16 +62,16 @@ impl Writer {
         if p.run.iter().any(|id| Some(*id) == active || !self.segments.contains(id)) {
             return Err(StoreError::corrupt(0, "compaction: the run is no longer a set of sealed segments"));
         }
-        let end = self.index.inserted();
+        let end = self.gen.inserted();
         let mut tail = Vec::new();
         for seq in p.watermark..end {
-            if let Some(e) = self.index.get_any(seq) {
+            if let Some(e) = self.gen.get_any(seq) {
                 tail.push(e);
             }
         }
         p.gen.insert(tail).map_err(|why| StoreError::corrupt(0, format!("compaction catch-up: {why}")))?;
         p.gen.publish();
-        if p.gen.visible() != self.index.visible() {
+        if p.gen.visible() != self.gen.visible() {
             return Err(StoreError::corrupt(0, "compaction: the new index does not reach the watermark"));
         }
         inject(&self.cfg, crate::store::fault_point::compaction_outputs_written(p.plan.outputs.len()))?;

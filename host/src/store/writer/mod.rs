@@ -34,7 +34,7 @@ use crate::plugin::GateChain;
 use crate::store::config::StoreConfig;
 use crate::store::contracts::{AppendOptions, AppendReceipt, BatchAppendItem};
 use crate::store::data_dir::DataDir;
-use crate::store::index::StoreIndex;
+use crate::store::index::{IndexGen, StoreIndex};
 use crate::store::provenance::Provenance;
 use crate::store::subscription::Subscribers;
 use crate::store::StoreError;
@@ -180,6 +180,10 @@ pub(crate) struct Writer {
     cfg: Arc<StoreConfig>,
     dir: Arc<DataDir>,
     index: Arc<StoreIndex>,
+    /// The index's live generation, held so the write path's lookups and
+    /// inserts skip the shared pointer's load. Only the writer replaces
+    /// the generation, and it takes the new one at once (`compact`).
+    gen: Arc<IndexGen>,
     subscribers: Arc<Subscribers>,
     provenance: Arc<Provenance>,
     projections: Arc<crate::store::projections::ProjectionSet>,
@@ -235,6 +239,7 @@ impl Writer {
         Self {
             cfg,
             dir,
+            gen: index.live(),
             index,
             subscribers,
             provenance,
@@ -272,7 +277,7 @@ impl Writer {
         self.in_caller = false;
         self.apply_sync_policy(std::iter::once(&mut result));
         if self.poisoned.is_none() {
-            self.index.publish();
+            self.gen.publish();
         }
         result.and_then(|s| {
             self.notify(&s);
@@ -320,8 +325,8 @@ impl Writer {
             Waiting::One(r, _) | Waiting::Many(r, _, _) => r,
         }));
         match self.replicate_group(&mut waiting) {
-            Some(bound) => self.index.publish_to(bound),
-            None if self.poisoned.is_none() => self.index.publish(),
+            Some(bound) => self.gen.publish_to(bound),
+            None if self.poisoned.is_none() => self.gen.publish(),
             None => {}
         }
         let mut spent = Vec::new();
@@ -376,7 +381,7 @@ impl Writer {
             staged
                 .receipts
                 .iter()
-                .filter_map(|r| self.index.get_any(r.sequence))
+                .filter_map(|r| self.gen.get_any(r.sequence))
                 .map(|e| single::notification(&e))
                 .collect()
         });
@@ -475,7 +480,7 @@ impl Writer {
     /// scratch file: a head, an id or a footer entry read from a missing
     /// slot must never chain, deduplicate or seal an event.
     fn check_index(&mut self) -> Result<(), StoreError> {
-        match self.index.scratch_failure() {
+        match self.gen.scratch_failure() {
             Some(why) => {
                 self.poison(&why);
                 Err(StoreError::Poisoned(why))
@@ -519,13 +524,13 @@ impl Writer {
         let next_id = self.segments.last().map_or(1, |id| id + 1).max(self.next_segment_floor);
         if let Some(old) = &mut self.active {
             inject(&self.cfg, crate::store::fault_point::rotation(old.id, next_id))?;
-            old.seal(&self.index, self.index.inserted())?;
+            old.seal(&self.index, self.gen.inserted())?;
             self.active = None;
         }
         let seg = ActiveSegment::create(
             &self.dir,
             next_id,
-            self.index.inserted(),
+            self.gen.inserted(),
             self.cfg.now_us(),
             self.cfg.segment_max_bytes,
             || inject(&self.cfg, crate::store::fault_point::segment_staged(next_id)),

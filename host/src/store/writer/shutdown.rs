@@ -45,7 +45,7 @@ impl Writer {
     /// ever describing anything but the checkpoint beside it).
     pub(super) fn shutdown(&mut self) -> Result<(), StoreError> {
         self.check_poisoned()?;
-        let end_seq = self.index.inserted();
+        let end_seq = self.gen.inserted();
         let frames_end = match self.active.take() {
             Some(mut seg) => Some(seg.seal(&self.index, end_seq)?),
             None => None,
@@ -94,18 +94,18 @@ impl Writer {
     /// the segment, so the restarted loop starts on a clean new one.
     pub(super) fn recover_after_panic(&mut self) {
         if let Some(mut seg) = self.active.take() {
-            if let Err(e) = seg.seal(&self.index, self.index.inserted()) {
+            if let Err(e) = seg.seal(&self.index, self.gen.inserted()) {
                 self.poison(&format!("could not seal the segment after a panic: {e}"));
             }
         }
-        if self.quorum_on() && self.index.inserted() > self.index.visible() {
+        if self.quorum_on() && self.gen.inserted() > self.gen.visible() {
             // Quorum acks: what the panicked group staged was never
             // confirmed by the stream, so it must not become visible.
             self.poison(
                 "the writer panicked before the stream confirmed a group; reopen the store to settle it",
             );
         } else {
-            self.index.publish();
+            self.gen.publish();
         }
         if self.compaction_pending() {
             self.poison("a compaction was interrupted by a panic; reopen the store to finish it");

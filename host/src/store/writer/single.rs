@@ -6,7 +6,7 @@ use crate::event::HashChain;
 use crate::plugin::GateInput;
 use crate::store::contracts::{AppendOptions, AppendReceipt, Notification};
 use crate::store::fault_point as fp;
-use crate::store::index::{DiskPos, IndexEntry, StoreIndex};
+use crate::store::index::{DiskPos, IndexEntry, IndexGen};
 use crate::store::segment::frame::{self, EventRecord, Record};
 use crate::store::writer::SingleRequest;
 use crate::store::StoreError;
@@ -22,7 +22,7 @@ pub(super) struct Head {
 }
 
 impl Head {
-    pub(super) fn of(index: &StoreIndex, entity: &str) -> Self {
+    pub(super) fn of(index: &IndexGen, entity: &str) -> Self {
         match index.head(entity) {
             Some(h) => Self { clock: Some(h.clock), hash: h.hash, wall_ms: h.wall_ms },
             None => Self::default(),
@@ -160,12 +160,12 @@ impl Writer {
         self.check_poisoned()?;
         let entity = req.coord.entity();
         if let Some(key) = req.options.idempotency_key {
-            if let Some(original) = self.index.by_id_any(key) {
+            if let Some(original) = self.gen.by_id_any(key) {
                 self.check_same_event(&original, &req.coord, req.kind, &req.payload)?;
                 return Ok(Staged { receipts: vec![receipt(&original)], wrote: false });
             }
         }
-        let head = Head::of(&self.index, entity);
+        let head = Head::of(&self.gen, entity);
         check_cas(&req.options, entity, &head)?;
         let (clock, wall_ms) = head.next(req.timestamp_us);
         let input = GateInput {
@@ -189,7 +189,7 @@ impl Writer {
             causation_id: req.options.causation_id,
             flags: req.options.flags,
             timestamp_us: req.timestamp_us,
-            seq: self.index.inserted(),
+            seq: self.gen.inserted(),
             clock,
             wall_ms,
             prev_hash: head.hash,
@@ -198,7 +198,7 @@ impl Writer {
         let entry = self.write_single(&plan)?;
         let staged = Staged { receipts: vec![receipt(&entry)], wrote: true };
         let kept = self.quorum_on().then(|| entry.clone());
-        self.index.insert(vec![entry]).map_err(|why| {
+        self.index.insert_in(&self.gen, vec![entry]).map_err(|why| {
             self.poison(&why);
             StoreError::Poisoned(why)
         })?;

@@ -28,7 +28,16 @@ pub trait EntityIdType:
 /// then random bits. Ids from one process are strictly increasing, so two
 /// calls never return the same id.
 pub fn generate_v7_id() -> u128 {
-    let fresh = fresh_v7();
+    generate_v7_id_at(crate::clock::system_now_us())
+}
+
+/// [`generate_v7_id`] for a caller that has just read the system clock
+/// (`unix_us`, microseconds since the Unix epoch, as from
+/// [`system_now_us`](crate::clock::system_now_us)): one clock read serves
+/// both the id and the caller's timestamp. Ids stay strictly increasing
+/// within the process whatever time is passed.
+pub fn generate_v7_id_at(unix_us: i64) -> u128 {
+    let fresh = fresh_v7(unix_us);
     static_last(|last| {
         let next = if fresh > *last { fresh } else { bump(*last) };
         *last = next;
@@ -46,7 +55,7 @@ fn static_last<T>(f: impl FnOnce(&mut u128) -> T) -> T {
 /// before: one clock read and one lock for the lot (a batch's fresh ids).
 pub fn generate_v7_ids(n: usize) -> Vec<u128> {
     static_last(|last| {
-        let fresh = fresh_v7();
+        let fresh = fresh_v7(crate::clock::system_now_us());
         let mut ids = Vec::with_capacity(n);
         let mut next = if fresh > *last { fresh } else { bump(*last) };
         for _ in 0..n {
@@ -70,8 +79,8 @@ fn bump(id: u128) -> u128 {
     cleared + (1u128 << 64)
 }
 
-fn fresh_v7() -> u128 {
-    let ms = u128::from(u64::try_from(crate::clock::system_now_us() / 1000).unwrap_or(0));
+fn fresh_v7(unix_us: i64) -> u128 {
+    let ms = u128::from(u64::try_from(unix_us / 1000).unwrap_or(0));
     let rand = random_u128();
     let rand_a = (rand >> 64) & 0x0FFF;
     let rand_b = rand & ((1u128 << 62) - 1);
@@ -165,6 +174,18 @@ mod tests {
             assert_eq!((id >> 76) & 0xF, 7, "version nibble");
             assert_eq!((id >> 62) & 0b11, 0b10, "variant bits");
         }
+    }
+
+    #[test]
+    fn an_id_from_a_given_time_carries_its_millisecond_and_still_rises() {
+        let now = crate::clock::system_now_us() + 10_000_000; // 10 s ahead of the clock
+        let id = generate_v7_id_at(now);
+        assert_eq!((id >> 80) as i64, now / 1000, "the top 48 bits are the given millisecond");
+        assert_eq!((id >> 76) & 0xF, 7, "version 7");
+        // A later id from an earlier time still comes after it.
+        let next = generate_v7_id_at(now - 5_000_000);
+        assert!(next > id);
+        assert!(generate_v7_id() > next);
     }
 
     #[test]

@@ -51,14 +51,14 @@ impl Store<Open> {
         check_kind(kind)?;
         let payload = serde_json::to_vec(payload)?;
         check_payload_size(payload.len(), self.cfg.single_append_max_bytes)?;
-        let req = SingleRequest {
-            coord: coord.clone(),
-            kind,
-            payload,
-            options,
-            event_id: options.idempotency_key.unwrap_or_else(crate::id::generate_v7_id),
-            timestamp_us: self.cfg.now_us(),
+        let timestamp_us = self.cfg.now_us();
+        let event_id = match options.idempotency_key {
+            Some(key) => key,
+            // The store's clock is the system clock: one read serves both.
+            None if self.cfg.clock.is_none() => crate::id::generate_v7_id_at(timestamp_us),
+            None => crate::id::generate_v7_id(),
         };
+        let req = SingleRequest { coord: coord.clone(), kind, payload, options, event_id, timestamp_us };
         // Nothing queued: run it here if the writer is idle (see writer::shared).
         let mut req = Some(req);
         if self.tx.is_empty() {

@@ -38,6 +38,10 @@ pub(super) struct Maps {
     /// `FENCE` entries in memory before it reads any slot, which may be
     /// in the scratch file (0.25 bytes per event).
     pub(super) fences: Vec<u128>,
+    /// The last position pushed on `rising` here, with its id: an insert
+    /// compares its id with that one without reading the slot. Trusted
+    /// only while it matches `rising`'s last position.
+    pub(super) top: Option<(u32, u128)>,
     /// Positions of the other ids (idempotency keys, clock steps back), by id hash.
     pub(super) by_id: HashTable<u32>,
     pub(super) string_ids: FastMap<Arc<str>, u32>,
@@ -98,6 +102,7 @@ impl IndexGen {
             maps: RwLock::new(Maps {
                 rising: PosList::default(),
                 fences: Vec::new(),
+                top: None,
                 by_id: HashTable::new(),
                 string_ids: FastMap::default(),
                 entity_names: BTreeMap::new(),
@@ -320,11 +325,11 @@ impl IndexGen {
         let slot_no =
             u32::try_from(seq).ok().filter(|s| *s != NO_SEQ).ok_or("index full (2^32 - 1 events)")?;
         let log = &self.log;
-        let rises = maps
-            .rising
-            .last()
-            .and_then(|s| log.get(u64::from(s)))
-            .is_none_or(|last| e.event_id > last.event_id.get());
+        let top_id = match (maps.rising.last(), maps.top) {
+            (Some(last), Some((pos, id))) if last == pos => Some(id),
+            (last, _) => last.and_then(|s| log.get(u64::from(s))).map(|x| x.event_id.get()),
+        };
+        let rises = top_id.is_none_or(|top| e.event_id > top);
         if !rises && self.find_locked(maps, e.event_id).is_some() {
             return Err(format!("event id {:032x} appears twice", e.event_id));
         }
@@ -352,6 +357,7 @@ impl IndexGen {
             if !maps.rising.push(slot_no) {
                 return Err(format!("position {slot_no} does not rise in the id list"));
             }
+            maps.top = Some((slot_no, e.event_id));
         } else {
             let hash = self.hash_id(e.event_id);
             maps.by_id.insert_unique(hash, slot_no, |s| {

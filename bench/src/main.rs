@@ -279,7 +279,29 @@ fn peer_line(name: &str, ours: f64, workload: PeerWorkload, plan: &Plan) {
             "{name}_in_os_on_return: ours {ours:.0}, fjall flushed to the OS per append {flushed:.0} ev/s; ours/fjall {:.2}",
             ours / flushed
         );
+        paired_single_line(name, n, plan.runs() * 3);
     }
+}
+
+/// Ours and fjall (journal buffered) in alternating rounds, so that a
+/// slow minute of the shared machine hits both: the medians of each, and
+/// the median, lowest and highest of the per-round ratios.
+#[cfg(batpak_peers)]
+fn paired_single_line(name: &str, n: usize, rounds: usize) {
+    let mut pairs: Vec<(f64, f64)> =
+        (0..rounds).map(|_| (ours::single_append(n), peers::fjall_single_append(n))).collect();
+    let mid = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    let (ours, _, _) = mid(pairs.iter().map(|p| p.0).collect());
+    let (fjall, _, _) = mid(pairs.iter().map(|p| p.1).collect());
+    pairs.retain(|p| p.1 > 0.0);
+    let (ratio, low, high) = mid(pairs.iter().map(|p| p.0 / p.1).collect());
+    println!(
+        "{name}_paired: ours {ours:.0}, fjall {fjall:.0} ev/s over {rounds} alternating rounds; \
+         ours/fjall per round: median {ratio:.2}, lowest {low:.2}, highest {high:.2}"
+    );
 }
 
 /// Whole-process peak RSS after opening `n` events and serving 20 000

@@ -190,19 +190,32 @@ impl ActiveSegment {
         }
     }
 
-    /// Writes `bytes` at the committed end: a copy into the window of zeros
-    /// written ahead when it covers them, a `pwrite` otherwise. Either way
-    /// the bytes are in the OS on return. Does not move `len`: the caller
-    /// commits with [`ActiveSegment::commit`] or undoes with [`ActiveSegment::cut_back`].
+    /// Writes `bytes` at the committed end with `pwrite`: in the OS on
+    /// return. Does not move `len`: the caller commits with
+    /// [`ActiveSegment::commit`] or undoes with [`ActiveSegment::cut_back`].
     pub(crate) fn write_at_end(&mut self, at: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.zero_ahead_of(at + bytes.len() as u64)?;
+        self.file.write_all_at(bytes, at)?;
+        Ok(())
+    }
+
+    /// [`ActiveSegment::write_at_end`] for a unit the next fsync will not
+    /// follow at once (a single append under `sync.every_n_events > 1`): a
+    /// copy into the window of zeros written ahead when the window covers
+    /// it, a `pwrite` that maps the next window otherwise. Either way the
+    /// bytes are in the OS on return.
+    ///
+    /// Units fsynced right after their write keep using `pwrite`: after
+    /// each fsync every mapped page is write-protected again, so a copy
+    /// would pay a fault (and a TLB flush on the other cores) per unit.
+    pub(crate) fn copy_at_end(&mut self, at: u64, bytes: &[u8]) -> Result<(), StoreError> {
         if self.window.as_mut().is_some_and(|w| w.copy(at, bytes)) {
             return Ok(());
         }
         let end = at + bytes.len() as u64;
-        self.zero_ahead_of(end)?;
-        self.file.write_all_at(bytes, at)?;
-        // The zeros just written past `end` become the next window. Its
-        // first page may hold the end of this unit: written, so mapped safely.
+        self.write_at_end(at, bytes)?;
+        // The zeros past `end` become the next window. Its first page may
+        // hold the end of this unit: written, so mapped safely.
         let zeroed_to = self.zeroed_to.get();
         if zeroed_to > self.mapped_to {
             self.window = None;
@@ -313,7 +326,7 @@ mod tests {
         for i in 0..units {
             let unit = vec![(i % 251) as u8 + 1; size];
             let at = seg.len;
-            seg.write_at_end(at, &unit).unwrap();
+            seg.copy_at_end(at, &unit).unwrap();
             assert_eq!(on_disk(dir, at, size), unit, "unit {i} at {at}");
             seg.commit(at + size as u64);
         }
@@ -339,7 +352,7 @@ mod tests {
         let mut seg = segment(&dir, 64 << 20);
         append_units(&mut seg, &tmp, 10, 100);
         let committed = seg.len;
-        seg.write_at_end(committed, &[7u8; 50]).unwrap(); // a unit that fails
+        seg.copy_at_end(committed, &[7u8; 50]).unwrap(); // a unit that fails
         seg.cut_back().unwrap();
         assert!(seg.window.is_none(), "no mapping may outlive the file's end");
         let file_len = std::fs::metadata(tmp.path().join(segment_filename(1))).unwrap().len();

@@ -228,8 +228,12 @@ impl Writer {
         let offset = at + self.buf.len() as u64;
         let length = frame::encode(&mut self.buf, &Record::Event(plan.record(refs))) as u32;
         let seg_id = seg.id;
+        // Not fsynced right after its write: copied into the mapped window.
+        let buffered = self.cfg.sync.every_n_events > 1;
         let written = inject(&self.cfg, fp::single_start(plan.coord.entity()))
-            .and_then(|()| seg.write_at_end(at, &self.buf))
+            .and_then(
+                |()| if buffered { seg.copy_at_end(at, &self.buf) } else { seg.write_at_end(at, &self.buf) },
+            )
             .and_then(|()| inject(&self.cfg, fp::single_written(plan.coord.entity())));
         if let Err(e) = written {
             self.undo_unit(&added);

@@ -170,23 +170,25 @@ pub fn single_append(n: usize) -> (f64, f64) {
 
 /// Single appends, one caller, fjall alone with its journal buffered: ev/s.
 pub fn fjall_single_append(n: usize) -> f64 {
-    let items: Vec<(String, Vec<u8>)> = (0..n).map(|i| (entity(i), body(i))).collect();
-    let f = Fjall::open(false);
-    let start = Instant::now();
-    for item in &items {
-        f.append(std::slice::from_ref(item));
-    }
-    n as f64 / start.elapsed().as_secs_f64()
+    fjall_singles(n, Fjall::append)
 }
 
 /// Single appends, one caller, each handed to the OS before it returns
 /// (fjall's journal flushed to the OS, not fsynced): ev/s.
 pub fn single_append_to_os(n: usize) -> f64 {
-    let items: Vec<(String, Vec<u8>)> = (0..n).map(|i| (entity(i), body(i))).collect();
+    fjall_singles(n, Fjall::append_to_os)
+}
+
+/// One event to append: its entity and its JSON payload.
+type Item = (String, Vec<u8>);
+
+/// `n` single appends to a fresh buffered fjall store through `append`: ev/s.
+fn fjall_singles(n: usize, append: fn(&Fjall, &[Item])) -> f64 {
+    let items: Vec<Item> = (0..n).map(|i| (entity(i), body(i))).collect();
     let f = Fjall::open(false);
     let start = Instant::now();
     for item in &items {
-        f.append_to_os(std::slice::from_ref(item));
+        append(&f, std::slice::from_ref(item));
     }
     n as f64 / start.elapsed().as_secs_f64()
 }

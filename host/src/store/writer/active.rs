@@ -34,8 +34,9 @@ pub(crate) struct ActiveSegment {
     zeroed_to: std::cell::Cell<u64>,
     /// How many zero bytes to write ahead.
     zero_ahead: u64,
-    /// A shared mapping of zeros written ahead, which small units are
-    /// copied into instead of written with a syscall (see [`Window`]).
+    /// A shared mapping of zeros written ahead, which single appends under
+    /// a periodic fsync are copied into instead of written with a system
+    /// call (see [`Window`] and [`ActiveSegment::copy_at_end`]).
     window: Option<Window>,
     /// `zeroed_to` when a window was last mapped (or refused): a new
     /// mapping is tried only once the zeros reach further.
@@ -49,7 +50,9 @@ pub(crate) struct ActiveSegment {
 }
 
 /// A writable shared mapping of `start..start + map.len()` of the active
-/// segment, a stretch the writer has already filled with zeros by `pwrite`.
+/// segment: a stretch the writer has already written with `pwrite`, the
+/// zeros ahead of the committed end and, in its first 64 KiB, frames
+/// before it (which are never written through the mapping).
 ///
 /// A byte copied into a shared mapping is in the page cache at once, as
 /// it would be after a `pwrite`, so a unit copied here is in the OS when
@@ -79,8 +82,8 @@ impl Window {
     /// OS refuses the mapping; the writer then keeps writing with `pwrite`.
     fn map(file: &File, start: u64, end: u64) -> Option<Self> {
         let len = usize::try_from(end.checked_sub(start)?).ok().filter(|&n| n > 0)?;
-        // SAFETY: see the type's documentation: `start..end` is zeros this
-        // writer wrote, inside the file, and the file does not shrink
+        // SAFETY: see the type's documentation: `start..end` holds bytes
+        // this writer wrote, inside the file, and the file does not shrink
         // until the window is dropped. Nothing else in this process maps
         // the range writably.
         let map = unsafe { memmap2::MmapOptions::new().offset(start).len(len).map_mut(file) }
@@ -193,7 +196,7 @@ impl ActiveSegment {
     /// Writes `bytes` at the committed end with `pwrite`: in the OS on
     /// return. Does not move `len`: the caller commits with
     /// [`ActiveSegment::commit`] or undoes with [`ActiveSegment::cut_back`].
-    pub(crate) fn write_at_end(&mut self, at: u64, bytes: &[u8]) -> Result<(), StoreError> {
+    pub(crate) fn write_at_end(&self, at: u64, bytes: &[u8]) -> Result<(), StoreError> {
         self.zero_ahead_of(at + bytes.len() as u64)?;
         self.file.write_all_at(bytes, at)?;
         Ok(())

@@ -296,8 +296,8 @@ impl Writer {
 
     /// Writes the framed batch: in one call, or frame by frame with the
     /// injection points when a fault injector is installed.
-    fn write_batch_frames(&mut self, at: u64, base: u64, cuts: &[usize]) -> Result<(), (usize, StoreError)> {
-        let seg = self.active.as_mut().ok_or((0, StoreError::WriterCrashed))?;
+    fn write_batch_frames(&self, at: u64, base: u64, cuts: &[usize]) -> Result<(), (usize, StoreError)> {
+        let seg = self.active.as_ref().ok_or((0, StoreError::WriterCrashed))?;
         let count = cuts.len() - 2;
         if !fp::enabled(&self.cfg) {
             return seg.write_at_end(at, &self.buf).map_err(|e| (0, e));

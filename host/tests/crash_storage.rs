@@ -1,5 +1,7 @@
 //! The SIGKILL loop over a child process appending singles and batches,
-//! each round opening from the index image the last clean close wrote.
+//! each round opening from the index image the last clean close wrote;
+//! then one over single appends copied into the active segment's mapped
+//! window (default config, several windows per round).
 //!
 //! It has a test binary of its own: spawning a child forks this process,
 //! and for a moment the child holds copies of every descriptor open in it,
@@ -21,6 +23,7 @@ fn coord(entity: &str) -> Coordinate {
 }
 
 const CHILD_ENV: &str = "BATPAK_CRASH_CHILD_DIR";
+const MODE_ENV: &str = "BATPAK_CRASH_MODE";
 
 /// Small segments, and an index that keeps only 2 048 entries in memory,
 /// so kills land during rotations and while index chunks go to the slot
@@ -45,11 +48,15 @@ fn crash_batch_size(i: u64) -> u64 {
 #[test]
 fn crash_child() {
     let Ok(dir) = std::env::var(CHILD_ENV) else { return };
-    let store = Store::open(config(Path::new(&dir))).expect("child open");
+    // `window`: single appends only, default config, so each lands in the
+    // active segment's mapped window of zeros (1 MiB at a time).
+    let window = std::env::var(MODE_ENV).is_ok_and(|m| m == "window");
+    let cfg = if window { StoreConfig::new(&dir) } else { config(Path::new(&dir)) };
+    let store = Store::open(cfg).expect("child open");
     let start: u64 = std::env::var("BATPAK_CRASH_START").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
     let mut out = std::io::stdout().lock();
     for i in start.. {
-        if i % 3 == 0 {
+        if !window && i % 3 == 0 {
             let items: Vec<_> = (0..crash_batch_size(i))
                 .map(|j| {
                     BatchAppendItem::new(
@@ -139,4 +146,46 @@ fn sigkill_mid_append_loses_no_acknowledged_event() {
         assert!(store.query(&Region::all()) == all, "round {round}: the image answers as the rebuild did");
         store.close().expect("close");
     }
+    // In this same test, not one beside it: a child forked by another test
+    // could hold a copy of this one's store lock for a moment.
+    sigkill_while_copying_into_the_mapped_window(&exe);
+}
+
+/// Kills a child doing nothing but single appends under the default
+/// config, which copies them into the mapped window of zeros ahead of the
+/// active segment's end, after a different number of acknowledgements
+/// each round, each more than a window holds. Every acknowledged event
+/// must be there after the reopen, chained and verified.
+fn sigkill_while_copying_into_the_mapped_window(exe: &Path) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut acked: Vec<u128> = Vec::new();
+    for round in 0..3u64 {
+        let mut child = Command::new(exe)
+            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, tmp.path())
+            .env(MODE_ENV, "window")
+            .env("BATPAK_CRASH_START", (round * 3_000_000).to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn child");
+        let stdout = child.stdout.take().expect("piped");
+        let want = 12_000 + round * 7_919;
+        for line in BufReader::new(stdout).lines().take(want as usize) {
+            let line = line.expect("line");
+            if let Some(Ok(id)) = line.split(' ').next().map(str::parse::<u128>) {
+                acked.push(id);
+            }
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        let store = Store::open(StoreConfig::new(tmp.path())).expect("reopen after kill");
+        for id in &acked {
+            store.get(*id).unwrap_or_else(|e| panic!("round {round}: acknowledged {id} lost: {e}"));
+        }
+        assert!(store.query(&Region::all()).len() >= acked.len(), "round {round}");
+        assert!(store.verify().is_ok(), "round {round}");
+        store.close().expect("close");
+    }
+    assert!(acked.len() >= 12_000 * 3, "the children acknowledged {} appends", acked.len());
 }

@@ -82,21 +82,34 @@ fn crash_child() {
     }
 }
 
+/// Starts `crash_child` on `dir` in `mode` ("mixed" or "window"), its
+/// payload counter starting where round `round`'s may not collide.
+fn spawn_child(
+    exe: &Path,
+    dir: &Path,
+    round: u64,
+    mode: &str,
+) -> (std::process::Child, std::process::ChildStdout) {
+    let mut child = Command::new(exe)
+        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, dir)
+        .env(MODE_ENV, mode)
+        .env("BATPAK_CRASH_START", (round * 3_000_000).to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("piped");
+    (child, stdout)
+}
+
 #[test]
 fn sigkill_mid_append_loses_no_acknowledged_event() {
     let tmp = tempfile::tempdir().expect("tmp");
     let exe = std::env::current_exe().expect("test binary");
     let mut acked: HashMap<u128, u64> = HashMap::new();
     for round in 0..4u64 {
-        let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, tmp.path())
-            .env("BATPAK_CRASH_START", (round * 3_000_000).to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
-        let stdout = child.stdout.take().expect("piped");
+        let (mut child, stdout) = spawn_child(&exe, tmp.path(), round, "mixed");
         // Enough that from the second round on, the index has chunks in the slot file.
         let want = 1_500 + round * 1_037;
         let mut seen = 0;
@@ -160,16 +173,7 @@ fn sigkill_while_copying_into_the_mapped_window(exe: &Path) {
     let tmp = tempfile::tempdir().expect("tmp");
     let mut acked: Vec<u128> = Vec::new();
     for round in 0..3u64 {
-        let mut child = Command::new(exe)
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, tmp.path())
-            .env(MODE_ENV, "window")
-            .env("BATPAK_CRASH_START", (round * 3_000_000).to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
-        let stdout = child.stdout.take().expect("piped");
+        let (mut child, stdout) = spawn_child(exe, tmp.path(), round, "window");
         let want = 12_000 + round * 7_919;
         for line in BufReader::new(stdout).lines().take(want as usize) {
             let line = line.expect("line");

@@ -2,7 +2,8 @@
 //! whose index keeps only 2 048 entries in memory (and caches 64 KiB of
 //! the rest) answers every read API exactly as an all-in-memory index over
 //! the same directory, live, after a compaction, after reopening through
-//! the checkpoint and through the frame scan, and after a torn tail.
+//! the checkpoint and through the frame scan, and after a torn tail; and
+//! so do position lists long enough that their old pages go to that file.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // test code
 
@@ -261,6 +262,62 @@ fn entries_on_disk_read_back_exactly_through_every_path() {
             cut[0],
             live[0]
         );
+    }
+}
+
+/// `n` events in batches of 250 over every entity, scope and kind, in
+/// an irregular mix, so that each list's positions interleave.
+fn bulk(store: &Store, rng: &mut Rng, n: usize) {
+    for from in (0..n).step_by(250) {
+        let items = (from..(from + 250).min(n))
+            .map(|i| {
+                let (c, k) = (coord(rng), kind(rng));
+                BatchAppendItem::new(c, k, &json!({"i": i}), AppendOptions::new(), CausationRef::None)
+                    .expect("item")
+            })
+            .collect();
+        store.append_batch(items).expect("batch");
+    }
+}
+
+/// Position lists long enough to page out (the id list and each scope and
+/// kind list here pass 8 192 values, where a list's oldest blocks go to
+/// the slot file) answer the same as in memory: live, after a compaction
+/// rebuilt them, from the index image and from the footers.
+#[test]
+fn position_lists_paged_to_the_slot_file_answer_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut rng = Rng(0x5EED_0F9A);
+    let store = Store::open(spilling(dir)).expect("open");
+    bulk(&store, &mut rng, 36_000);
+    work(&store, &mut rng, 600);
+    let paged = store.diagnostics().index_list_values_on_disk;
+    assert!(paged >= 36_000, "the id list and the scope and kind lists paged out ({paged} values)");
+    let keep = |e: &StoredEvent<serde_json::Value>| {
+        e.event.payload.get("i").and_then(|i| i.as_u64()).is_none_or(|i| i % 5 != 0)
+    };
+    let plan = CompactionConfig { strategy: CompactionStrategy::Retention(Box::new(keep)), min_segments: 2 };
+    store.compact(&plan).expect("compact");
+    assert!(
+        store.diagnostics().index_list_values_on_disk > 0,
+        "the compacted generation pages its lists too"
+    );
+    // No CAS appends from here: the compaction left gaps in the clocks.
+    bulk(&store, &mut rng, 3_000);
+    let live = observe(&store);
+    store.close().expect("close");
+    reopen_every_way(dir, Some(&live));
+    // From the footers, then with the checkpoint (whose close writes an
+    // image), then from that image.
+    for (checkpoint, image) in [(false, Some(false)), (true, None), (true, Some(true))] {
+        let store = Store::open(spilling(dir).with_enable_checkpoint(checkpoint)).expect("open");
+        if let Some(image) = image {
+            assert_eq!(store.diagnostics().recovery.from_image, image);
+        }
+        let paged = store.diagnostics().index_list_values_on_disk;
+        assert!(paged >= 20_000, "checkpoint {checkpoint}, image {image:?}: {paged} values paged");
+        store.close().expect("close");
     }
 }
 

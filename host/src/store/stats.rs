@@ -41,6 +41,10 @@ pub struct StoreDiagnostics {
     /// than in memory (see [`crate::store::IndexConfig::resident_events`]).
     /// Not a batpak 0.3.0 field.
     pub index_entries_on_disk: u64,
+    /// Values of the index's position lists (the id list and the
+    /// per-scope and per-kind lists) kept in pages in that file rather
+    /// than in memory. Not a batpak 0.3.0 field.
+    pub index_list_values_on_disk: u64,
     /// Single appends since open that ran on their caller's thread because
     /// the writer was idle (see docs/design.md, "Who runs the writer").
     /// Not a batpak 0.3.0 field.

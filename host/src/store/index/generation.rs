@@ -2,7 +2,7 @@
 //! secondary maps, and every lookup over them.
 
 use super::append_log::AppendLog;
-use super::pos_list::{PosList, BLOCK};
+use super::pos_list::{PageStore, PosList};
 use super::slot_log::{Extra, Id, LogSettings, Slot, SlotLog};
 use crate::coordinate::{Coordinate, KindFilter, Region};
 use crate::event::{EventKind, HashChain};
@@ -20,8 +20,6 @@ const HAS_GATE_SET: u8 = 0x02;
 const HAS_CORRELATION: u8 = 0x04;
 /// The entry's previous hash is not its predecessor's (compaction removed that event).
 const HAS_ANCHOR: u8 = 0x08;
-/// Rising-id entries per fence (see `Maps::fences`): one block of the list.
-pub(super) const FENCE: usize = BLOCK;
 /// Strings per chunk of the string table.
 const STRING_CHUNK: usize = 16 * 1024;
 /// Chunks of the string table: 2^28 distinct entity and scope names.
@@ -33,11 +31,9 @@ pub(super) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::
 pub(super) struct Maps {
     /// Positions whose ids rose above every earlier id, so this list is
     /// sorted by id and binary-searchable (UUIDv7 ids nearly always rise).
+    /// Keyed by id: a search narrows to one block of 64 entries before it
+    /// reads any slot.
     pub(super) rising: PosList,
-    /// The id at every `FENCE`-th entry of `rising`: a search narrows to
-    /// `FENCE` entries in memory before it reads any slot, which may be
-    /// in the scratch file (0.25 bytes per event).
-    pub(super) fences: Vec<u128>,
     /// The last position pushed on `rising` here, with its id: an insert
     /// compares its id with that one without reading the slot. Trusted
     /// only while it matches `rising`'s last position.
@@ -56,6 +52,41 @@ pub(super) struct Maps {
     pub(super) causations: FastMap<u32, u128>,
     /// Previous hashes of anchored entries, by position.
     pub(super) anchors: FastMap<u32, [u8; 32]>,
+    /// Lists with pages due for the slot file (see `PosList::newly_due`).
+    pub(super) due: Vec<ListId>,
+}
+
+/// One of the generation's position lists.
+#[derive(Clone, Copy)]
+pub(super) enum ListId {
+    Rising,
+    Scope(u32),
+    Kind(u16),
+}
+
+impl Maps {
+    fn list_mut(&mut self, id: ListId) -> Option<&mut PosList> {
+        match id {
+            ListId::Rising => Some(&mut self.rising),
+            ListId::Scope(s) => self.by_scope.get_mut(&s),
+            ListId::Kind(k) => self.by_kind.get_mut(&k),
+        }
+    }
+
+    fn list(&self, id: ListId) -> Option<&PosList> {
+        match id {
+            ListId::Rising => Some(&self.rising),
+            ListId::Scope(s) => self.by_scope.get(&s),
+            ListId::Kind(k) => self.by_kind.get(&k),
+        }
+    }
+
+    /// Records `id` as due if its list just became due.
+    fn note_due(&mut self, id: ListId) {
+        if self.list_mut(id).is_some_and(PosList::newly_due) {
+            self.due.push(id);
+        }
+    }
 }
 
 /// One generation of the index (see the module docs).
@@ -100,8 +131,7 @@ impl IndexGen {
             settings: settings.clone(),
             strings: AppendLog::new(STRING_CHUNKS),
             maps: RwLock::new(Maps {
-                rising: PosList::default(),
-                fences: Vec::new(),
+                rising: PosList::keyed(),
                 top: None,
                 by_id: HashTable::new(),
                 string_ids: FastMap::default(),
@@ -112,6 +142,7 @@ impl IndexGen {
                 correlations: FastMap::default(),
                 causations: FastMap::default(),
                 anchors: FastMap::default(),
+                due: Vec::new(),
             }),
             ids: foldhash::fast::RandomState::default(),
             inserted: AtomicU64::new(0),
@@ -161,6 +192,34 @@ impl IndexGen {
             }
         }
         self.spilled_below.fetch_max(below, Ordering::AcqRel);
+        self.spill_lists();
+    }
+
+    /// Moves the due pages of every due position list to the slot file.
+    /// A page's blocks are copied under the read lock, written with no
+    /// lock held, and replaced by the page's summary under the write lock;
+    /// meanwhile the writer only adds newer blocks, so the copy stays
+    /// exact. Without a working slot file the lists keep their marks and
+    /// stay in memory whole.
+    fn spill_lists(&self) {
+        let due = std::mem::take(&mut self.maps.write().due);
+        if !self.log.spills() {
+            return;
+        }
+        for id in due {
+            loop {
+                let page = self.maps.read().list(id).and_then(PosList::oldest_page);
+                let Some((bytes, page)) = page else { break };
+                let Some(at) = self.log.write_page(&bytes) else { return };
+                let mut maps = self.maps.write();
+                if !maps.list_mut(id).is_some_and(|l| l.page_written(page, at)) {
+                    break;
+                }
+            }
+            if let Some(list) = self.maps.write().list_mut(id) {
+                list.clear_due();
+            }
+        }
     }
 
     /// The side maps' entries for chunk `k`, by position in the chunk, sorted.
@@ -211,6 +270,13 @@ impl IndexGen {
     pub(crate) fn entries_on_disk(&self) -> u64 {
         let below = self.spilled_below.load(Ordering::Acquire);
         (0..below).filter(|k| self.log.is_spilled(*k)).count() as u64 * self.log.chunk_len()
+    }
+
+    /// Values of the position lists kept in pages in the slot file.
+    pub(crate) fn list_values_on_disk(&self) -> u64 {
+        let maps = self.maps.read();
+        let lists = std::iter::once(&maps.rising).chain(maps.by_scope.values()).chain(maps.by_kind.values());
+        lists.map(|l| l.paged() as u64).sum()
     }
 
     /// The name of this generation's slot file, once it has one.
@@ -351,12 +417,10 @@ impl IndexGen {
             return Err(format!("log slot {seq} unavailable"));
         }
         if rises {
-            if maps.rising.len().is_multiple_of(FENCE) {
-                maps.fences.push(e.event_id);
-            }
-            if !maps.rising.push(slot_no) {
+            if !maps.rising.push_keyed(slot_no, e.event_id) {
                 return Err(format!("position {slot_no} does not rise in the id list"));
             }
+            maps.note_due(ListId::Rising);
             maps.top = Some((slot_no, e.event_id));
         } else {
             let hash = self.hash_id(e.event_id);
@@ -376,6 +440,8 @@ impl IndexGen {
         {
             return Err(format!("position {slot_no} does not rise in its scope or kind list"));
         }
+        maps.note_due(ListId::Scope(scope));
+        maps.note_due(ListId::Kind(e.kind.as_raw()));
         if e.correlation_id != e.event_id {
             maps.correlations.insert(slot_no, e.correlation_id);
         }
@@ -391,7 +457,6 @@ impl IndexGen {
     pub(crate) fn reserve(&self, n: usize) {
         let mut maps = self.maps.write();
         maps.rising.reserve(n);
-        maps.fences.reserve(n / FENCE + 1);
     }
 
     /// Gives back the spare capacity of the per-event lists (after open,
@@ -399,7 +464,7 @@ impl IndexGen {
     pub(crate) fn shrink(&self) {
         let mut maps = self.maps.write();
         maps.rising.shrink_to_fit();
-        maps.fences.shrink_to_fit();
+        maps.due.shrink_to_fit();
         maps.by_scope.values_mut().for_each(PosList::shrink_to_fit);
         maps.by_kind.values_mut().for_each(PosList::shrink_to_fit);
         maps.correlations.shrink_to_fit();
@@ -411,8 +476,7 @@ impl IndexGen {
     fn find_locked(&self, maps: &Maps, id: u128) -> Option<u32> {
         let log = &self.log;
         let id_at = |s: u32| log.get(u64::from(s)).map_or(0, |x| x.event_id.get());
-        let fenced = maps.fences.partition_point(|f| *f <= id);
-        if let Some(span) = fenced.checked_sub(1).and_then(|f| maps.rising.block(f)) {
+        if let Some(span) = maps.rising.block_of_key(log, id) {
             if let Ok(i) = span.binary_search_by(|s| id_at(*s).cmp(&id)) {
                 return span.get(i).copied();
             }
@@ -650,7 +714,7 @@ impl IndexGen {
     fn candidates(&self, region: &Region, visible: u64) -> Option<Vec<u64>> {
         // Positions are below 2^32 - 1, so a larger watermark keeps them all.
         let limit = u32::try_from(visible).unwrap_or(u32::MAX);
-        let below = |seqs: &PosList| seqs.collect_below(limit);
+        let below = |seqs: &PosList| seqs.collect_below(&self.log, limit);
         if let Some(prefix) = &region.entity_prefix {
             let heads: Vec<u32> = {
                 let maps = self.maps.read();

@@ -28,7 +28,7 @@
 //! any of these steps leaves no checkpoint, a checkpoint that does not
 //! match, or a checkpoint without an image: each of them means a rebuild.
 
-use super::generation::{FastMap, IndexGen, FENCE, NO_SEQ};
+use super::generation::{FastMap, IndexGen, NO_SEQ};
 use super::pos_list::PosList;
 use super::slot_log::{LogSettings, SlotLog};
 use crate::store::data_dir::DataDir;
@@ -45,7 +45,7 @@ pub(super) fn short(e: ShortRead) -> String {
 /// File name of the index image.
 pub(crate) const IMAGE_FILE: &str = "index.image";
 const MAGIC: &[u8; 6] = b"FBATIX";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
 
 /// Gate-set records: (set id, record body).
 pub(crate) type GateSets = Vec<(u32, Vec<u8>)>;
@@ -182,10 +182,6 @@ impl IndexGen {
             out.put_u32(*head);
         }
         maps.rising.encode(out);
-        out.put_varint(maps.fences.len() as u64);
-        for fence in &maps.fences {
-            out.put_u128(*fence);
-        }
         out.put_varint(maps.by_id.len() as u64);
         for at in maps.by_id.iter() {
             let id = self.log.get(u64::from(*at)).ok_or("an id's slot is missing")?.event_id.get();
@@ -233,20 +229,16 @@ impl IndexGen {
         {
             let maps = &mut *gen.maps.write();
             decode_strings(&gen, maps, limit, c)?;
-            maps.rising = PosList::decode(c, limit)?;
-            let n = c.varint("fences").map_err(short)? as usize;
-            if n != maps.rising.len().div_ceil(FENCE) {
-                return Err("fence count does not match the rising list".into());
-            }
-            maps.fences = (0..n).map(|_| c.u128("fence")).collect::<Result<_, _>>().map_err(short)?;
+            let file = gen.log.file_range();
+            maps.rising = PosList::decode(c, limit, true, file.clone())?;
             decode_other_ids(&gen, &mut maps.by_id, limit, c)?;
             for _ in 0..c.varint("scopes").map_err(short)? {
                 let scope = c.varint_u32("scope").map_err(short)?;
-                maps.by_scope.insert(scope, PosList::decode(c, limit)?);
+                maps.by_scope.insert(scope, PosList::decode(c, limit, false, file.clone())?);
             }
             for _ in 0..c.varint("kinds").map_err(short)? {
                 let kind = c.u16("kind").map_err(short)?;
-                maps.by_kind.insert(kind, PosList::decode(c, limit)?);
+                maps.by_kind.insert(kind, PosList::decode(c, limit, false, file.clone())?);
             }
             maps.correlations = decode_side(c, limit, |c| c.u128("correlation"))?;
             maps.causations = decode_side(c, limit, |c| c.u128("causation"))?;

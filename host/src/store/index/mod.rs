@@ -155,6 +155,11 @@ impl StoreIndex {
         self.current.load().entries_on_disk()
     }
 
+    /// Values of the position lists kept in pages in the slot file.
+    pub(crate) fn list_values_on_disk(&self) -> u64 {
+        self.current.load().list_values_on_disk()
+    }
+
     /// Why the index lost entries it had written to its scratch file, if
     /// it did. The writer checks this before writing anything: a missing
     /// slot must never become a wrong head, id or footer entry.

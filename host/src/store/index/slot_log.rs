@@ -200,6 +200,8 @@ const EXTRA_BYTES: usize = 72;
 const EXTRA_BLOCK: usize = 64;
 /// Block cache keys of extras blocks carry this bit (slot blocks never do).
 const EXTRA_KEY: u64 = 1 << 63;
+/// Cache keys of position-list pages: this bit, then the page's offset.
+const PAGE_KEY: u64 = 1 << 62;
 
 /// A spilled chunk's extras records: sorted by position, `count` of them
 /// from file offset `at`, and the position of every `EXTRA_BLOCK`-th one.
@@ -549,6 +551,46 @@ impl SlotLog {
     /// The first failed scratch read, if any (sticky).
     pub(super) fn failure(&self) -> Option<String> {
         self.scratch.as_ref().and_then(|s| s.read_failure.get().cloned())
+    }
+}
+
+impl super::pos_list::PageStore for SlotLog {
+    fn write_page(&self, bytes: &[u8]) -> Option<u64> {
+        let scratch = self.scratch.as_ref().filter(|_| self.spills())?;
+        match scratch.append(bytes) {
+            Ok(at) => Some(at),
+            Err(e) => {
+                tracing::warn!(error = %e, "index slot file not written; position lists stay in memory");
+                scratch.write_failed.store(true, Ordering::Release);
+                None
+            }
+        }
+    }
+
+    /// From the cache, or read and checked (cached on its second miss,
+    /// like a slot block).
+    fn read_page(&self, at: u64, len: u32, crc: u32) -> Option<Arc<[u8]>> {
+        let scratch = self.scratch.as_ref()?;
+        let key = PAGE_KEY | at;
+        if let Some(bytes) = scratch.cache.get(key) {
+            return Some(bytes);
+        }
+        let bytes = scratch.read_checked(at, len as usize, Some(crc))?;
+        if scratch.cache.admit(key) {
+            scratch.cache.insert(key, Arc::clone(&bytes));
+        }
+        Some(bytes)
+    }
+}
+
+impl SlotLog {
+    /// The byte range of the slot file that holds chunks and pages (empty
+    /// without a slot file).
+    pub(super) fn file_range(&self) -> std::ops::Range<u64> {
+        match &self.scratch {
+            Some(s) if s.file.get().is_some() => SLOT_HEADER..*s.end.lock(),
+            _ => 0..0,
+        }
     }
 }
 

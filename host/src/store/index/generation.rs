@@ -80,13 +80,6 @@ impl Maps {
             ListId::Kind(k) => self.by_kind.get(&k),
         }
     }
-
-    /// Records `id` as due if its list just became due.
-    fn note_due(&mut self, id: ListId) {
-        if self.list_mut(id).is_some_and(PosList::newly_due) {
-            self.due.push(id);
-        }
-    }
 }
 
 /// One generation of the index (see the module docs).
@@ -420,7 +413,9 @@ impl IndexGen {
             if !maps.rising.push_keyed(slot_no, e.event_id) {
                 return Err(format!("position {slot_no} does not rise in the id list"));
             }
-            maps.note_due(ListId::Rising);
+            if maps.rising.newly_due() {
+                maps.due.push(ListId::Rising);
+            }
             maps.top = Some((slot_no, e.event_id));
         } else {
             let hash = self.hash_id(e.event_id);
@@ -435,13 +430,19 @@ impl IndexGen {
         if let Some(head) = maps.heads.get_mut(entity as usize) {
             *head = slot_no;
         }
-        if !maps.by_scope.entry(scope).or_default().push(slot_no)
-            || !maps.by_kind.entry(e.kind.as_raw()).or_default().push(slot_no)
-        {
-            return Err(format!("position {slot_no} does not rise in its scope or kind list"));
+        let kind = e.kind.as_raw();
+        let (scopes, kinds, due) = (&mut maps.by_scope, &mut maps.by_kind, &mut maps.due);
+        for (list, id) in [
+            (scopes.entry(scope).or_default(), ListId::Scope(scope)),
+            (kinds.entry(kind).or_default(), ListId::Kind(kind)),
+        ] {
+            if !list.push(slot_no) {
+                return Err(format!("position {slot_no} does not rise in its scope or kind list"));
+            }
+            if list.newly_due() {
+                due.push(id);
+            }
         }
-        maps.note_due(ListId::Scope(scope));
-        maps.note_due(ListId::Kind(e.kind.as_raw()));
         if e.correlation_id != e.event_id {
             maps.correlations.insert(slot_no, e.correlation_id);
         }

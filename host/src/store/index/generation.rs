@@ -891,6 +891,34 @@ mod tests {
         assert!(index.insert(vec![entry(6, "b")]).is_err(), "a sequence never falls");
     }
 
+    /// A page of the id list that reads back damaged is a lost read: the
+    /// lookup answers nothing (never another event), the failure is
+    /// recorded for the writer, and ids still in memory are found.
+    #[test]
+    fn a_damaged_page_is_a_lost_read_not_a_wrong_answer() {
+        let dir = tempfile::tempdir().expect("dir");
+        let settings = LogSettings { chunk_bits: 10, scratch_dir: Some(dir.path().into()), cache_blocks: 64 };
+        let gen = IndexGen::with_settings(&settings);
+        let n = 20_000u64;
+        gen.insert((0..n).map(|s| entry(s, "a")).collect()).expect("insert");
+        gen.publish();
+        gen.spill_ready();
+        assert!(gen.list_values_on_disk() >= 8_192, "{} values paged", gen.list_values_on_disk());
+        assert_eq!(gen.by_id(1000).map(|e| e.global_sequence), Some(0), "the first id, from a page");
+        let at = gen.maps.read().rising.pages_for_test()[1];
+        let name = gen.slot_file_name().expect("slot file");
+        let file = std::fs::OpenOptions::new().write(true).open(dir.path().join(name)).expect("open");
+        std::os::unix::fs::FileExt::write_all_at(&file, &[0xAB; 4], at + 2).expect("damage");
+        // The second page is not cached (one read so far), so this reads it.
+        assert!(gen.by_id(1000 + 4_096 + 70).is_none(), "a damaged page finds nothing");
+        assert!(
+            gen.scratch_failure().is_some_and(|why| why.contains("checksum")),
+            "{:?}",
+            gen.scratch_failure()
+        );
+        assert_eq!(gen.by_id(1000 + n as u128 - 1).map(|e| e.global_sequence), Some(n - 1), "memory answers");
+    }
+
     #[test]
     fn nothing_is_visible_before_publish() {
         let index = StoreIndex::new();

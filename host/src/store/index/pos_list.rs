@@ -206,6 +206,12 @@ impl PosList {
         self.paged + self.sealed.len() * BLOCK + self.open.len()
     }
 
+    /// The slot-file offset of each page.
+    #[cfg(test)]
+    pub(super) fn pages_for_test(&self) -> Vec<u64> {
+        self.pages.iter().map(|p| p.at).collect()
+    }
+
     /// Number of values in pages.
     pub(super) fn paged(&self) -> usize {
         self.paged

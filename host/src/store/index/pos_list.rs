@@ -370,7 +370,11 @@ impl PosList {
         if head.at == DENSE {
             return Some(0..0);
         }
-        let start = head.at as usize;
+        self.delta_span_at(head.at as usize)
+    }
+
+    /// The 63 varints of deltas starting at `start`.
+    fn delta_span_at(&self, start: usize) -> Option<std::ops::Range<usize>> {
         let mut rest = self.deltas.get(start..)?;
         for _ in 1..BLOCK {
             rest = take_varint(rest)?.1;
@@ -437,6 +441,12 @@ impl PosList {
         }
         let kept = self.sealed.get(blocks..).unwrap_or(&[]);
         let cut = kept.iter().find(|h| h.at != DENSE).map_or(self.deltas.len(), |h| h.at as usize);
+        // Delta runs follow block order (`seal`, checked by `decode`), so
+        // every kept block's run starts at or after `cut`.
+        debug_assert!(kept.iter().all(|h| h.at == DENSE || h.at as usize >= cut));
+        if cut > self.deltas.len() || kept.iter().any(|h| h.at != DENSE && (h.at as usize) < cut) {
+            return false;
+        }
         self.deltas.drain(..cut);
         self.sealed.drain(..blocks);
         for head in self.sealed.iter_mut().filter(|h| h.at != DENSE) {
@@ -571,7 +581,17 @@ impl PosList {
         let paged_last = list.pages.last().map(|p| p.last);
         let heads_rise = list.sealed.windows(2).all(|w| w[0].first < w[1].first)
             && list.sealed.first().is_none_or(|h| paged_last.is_none_or(|l| l < h.first));
-        let deltas_fit = list.sealed.iter().all(|h| h.at == DENSE || (h.at as usize) < list.deltas.len());
+        // Delta runs start at 0 and follow each other in block order, as
+        // `seal` writes them (paging relies on it).
+        let mut at_next = 0usize;
+        let deltas_fit = list.sealed.iter().all(|h| {
+            if h.at == DENSE {
+                return true;
+            }
+            let ok = h.at as usize == at_next;
+            at_next = list.delta_span_at(h.at as usize).map_or(usize::MAX, |r| r.end);
+            ok
+        }) && at_next == list.deltas.len();
         let open_rises = list.open.windows(2).all(|w| w[0] < w[1])
             && list.open.first().is_none_or(|f| list.last_sealed().is_none_or(|l| l < *f));
         let keys_fit = if keyed {
@@ -792,6 +812,48 @@ mod tests {
         );
         let kept = list.collect_below(&store, u32::MAX);
         assert_eq!(kept.len(), list.len() - list.paged, "only the pages' values are missing");
+    }
+
+    /// Any byte of an encoded list changed: decoding refuses it, or the
+    /// list it yields answers every read and pages out without a panic.
+    #[test]
+    fn damaged_encodings_are_refused_or_harmless() {
+        let store = Pages::default();
+        let mut list = PosList::keyed();
+        for (i, v) in gaps(21, 12_000).into_iter().enumerate() {
+            assert!(list.push_keyed(v, u128::from(v) << 8));
+            if i == 9_000 {
+                spill(&mut list, &store);
+            }
+        }
+        let mut bytes = Vec::new();
+        list.encode(&mut bytes);
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for round in 0..4_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut bad = bytes.clone();
+            let i = (x as usize) % bad.len();
+            bad[i] = if round % 2 == 0 { bad[i] ^ (1 << ((x >> 60) % 8)) } else { (x >> 32) as u8 };
+            let Ok(mut back) = PosList::decode(&mut Cursor::new(&bad), u32::MAX, true, store.range()) else {
+                continue;
+            };
+            let _ = back.collect_below(&store, u32::MAX);
+            let _ = back.block_of_key(&store, (x as u128) << 20);
+            let _ = back.last();
+            for v in 0..200u32 {
+                if !back.push_keyed(u32::MAX - 300 + v, u128::MAX - 300 + u128::from(v)) {
+                    break;
+                }
+            }
+            while let Some((page, summary)) = back.oldest_page() {
+                let at = store.write_page(&page).unwrap();
+                if !back.page_written(summary, at) {
+                    break;
+                }
+            }
+        }
     }
 
     #[test]

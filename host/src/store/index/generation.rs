@@ -475,14 +475,24 @@ impl IndexGen {
 
     /// The position of `id`, looking in the rising list, then the hash table.
     fn find_locked(&self, maps: &Maps, id: u128) -> Option<u32> {
-        let log = &self.log;
-        let id_at = |s: u32| log.get(u64::from(s)).map_or(0, |x| x.event_id.get());
-        if let Some(span) = maps.rising.block_of_key(log, id) {
-            if let Ok(i) = span.binary_search_by(|s| id_at(*s).cmp(&id)) {
-                return span.get(i).copied();
-            }
-        }
-        maps.by_id.find(self.hash_id(id), |s| id_at(*s) == id).copied()
+        let in_rising = maps.rising.block_of_key(&self.log, id).and_then(|span| self.search(&span, id));
+        in_rising.or_else(|| self.find_other(maps, id))
+    }
+
+    /// The id of the slot at `pos` (0 if it cannot be read).
+    fn id_at(&self, pos: u32) -> u128 {
+        self.log.get(u64::from(pos)).map_or(0, |x| x.event_id.get())
+    }
+
+    /// The position in `span` (a block of the rising list) whose id is `id`.
+    fn search(&self, span: &[u32], id: u128) -> Option<u32> {
+        let i = span.binary_search_by(|s| self.id_at(*s).cmp(&id)).ok()?;
+        span.get(i).copied()
+    }
+
+    /// The position of `id` among the ids that did not rise.
+    fn find_other(&self, maps: &Maps, id: u128) -> Option<u32> {
+        maps.by_id.find(self.hash_id(id), |s| self.id_at(*s) == id).copied()
     }
 
     /// Makes every inserted entry visible.
@@ -584,9 +594,16 @@ impl IndexGen {
         }
     }
 
+    /// [`IndexGen::find_locked`] for readers: the rising list's block is
+    /// located under the lock and read and searched after it is released
+    /// (pages and slots never change once written), so a lookup that goes
+    /// to the slot file does not hold the writer's inserts back. An id
+    /// inserted after the lock was let go may be missed; it was not
+    /// visible when the lookup began.
     fn seq_of(&self, id: u128) -> Option<u64> {
-        let maps = self.maps.read();
-        self.find_locked(&maps, id).map(u64::from)
+        let located = self.maps.read().rising.locate_key(id);
+        let in_rising = located.and_then(|l| l.block(&self.log, id)).and_then(|span| self.search(&span, id));
+        in_rising.or_else(|| self.find_other(&self.maps.read(), id)).map(u64::from)
     }
 
     /// The visible entry with this id.
@@ -715,7 +732,6 @@ impl IndexGen {
     fn candidates(&self, region: &Region, visible: u64) -> Option<Vec<u64>> {
         // Positions are below 2^32 - 1, so a larger watermark keeps them all.
         let limit = u32::try_from(visible).unwrap_or(u32::MAX);
-        let below = |seqs: &PosList| seqs.collect_below(&self.log, limit);
         if let Some(prefix) = &region.entity_prefix {
             let heads: Vec<u32> = {
                 let maps = self.maps.read();
@@ -729,15 +745,21 @@ impl IndexGen {
             out.sort_unstable();
             return Some(out);
         }
-        let maps = self.maps.read();
-        if let Some(scope) = &region.scope {
-            let id = maps.string_ids.get(&**scope);
-            return Some(id.and_then(|id| maps.by_scope.get(id)).map(below).unwrap_or_default());
-        }
-        if let Some(KindFilter::Exact(kind)) = region.fact {
-            return Some(maps.by_kind.get(&kind.as_raw()).map(below).unwrap_or_default());
-        }
-        None
+        // The list's part below the watermark is copied under the lock;
+        // its pages are read after the lock is released, so a long list
+        // never holds the writer's inserts back for its disk reads.
+        let below = {
+            let maps = self.maps.read();
+            let list = if let Some(scope) = &region.scope {
+                maps.string_ids.get(&**scope).and_then(|id| maps.by_scope.get(id))
+            } else if let Some(KindFilter::Exact(kind)) = region.fact {
+                maps.by_kind.get(&kind.as_raw())
+            } else {
+                return None;
+            };
+            list.map(|l| l.below(limit))
+        };
+        Some(below.map(|b| b.read(&self.log)).unwrap_or_default())
     }
 
     /// Up to `max` visible entries in `region` with sequence ≥ `from`;

@@ -149,6 +149,57 @@ impl<'a> PageView<'a> {
     }
 }
 
+/// A block found by [`PosList::locate_key`]: copied from memory, or in
+/// a page still to be read.
+pub(super) enum Located {
+    Memory(Block),
+    Page(PageRef),
+}
+
+impl Located {
+    /// The block of `key` (the same key it was located by), reading its
+    /// page from `store` if need be; `None` if the page cannot be read.
+    pub(super) fn block(self, store: &dyn PageStore, key: u128) -> Option<Block> {
+        let page = match self {
+            Self::Memory(block) => return Some(block),
+            Self::Page(page) => page,
+        };
+        let bytes = store.read_page(page.at, page.len, page.crc)?;
+        let view = PageView::parse(&bytes, usize::from(page.blocks), true)?;
+        let b = partition(view.blocks(), |b| view.key(b).map(|k| k <= key))?.checked_sub(1)?;
+        view.block(b)
+    }
+}
+
+/// The part of a list below a limit, taken by [`PosList::below`].
+pub(super) struct Below {
+    pages: Vec<PageRef>,
+    keyed: bool,
+    limit: u32,
+    tail: Vec<u64>,
+}
+
+impl Below {
+    /// The values, in order: those of the pages (read from `store`; a
+    /// page that cannot be read is skipped, its loss recorded by `store`,
+    /// and the writer stops), then those that were in memory.
+    pub(super) fn read(self, store: &dyn PageStore) -> Vec<u64> {
+        let mut out = Vec::new();
+        for page in &self.pages {
+            let Some(bytes) = store.read_page(page.at, page.len, page.crc) else { continue };
+            let Some(view) = PageView::parse(&bytes, usize::from(page.blocks), self.keyed) else { continue };
+            for b in 0..view.blocks() {
+                let Some(blk) = view.block(b) else { break };
+                if !take_below(&blk, self.limit, &mut out) {
+                    return out;
+                }
+            }
+        }
+        out.extend(self.tail);
+        out
+    }
+}
+
 /// A strictly rising list of `u32` positions (see the module docs).
 #[derive(Default)]
 pub(super) struct PosList {
@@ -327,43 +378,42 @@ impl PosList {
     /// memory or from its page. `None` if there is none, or its page could
     /// not be read (recorded by `store`).
     pub(super) fn block_of_key(&self, store: &dyn PageStore, key: u128) -> Option<Block> {
+        self.locate_key(key)?.block(store, key)
+    }
+
+    /// Keyed lists: where the last block whose first key is at most `key`
+    /// is, without reading a page (see [`Located::block`]).
+    pub(super) fn locate_key(&self, key: u128) -> Option<Located> {
         if let Some(b) = self.keys.partition_point(|k| *k <= key).checked_sub(1) {
-            return self.mem_block(b);
+            return self.mem_block(b).map(Located::Memory);
         }
         let page = self.pages.get(self.pages.partition_point(|p| p.key <= key).checked_sub(1)?)?;
-        let bytes = store.read_page(page.at, page.len, page.crc)?;
-        let view = PageView::parse(&bytes, usize::from(page.blocks), true)?;
-        let b = partition(view.blocks(), |b| view.key(b).map(|k| k <= key))?.checked_sub(1)?;
-        view.block(b)
+        Some(Located::Page(*page))
     }
 
     /// The values below `limit`, in order, widened for sequence
     /// arithmetic. A page that cannot be read is skipped (its loss is
     /// recorded by `store`, and the writer stops).
+    #[cfg(test)]
     pub(super) fn collect_below(&self, store: &dyn PageStore, limit: u32) -> Vec<u64> {
-        let mut out = Vec::new();
-        for page in &self.pages {
-            if page.first >= limit {
-                return out;
-            }
-            let Some(bytes) = store.read_page(page.at, page.len, page.crc) else { continue };
-            let Some(view) = PageView::parse(&bytes, usize::from(page.blocks), self.keyed) else { continue };
-            for b in 0..view.blocks() {
-                let Some(blk) = view.block(b) else { break };
-                if !take_below(&blk, limit, &mut out) {
-                    return out;
-                }
-            }
-        }
+        self.below(limit).read(store)
+    }
+
+    /// What [`Below::read`] needs to list the values below `limit`: the
+    /// summaries of the pages that start below it and the values in memory
+    /// below it. Cheap to take under the index's lock; the pages are read
+    /// after it is released (a page never changes once written).
+    pub(super) fn below(&self, limit: u32) -> Below {
+        let pages = self.pages.iter().take_while(|p| p.first < limit).copied().collect();
+        let mut tail = Vec::new();
         for b in 0..self.mem_blocks() {
             let Some(blk) = self.mem_block(b) else { break };
-            if !take_below(&blk, limit, &mut out) {
+            if !take_below(&blk, limit, &mut tail) {
                 break;
             }
         }
-        out
+        Below { pages, keyed: self.keyed, limit, tail }
     }
-
     /// Where sealed block `b`'s deltas lie in `deltas` (empty for a dense block).
     fn delta_span(&self, b: usize) -> Option<std::ops::Range<usize>> {
         let head = self.sealed.get(b)?;

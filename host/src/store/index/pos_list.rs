@@ -151,6 +151,8 @@ impl<'a> PageView<'a> {
 
 /// A block found by [`PosList::locate_key`]: copied from memory, or in
 /// a page still to be read.
+// Lives on the stack for one lookup; boxing the block would allocate per lookup.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Located {
     Memory(Block),
     Page(PageRef),

@@ -329,6 +329,148 @@ fn position_lists_paged_to_the_slot_file_answer_the_same() {
     assert!(cut.len() < live.len() && cut[0] != live[0], "the torn tail lost events");
 }
 
+/// A random idempotency key (a u128 of 64 random bits in each half, so
+/// most keys fall below the newest id and go to the other-id table).
+fn random_key(rng: &mut Rng) -> u128 {
+    u128::from(rng.next()) << 64 | u128::from(rng.next())
+}
+
+/// `n` events in batches of 250, each with a random idempotency key;
+/// returns the keys with their sequences.
+fn bulk_keyed(store: &Store, rng: &mut Rng, n: usize) -> Vec<(u128, u64)> {
+    let mut keyed = Vec::with_capacity(n);
+    for from in (0..n).step_by(250) {
+        let keys: Vec<u128> = (from..(from + 250).min(n)).map(|_| random_key(rng)).collect();
+        let items = keys
+            .iter()
+            .zip(from..)
+            .map(|(key, i)| {
+                let (c, k) = (coord(rng), kind(rng));
+                let opts = AppendOptions::new().with_idempotency(*key);
+                BatchAppendItem::new(c, k, &json!({"i": i}), opts, CausationRef::None).expect("item")
+            })
+            .collect();
+        let receipts = store.append_batch(items).expect("batch");
+        keyed.extend(keys.iter().zip(&receipts).map(|(key, r)| (*key, r.sequence)));
+    }
+    keyed
+}
+
+/// Every key in `keyed` finds its event, and keys never used find none.
+fn keys_answer(store: &Store, keyed: &[(u128, u64)], rng: &mut Rng) {
+    let listed: std::collections::HashMap<u128, u64> =
+        store.query(&Region::all()).iter().map(|e| (e.event_id, e.global_sequence)).collect();
+    for (key, seq) in keyed {
+        let got = store.get(*key).expect("a keyed event is found by its key");
+        assert_eq!((got.event.header.event_id, listed.get(key)), (*key, Some(seq)));
+    }
+    for _ in 0..2_000 {
+        assert!(
+            matches!(store.get(random_key(rng)), Err(StoreError::NotFound(_))),
+            "an unused key finds nothing"
+        );
+    }
+}
+
+/// Ids that did not rise, enough of them to go to the slot file in sorted
+/// runs and merge there, answer as in memory: live, after idempotent
+/// retries and a conflicting reuse, after a compaction rebuilt them, from
+/// the index image and from the footers, and after a torn tail.
+#[test]
+fn ids_in_runs_in_the_slot_file_answer_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut rng = Rng(0x1D50_FA11);
+    let store = Store::open(spilling(dir)).expect("open");
+    let mut keyed = bulk_keyed(&store, &mut rng, 30_000);
+    let on_disk = store.diagnostics().index_ids_on_disk;
+    assert!(on_disk >= 20_000, "the other ids went to runs in the slot file ({on_disk})");
+    keys_answer(&store, &keyed, &mut rng);
+    // A retry of a stored event answers with it, appending nothing; the
+    // same key on a different event is refused.
+    let next = store.stats().global_sequence;
+    for (key, seq) in keyed.iter().step_by(1_000) {
+        let stored = store.get(*key).expect("stored");
+        let (c, k) = (stored.coordinate.clone(), stored.event.header.event_kind);
+        let retry = AppendOptions::new().with_idempotency(*key);
+        let receipt = store.append_with_options(&c, k, &stored.event.payload, retry).expect("retry");
+        assert_eq!((receipt.event_id, receipt.sequence), (*key, *seq));
+        let other = AppendOptions::new().with_idempotency(*key);
+        let err = store.append_with_options(&c, k, &json!({"other": 1}), other).expect_err("conflict");
+        assert!(matches!(err, StoreError::IdempotencyConflict { .. }), "{err}");
+    }
+    assert_eq!(store.stats().global_sequence, next, "retries appended nothing");
+    let keep = |e: &StoredEvent<serde_json::Value>| {
+        e.event.payload.get("i").and_then(|i| i.as_u64()).is_none_or(|i| i % 5 != 0)
+    };
+    let plan = CompactionConfig { strategy: CompactionStrategy::Retention(Box::new(keep)), min_segments: 2 };
+    store.compact(&plan).expect("compact");
+    keyed.retain(|(key, _)| store.get(*key).is_ok());
+    assert!(keyed.len() > 20_000 && keyed.len() < 26_000, "the compaction removed a fifth ({})", keyed.len());
+    assert!(store.diagnostics().index_ids_on_disk > 0, "the compacted generation keeps runs too");
+    keyed.extend(bulk_keyed(&store, &mut rng, 6_000));
+    keys_answer(&store, &keyed, &mut rng);
+    let live = observe(&store);
+    store.close().expect("close");
+    reopen_every_way(dir, Some(&live));
+    for (checkpoint, image) in [(false, Some(false)), (true, None), (true, Some(true))] {
+        let store = Store::open(spilling(dir).with_enable_checkpoint(checkpoint)).expect("open");
+        if let Some(image) = image {
+            assert_eq!(store.diagnostics().recovery.from_image, image);
+        }
+        let on_disk = store.diagnostics().index_ids_on_disk;
+        assert!(on_disk >= 20_000, "checkpoint {checkpoint}, image {image:?}: {on_disk} ids in runs");
+        keys_answer(&store, &keyed, &mut rng);
+        store.close().expect("close");
+    }
+    let newest = newest_segment(dir);
+    let file = std::fs::OpenOptions::new().write(true).open(&newest).unwrap();
+    file.set_len(file.metadata().unwrap().len() / 3 + 5).unwrap();
+    drop(file);
+    let cut = reopen_every_way(dir, None);
+    assert!(cut.len() < live.len() && cut[0] != live[0], "the torn tail lost events");
+}
+
+/// Readers racing the writer while its other ids go to runs and merge:
+/// every key a reader saw acknowledged is found, with its sequence.
+#[test]
+fn readers_racing_the_id_runs_find_every_acknowledged_key() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(Store::open(spilling(tmp.path())).expect("open"));
+    let acked = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<(u128, u64)>::new()));
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (store, acked, done) =
+            (std::sync::Arc::clone(&store), std::sync::Arc::clone(&acked), std::sync::Arc::clone(&done));
+        std::thread::spawn(move || {
+            let mut checked = 0usize;
+            let mut rng = Rng(0xFEED);
+            while !done.load(Ordering::Acquire) || checked == 0 {
+                let sample: Vec<(u128, u64)> = {
+                    let acked = acked.lock();
+                    (0..64).filter_map(|_| acked.get(rng.below(acked.len())).copied()).collect()
+                };
+                for (key, _) in sample {
+                    let got = store.get(key).expect("an acknowledged key is found");
+                    assert_eq!(got.event.header.event_id, key);
+                    checked += 1;
+                }
+            }
+            checked
+        })
+    };
+    let mut rng = Rng(0xB0B);
+    for _ in 0..40 {
+        let keyed = bulk_keyed(&store, &mut rng, 1_000);
+        acked.lock().extend(keyed);
+    }
+    done.store(true, Ordering::Release);
+    let checked = reader.join().expect("the reader's checks held");
+    let on_disk = store.diagnostics().index_ids_on_disk;
+    assert!(checked > 0 && on_disk >= 30_000, "{checked} lookups, {on_disk} ids in runs");
+}
+
 /// Readers racing the writer and the spilling thread: while batches go in
 /// and the lists page out, each `by_scope` answer is in order, in scope,
 /// and extends the answer before it, and every id a reader saw is found.

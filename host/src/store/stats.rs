@@ -45,6 +45,10 @@ pub struct StoreDiagnostics {
     /// per-scope and per-kind lists) kept in pages in that file rather
     /// than in memory. Not a batpak 0.3.0 field.
     pub index_list_values_on_disk: u64,
+    /// Event ids that did not rise (idempotency keys, ids from a clock that
+    /// stepped back) kept in sorted runs in that file rather than in the
+    /// index's hash table in memory. Not a batpak 0.3.0 field.
+    pub index_ids_on_disk: u64,
     /// Single appends since open that ran on their caller's thread because
     /// the writer was idle (see docs/design.md, "Who runs the writer").
     /// Not a batpak 0.3.0 field.

@@ -103,6 +103,7 @@ impl Store<Open> {
             entity_count: self.index.entity_count(),
             index_entries_on_disk: self.index.entries_on_disk(),
             index_list_values_on_disk: self.index.list_values_on_disk(),
+            index_ids_on_disk: self.index.ids_on_disk(),
             single_appends_in_caller: self.shared.appends_in_caller(),
             recovery: self.report.clone(),
             gates: self.gate_names.lock().clone(),

@@ -2,6 +2,7 @@
 //! secondary maps, and every lookup over them.
 
 use super::append_log::AppendLog;
+use super::id_runs::{self, IdRun, RunPage};
 use super::pos_list::{PageStore, PosList};
 use super::slot_log::{Extra, Id, LogSettings, Slot, SlotLog};
 use crate::coordinate::{Coordinate, KindFilter, Region};
@@ -10,7 +11,7 @@ use crate::store::entry::{DiskPos, EntityHead, IndexEntry, LoadedEntry, ReadTarg
 use hashbrown::HashTable;
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// `prev` of an entity's first event.
@@ -38,8 +39,13 @@ pub(super) struct Maps {
     /// compares its id with that one without reading the slot. Trusted
     /// only while it matches `rising`'s last position.
     pub(super) top: Option<(u32, u128)>,
-    /// Positions of the other ids (idempotency keys, clock steps back), by id hash.
+    /// Positions of the newest other ids (idempotency keys, clock steps
+    /// back), by id hash; the spilling thread moves them to `runs` once
+    /// there are [`IndexGen::id_run_len`] of them.
     pub(super) by_id: HashTable<u32>,
+    /// The older other ids, in sorted runs in the slot file, oldest first
+    /// (see `id_runs`). Each id is in `by_id` or in one run, never both.
+    pub(super) runs: Vec<Arc<IdRun>>,
     pub(super) string_ids: FastMap<Arc<str>, u32>,
     pub(super) entity_names: BTreeMap<Arc<str>, u32>,
     /// Newest position of each entity, by string id (`NO_SEQ`: none, or a scope name).
@@ -106,6 +112,10 @@ pub(crate) struct IndexGen {
     /// Log chunks `0..spilled_below` are in the scratch file (or being
     /// written there by the one spilling thread).
     pub(super) spilled_below: AtomicUsize,
+    /// Some id runs are due to merge (see [`IndexGen::merge_runs`]).
+    pub(super) merge_wanted: AtomicBool,
+    /// The generation is being dropped or replaced: a merge gives up.
+    pub(super) retiring: AtomicBool,
 }
 
 impl IndexGen {
@@ -127,6 +137,7 @@ impl IndexGen {
                 rising: PosList::keyed(),
                 top: None,
                 by_id: HashTable::new(),
+                runs: Vec::new(),
                 string_ids: FastMap::default(),
                 entity_names: BTreeMap::new(),
                 heads: Vec::new(),
@@ -144,6 +155,8 @@ impl IndexGen {
             visible_entries: AtomicU64::new(0),
             ahead: AtomicUsize::new(0),
             spilled_below: AtomicUsize::new(0),
+            merge_wanted: AtomicBool::new(false),
+            retiring: AtomicBool::new(false),
         }
     }
 
@@ -186,6 +199,93 @@ impl IndexGen {
         }
         self.spilled_below.fetch_max(below, Ordering::AcqRel);
         self.spill_lists();
+        self.spill_ids();
+    }
+
+    /// Other ids the hash table holds before they go to the slot file as
+    /// one run: two chunks' worth.
+    pub(super) fn id_run_len(&self) -> usize {
+        2 * self.log.chunk_len() as usize
+    }
+
+    /// Moves the hash table's ids to the slot file as one run of level 0,
+    /// once it holds [`IndexGen::id_run_len`] of them. The positions are
+    /// copied under the read lock, their ids read and the run written with
+    /// no lock held, and the ids leave the table in the write-locked step
+    /// that adds the run; the writer meanwhile only adds other ids, which
+    /// stay in the table. Without a working slot file they all stay.
+    fn spill_ids(&self) {
+        if !self.log.spills() {
+            return;
+        }
+        let positions: Vec<u32> = {
+            let maps = self.maps.read();
+            if maps.by_id.len() < self.id_run_len() {
+                return;
+            }
+            maps.by_id.iter().copied().collect()
+        };
+        let mut records: Vec<(u128, u32)> = positions.iter().map(|at| (self.id_at(*at), *at)).collect();
+        if records.iter().any(|(id, _)| *id == 0) {
+            return; // a lost slot read, which also stops the writer
+        }
+        records.sort_unstable();
+        let count = records.len() as u64;
+        let Some(run) = id_runs::write_run(&self.log, records.iter().map(|r| Some(*r)), count, 0, &|| false)
+        else {
+            return;
+        };
+        let mut maps = self.maps.write();
+        for (id, at) in &records {
+            if let Ok(entry) = maps.by_id.find_entry(self.hash_id(*id), |s| s == at) {
+                entry.remove();
+            }
+        }
+        maps.runs.push(Arc::new(run));
+        if id_runs::due_merge(&maps.runs).is_some() {
+            self.merge_wanted.store(true, Ordering::Release);
+        }
+    }
+
+    /// Merges id runs while some are due (one caller at a time: the
+    /// index's merging thread). Each merge reads and writes with no lock
+    /// held and swaps the merged run in for its inputs under the write
+    /// lock; only this thread removes runs, so the inputs are still where
+    /// they were. Gives up when the generation retires or a page cannot
+    /// be read or written, leaving the inputs in place.
+    pub(crate) fn merge_runs(&self) {
+        self.merge_wanted.store(false, Ordering::Release);
+        let stop = || self.retiring.load(Ordering::Acquire);
+        while !stop() {
+            let inputs: Vec<Arc<IdRun>> = {
+                let maps = self.maps.read();
+                let Some(due) = id_runs::due_merge(&maps.runs) else { return };
+                maps.runs.get(due).map(<[_]>::to_vec).unwrap_or_default()
+            };
+            let Some(merged) = id_runs::merge(&self.log, &inputs, &stop) else { return };
+            let mut maps = self.maps.write();
+            let at = maps.runs.iter().position(|r| inputs.first().is_some_and(|i| Arc::ptr_eq(r, i)));
+            let Some(at) = at else { return };
+            let still = maps
+                .runs
+                .get(at..at + inputs.len())
+                .is_some_and(|now| now.iter().zip(&inputs).all(|(a, b)| Arc::ptr_eq(a, b)));
+            if !still {
+                return;
+            }
+            maps.runs.splice(at..at + inputs.len(), [Arc::new(merged)]);
+        }
+    }
+
+    /// Whether id runs are due to merge.
+    pub(crate) fn merge_wanted(&self) -> bool {
+        self.merge_wanted.load(Ordering::Acquire)
+    }
+
+    /// Tells a running merge to give up (the generation is being dropped
+    /// or replaced).
+    pub(crate) fn retire(&self) {
+        self.retiring.store(true, Ordering::Release);
     }
 
     /// Moves the due pages of every due position list to the slot file.
@@ -490,9 +590,30 @@ impl IndexGen {
         span.get(i).copied()
     }
 
-    /// The position of `id` among the ids that did not rise.
+    /// The position of `id` among the ids that did not rise: in the hash
+    /// table, else in the runs' pages (read under the caller's lock: the
+    /// writer's path).
     fn find_other(&self, maps: &Maps, id: u128) -> Option<u32> {
+        self.find_in_table(maps, id).or_else(|| self.find_in_pages(&id_runs::pages_for(&maps.runs, id), id))
+    }
+
+    /// The position of `id` in the hash table of other ids.
+    fn find_in_table(&self, maps: &Maps, id: u128) -> Option<u32> {
         maps.by_id.find(self.hash_id(id), |s| self.id_at(*s) == id).copied()
+    }
+
+    /// The position of `id` in the first of `pages` that holds it, checked
+    /// against the slot there (so a damaged run can miss an id but never
+    /// name another event).
+    fn find_in_pages(&self, pages: &[RunPage], id: u128) -> Option<u32> {
+        pages.iter().find_map(|p| p.find(&self.log, id)).filter(|at| self.id_at(*at) == id)
+    }
+
+    /// Other ids kept in runs in the slot file, and the bytes of memory
+    /// those runs keep.
+    pub(crate) fn ids_on_disk(&self) -> (u64, usize) {
+        let maps = self.maps.read();
+        maps.runs.iter().fold((0, 0), |(n, bytes), r| (n + r.count(), bytes + r.memory()))
     }
 
     /// Makes every inserted entry visible.
@@ -603,7 +724,14 @@ impl IndexGen {
     fn seq_of(&self, id: u128) -> Option<u64> {
         let located = self.maps.read().rising.locate_key(id);
         let in_rising = located.and_then(|l| l.block(&self.log, id)).and_then(|span| self.search(&span, id));
-        in_rising.or_else(|| self.find_other(&self.maps.read(), id)).map(u64::from)
+        let in_other = || {
+            let (in_table, pages) = {
+                let maps = self.maps.read();
+                (self.find_in_table(&maps, id), id_runs::pages_for(&maps.runs, id))
+            };
+            in_table.or_else(|| self.find_in_pages(&pages, id))
+        };
+        in_rising.or_else(in_other).map(u64::from)
     }
 
     /// The visible entry with this id.
@@ -874,6 +1002,7 @@ mod tests {
             current: arc_swap::ArcSwap::from_pointee(IndexGen::new()),
             prep: Default::default(),
             spill: Default::default(),
+            merge: Default::default(),
         };
         let ready = |k: usize| index.generation().log.is_allocated(k);
         let gen = || index.generation();
@@ -939,6 +1068,57 @@ mod tests {
             gen.scratch_failure()
         );
         assert_eq!(gen.by_id(1000 + n as u128 - 1).map(|e| e.global_sequence), Some(n - 1), "memory answers");
+    }
+
+    /// Ids that fall go to runs in the slot file once the table holds
+    /// two chunks' worth, runs merge `FANOUT` at a time, and every id is
+    /// found, duplicates refused and absent ids not found throughout; a
+    /// damaged run page is a lost read, never another event.
+    #[test]
+    fn ids_that_fall_go_to_runs_that_merge_and_still_answer() {
+        let dir = tempfile::tempdir().expect("dir");
+        // No cache, so the damaged page below is read from the file.
+        let settings = LogSettings { chunk_bits: 10, scratch_dir: Some(dir.path().into()), cache_blocks: 0 };
+        let index = StoreIndex::from_gen(IndexGen::with_settings(&settings));
+        // Ids fall from a high first one, in a scrambled order.
+        let id_of = |s: u64| (u128::MAX >> 1) - u128::from(id_runs::mix(u128::from(s)) >> 8);
+        let n = 40_000u64;
+        for from in (0..n).step_by(500) {
+            let batch = (from..from + 500)
+                .map(|s| {
+                    let mut e = entry(s, "a");
+                    e.event_id = if s == 0 { u128::MAX >> 1 } else { id_of(s) };
+                    e
+                })
+                .collect();
+            index.insert(batch).expect("insert");
+            index.publish();
+        }
+        index.settle();
+        index.wait_for_merges();
+        let gen = index.live();
+        let runs: Vec<(u8, u64)> = gen.maps.read().runs.iter().map(|r| (r.level(), r.count())).collect();
+        let in_runs: u64 = runs.iter().map(|(_, n)| n).sum();
+        assert!(runs.iter().any(|(level, _)| *level == 1), "eight runs merged into one: {runs:?}");
+        assert!(runs.len() < id_runs::FANOUT + 2, "no level keeps eight runs: {runs:?}");
+        assert!(in_runs + gen.maps.read().by_id.len() as u64 == n - 1, "{in_runs} in runs");
+        for s in (1..n).step_by(7) {
+            assert_eq!(index.by_id(id_of(s)).map(|e| e.global_sequence), Some(s), "id of {s}");
+        }
+        assert!(index.by_id(id_of(n + 1)).is_none(), "an absent id is not found");
+        assert!(
+            index.insert(vec![IndexEntry { event_id: id_of(77), ..entry(n, "b") }]).is_err(),
+            "a duplicate"
+        );
+        // Damage the first page of the oldest run: a lookup there misses.
+        let page = gen.maps.read().runs.first().map(|r| r.first_page_for_test()).expect("a run");
+        let name = gen.slot_file_name().expect("slot file");
+        let file = std::fs::OpenOptions::new().write(true).open(dir.path().join(name)).expect("open");
+        std::os::unix::fs::FileExt::write_all_at(&file, &[0xAB; 4], page + 2).expect("damage");
+        let victims: Vec<u64> =
+            (1..n).filter(|s| gen.find_other(&gen.maps.read(), id_of(*s)).is_none()).collect();
+        assert!(!victims.is_empty() && victims.len() <= id_runs::PAGE_RECORDS, "{} ids lost", victims.len());
+        assert!(gen.scratch_failure().is_some_and(|why| why.contains("checksum")));
     }
 
     #[test]

@@ -29,6 +29,7 @@
 //! match, or a checkpoint without an image: each of them means a rebuild.
 
 use super::generation::{FastMap, IndexGen, NO_SEQ};
+use super::id_runs::{self, IdRun};
 use super::pos_list::PosList;
 use super::slot_log::{LogSettings, SlotLog};
 use crate::store::data_dir::DataDir;
@@ -45,7 +46,7 @@ pub(super) fn short(e: ShortRead) -> String {
 /// File name of the index image.
 pub(crate) const IMAGE_FILE: &str = "index.image";
 const MAGIC: &[u8; 6] = b"FBATIX";
-const VERSION: u16 = 2;
+const VERSION: u16 = 3;
 
 /// Gate-set records: (set id, record body).
 pub(crate) type GateSets = Vec<(u32, Vec<u8>)>;
@@ -158,9 +159,9 @@ impl IndexGen {
     /// Appends this generation's image body: the log part (see
     /// `SlotLog::encode_image`), then varint inserted, varint entries, the
     /// strings (varint count, each varint length and bytes), one u32 head
-    /// per string (`u32::MAX`: none), the rising list, the fences (varint
-    /// count, u128 each), the other ids (varint count, u128 id and u32
-    /// position each), the scope lists (varint count, varint string id and
+    /// per string (`u32::MAX`: none), the rising list, the other ids in
+    /// the hash table (varint count, u128 id and u32 position each), the
+    /// id runs (varint count, each as `IdRun::encode` writes it), the scope lists (varint count, varint string id and
     /// list each), the kind lists (varint count, u16 kind and list each),
     /// then the side maps of chunks still in memory: correlations and
     /// causations (varint count, u32 position and u128 id each) and
@@ -187,6 +188,10 @@ impl IndexGen {
             let id = self.log.get(u64::from(*at)).ok_or("an id's slot is missing")?.event_id.get();
             out.put_u128(id);
             out.put_u32(*at);
+        }
+        out.put_varint(maps.runs.len() as u64);
+        for run in &maps.runs {
+            run.encode(out);
         }
         out.put_varint(maps.by_scope.len() as u64);
         for (scope, list) in &maps.by_scope {
@@ -232,6 +237,16 @@ impl IndexGen {
             let file = gen.log.file_range();
             maps.rising = PosList::decode(c, limit, true, file.clone())?;
             decode_other_ids(&gen, &mut maps.by_id, limit, c)?;
+            let runs = c.varint("id runs").map_err(short)?;
+            if runs > c.rest().len() as u64 {
+                return Err("more id runs than bytes".into());
+            }
+            for _ in 0..runs {
+                maps.runs.push(Arc::new(IdRun::decode(c, &file)?));
+            }
+            if id_runs::due_merge(&maps.runs).is_some() {
+                gen.merge_wanted.store(true, Ordering::Release);
+            }
             for _ in 0..c.varint("scopes").map_err(short)? {
                 let scope = c.varint_u32("scope").map_err(short)?;
                 maps.by_scope.insert(scope, PosList::decode(c, limit, false, file.clone())?);

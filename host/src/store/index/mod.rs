@@ -15,6 +15,7 @@
 
 mod append_log;
 mod generation;
+mod id_runs;
 pub(crate) mod image;
 mod pos_list;
 mod slot_log;
@@ -59,11 +60,19 @@ pub(crate) struct StoreIndex {
     /// The thread writing old log chunks to the scratch file, if one ran;
     /// joined when the index is dropped, like `prep`.
     spill: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The thread merging runs of other ids, if one ran, with the
+    /// generation it merges in (told to give up when the index is dropped
+    /// or the generation replaced).
+    merge: parking_lot::Mutex<Option<(Arc<IndexGen>, std::thread::JoinHandle<()>)>>,
 }
 
 impl Drop for StoreIndex {
     fn drop(&mut self) {
-        for thread in [self.prep.get_mut().take(), self.spill.get_mut().take()].into_iter().flatten() {
+        let merge = self.merge.get_mut().take().map(|(gen, thread)| {
+            gen.retire();
+            thread
+        });
+        for thread in [self.prep.get_mut().take(), self.spill.get_mut().take(), merge].into_iter().flatten() {
             let _ = thread.join();
         }
     }
@@ -99,6 +108,7 @@ impl StoreIndex {
             current: arc_swap::ArcSwap::from_pointee(gen),
             prep: parking_lot::Mutex::new(None),
             spill: parking_lot::Mutex::new(None),
+            merge: parking_lot::Mutex::new(None),
         };
         index.keep(index.prepare_ahead());
         index
@@ -114,6 +124,9 @@ impl StoreIndex {
     /// [`StoreIndex::after_insert`] for a generation the caller holds.
     fn after_insert_in(&self, gen: &Arc<IndexGen>) {
         self.keep(self.prepare_ahead_in(gen));
+        if gen.merge_wanted() {
+            self.start_merge(gen);
+        }
         if gen.spillable_below() <= gen.spilled_below.load(Ordering::Acquire) {
             return;
         }
@@ -137,6 +150,41 @@ impl StoreIndex {
             .ok();
     }
 
+    /// Starts merging `gen`'s due id runs on a thread of their own (a
+    /// merge of large runs takes seconds, which must not hold back the
+    /// spilling that inserts wait for), unless a merge still runs.
+    fn start_merge(&self, gen: &Arc<IndexGen>) {
+        let mut running = self.merge.lock();
+        if running.as_ref().is_some_and(|(_, t)| !t.is_finished()) {
+            return;
+        }
+        if let Some((_, done)) = running.take() {
+            let _ = done.join();
+        }
+        let merging = Arc::clone(gen);
+        *running = std::thread::Builder::new()
+            .name("batpak-index-merge".into())
+            .spawn(move || merging.merge_runs())
+            .ok()
+            .map(|thread| (Arc::clone(gen), thread));
+    }
+
+    /// Waits for the merging thread, if one runs or is due, to finish
+    /// every due merge (tests and benches that measure merged runs).
+    #[cfg(test)]
+    pub(crate) fn wait_for_merges(&self) {
+        let gen = self.current.load_full();
+        loop {
+            if let Some((_, thread)) = self.merge.lock().take() {
+                let _ = thread.join();
+            }
+            if !gen.merge_wanted() {
+                return;
+            }
+            self.start_merge(&gen);
+        }
+    }
+
     /// Waits for the spilling thread, if one runs, then writes whatever
     /// is still due to the scratch file on this thread and gives back the
     /// spare capacity of the per-event lists (open, once loaded).
@@ -145,8 +193,13 @@ impl StoreIndex {
         if let Some(thread) = running.take() {
             let _ = thread.join();
         }
-        self.current.load().spill_ready();
-        self.current.load().shrink();
+        let gen = self.current.load_full();
+        gen.spill_ready();
+        drop(running);
+        gen.shrink();
+        if gen.merge_wanted() {
+            self.start_merge(&gen);
+        }
         release_free_memory();
     }
 
@@ -158,6 +211,11 @@ impl StoreIndex {
     /// Values of the position lists kept in pages in the slot file.
     pub(crate) fn list_values_on_disk(&self) -> u64 {
         self.current.load().list_values_on_disk()
+    }
+
+    /// Ids that did not rise kept in runs in the slot file.
+    pub(crate) fn ids_on_disk(&self) -> u64 {
+        self.current.load().ids_on_disk().0
     }
 
     /// Why the index lost entries it had written to its scratch file, if
@@ -204,7 +262,8 @@ impl StoreIndex {
     /// that loaded the old one finish their call with it.
     pub(crate) fn replace(&self, gen: IndexGen) {
         debug_assert!(gen.visible() >= self.visible(), "a new generation hides nothing published");
-        self.current.store(Arc::new(gen));
+        let old = self.current.swap(Arc::new(gen));
+        old.retire();
         self.after_insert();
     }
 

@@ -159,7 +159,11 @@ pub fn appends(singles: usize, batched: usize) -> anyhow::Result<()> {
 /// Uncached random gets over a fresh store of `n` events with the default
 /// settings, 200 000 of them: p50 and p99 in µs.
 pub fn random_gets(n: usize) -> anyhow::Result<(f64, f64)> {
-    let dir = crate::ours::populate(n)?;
+    random_gets_in(&crate::ours::populate(n)?)
+}
+
+/// [`random_gets`] over the store in `dir`.
+pub fn random_gets_in(dir: &tempfile::TempDir) -> anyhow::Result<(f64, f64)> {
     let store = Store::open(config("scratch", dir.path()))?;
     let ids = ids_of(&store);
     let got = p50_p99(timed_gets(&store, &ids, 200_000, 11));
@@ -169,7 +173,41 @@ pub fn random_gets(n: usize) -> anyhow::Result<(f64, f64)> {
 
 /// Runs the comparison over a store of `n` events (`label` names it).
 pub fn run(n: usize, label: &str) -> anyhow::Result<()> {
-    let dir = crate::ours::populate(n)?;
+    run_on(&crate::ours::populate(n)?, n, label)
+}
+
+/// The comparison over a store of `n` events that each carry a random
+/// idempotency key (`index_keyed_*` lines), then single appends with
+/// random keys into it, alternating the two settings (3 runs each,
+/// medians): each such append looks its key up among every id before.
+pub fn run_keyed(n: usize, singles: usize, label: &str) -> anyhow::Result<()> {
+    let dir = crate::ours::populate_keyed(n)?;
+    run_on(&dir, n, &format!("keyed_{label}"))?;
+    let mut rates = [Vec::new(), Vec::new()];
+    for round in 0..3u64 {
+        for (i, mode) in MODES.iter().enumerate() {
+            let copy = crate::reference::copy_store(dir.path(), false);
+            let store = Store::open(config(mode, copy.path()))?;
+            let payload = serde_json::json!({"pad": "x".repeat(80)});
+            let coord = Coordinate::new("keyed", "bench")?;
+            let base = (round * 2 + i as u64 + 1) << 40;
+            let start = Instant::now();
+            for k in 0..singles as u64 {
+                let opts = AppendOptions::new().with_idempotency(crate::ours::random_key(base + k));
+                store.append_with_options(&coord, EventKind::DATA, &payload, opts)?;
+            }
+            rates[i].push(singles as f64 / start.elapsed().as_secs_f64());
+            store.close()?;
+        }
+    }
+    for xs in &mut rates {
+        xs.sort_by(f64::total_cmp);
+    }
+    line(&format!("index_keyed_single_append_{label}"), rates[0][1], rates[1][1], "ev/s");
+    Ok(())
+}
+
+fn run_on(dir: &tempfile::TempDir, n: usize, label: &str) -> anyhow::Result<()> {
     let empty = crate::ours::populate(0)?;
     let per_million = 1_000_000.0 / n as f64;
     let mut rows = Vec::new();

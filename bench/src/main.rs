@@ -62,6 +62,14 @@ fn main() -> anyhow::Result<()> {
         println!("index_get_random: ours p50 {p50:.2} us, p99 {p99:.2} us");
         return Ok(());
     }
+    // The same over a store whose every event has a random idempotency
+    // key: `--profile-get-keyed N`.
+    if args.get(1).map(String::as_str) == Some("--profile-get-keyed") {
+        let n = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+        let (p50, p99) = index::random_gets_in(&ours::populate_keyed(n)?)?;
+        println!("index_get_random_keyed: ours p50 {p50:.2} us, p99 {p99:.2} us");
+        return Ok(());
+    }
     let plan = Plan {
         quick: args.iter().any(|a| a == "--quick"),
         only: args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1).cloned()),
@@ -156,15 +164,27 @@ fn main() -> anyhow::Result<()> {
             peak_rss_line(ours_dir.path(), n_open, label)?;
         }
     }
-    if plan.wants("index_") {
+    // `--only index_keyed` runs the keyed-store part alone.
+    let keyed_only = plan.only.as_deref().is_some_and(|o| o.starts_with("index_keyed"));
+    if plan.wants("index_") && !keyed_only {
         index::run(n_open, if plan.quick { "100k" } else { "1M" })?;
         if plan.quick {
             index::appends(100_000, 200_000)?;
         } else {
             index::appends(300_000, 1_000_000)?;
         }
+    }
+    if plan.wants("index_") || keyed_only {
+        if plan.quick {
+            index::run_keyed(100_000, 20_000, "100k")?;
+        } else {
+            index::run_keyed(n_open, 100_000, "1M")?;
+        }
         if args.iter().any(|a| a == "--ten-million") {
-            index::run(10_000_000, "10M")?;
+            if !keyed_only {
+                index::run(10_000_000, "10M")?;
+            }
+            index::run_keyed(10_000_000, 100_000, "10M")?;
         }
     }
     if plan.wants("get") || plan.wants("cursor") {

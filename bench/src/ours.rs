@@ -87,6 +87,26 @@ pub fn batch_append(size: usize, batches: usize) -> f64 {
 }
 
 pub fn populate(n: usize) -> anyhow::Result<TempDir> {
+    populate_with(n, |_| AppendOptions::new())
+}
+
+/// A random 128-bit key from `x` (the SplitMix64 step, twice).
+pub fn random_key(x: u64) -> u128 {
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    u128::from(mix(x.wrapping_add(0x9e37_79b9_7f4a_7c15))) << 64 | u128::from(mix(!x))
+}
+
+/// [`populate`] where every event carries a random idempotency key (as a
+/// store with group commit does), so its ids do not rise.
+pub fn populate_keyed(n: usize) -> anyhow::Result<TempDir> {
+    populate_with(n, |i| AppendOptions::new().with_idempotency(random_key(i as u64)))
+}
+
+fn populate_with(n: usize, options: impl Fn(usize) -> AppendOptions) -> anyhow::Result<TempDir> {
     let dir = tmp();
     let store =
         Store::open(StoreConfig::new(dir.path()).with_batch_max_size(1000).with_batch_max_bytes(16 << 20))?;
@@ -94,13 +114,7 @@ pub fn populate(n: usize) -> anyhow::Result<TempDir> {
     for start in (0..n).step_by(chunk) {
         let items = (start..(start + chunk).min(n))
             .map(|i| {
-                BatchAppendItem::new(
-                    coord(i),
-                    EventKind::DATA,
-                    &payload(i),
-                    AppendOptions::new(),
-                    CausationRef::None,
-                )
+                BatchAppendItem::new(coord(i), EventKind::DATA, &payload(i), options(i), CausationRef::None)
             })
             .collect::<Result<Vec<_>, _>>()?;
         store.append_batch(items)?;

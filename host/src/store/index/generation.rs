@@ -14,6 +14,15 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+/// Removes `id` from the writer's absent-id hints; whether it was there.
+fn take_hint(absent: &mut std::collections::VecDeque<u128>, id: u128) -> bool {
+    let at = absent.iter().position(|a| *a == id);
+    if let Some(at) = at {
+        absent.remove(at);
+    }
+    at.is_some()
+}
+
 /// `prev` of an entity's first event.
 pub(super) const NO_SEQ: u32 = u32::MAX;
 const HAS_CAUSATION: u8 = 0x01;
@@ -60,7 +69,15 @@ pub(super) struct Maps {
     pub(super) anchors: FastMap<u32, [u8; 32]>,
     /// Lists with pages due for the slot file (see `PosList::newly_due`).
     pub(super) due: Vec<ListId>,
+    /// Ids the writer looked up and did not find, none inserted since
+    /// (distinct, at most `ABSENT_HINTS`): an insert of one of them skips
+    /// the duplicate search it would repeat. Every insert removes its id.
+    pub(super) absent: std::collections::VecDeque<u128>,
 }
+
+/// The most ids [`Maps::absent`] holds (a batch's worth and more); past
+/// it, the hints are dropped and inserts search as without them.
+const ABSENT_HINTS: usize = 1024;
 
 /// One of the generation's position lists.
 #[derive(Clone, Copy)]
@@ -147,6 +164,7 @@ impl IndexGen {
                 causations: FastMap::default(),
                 anchors: FastMap::default(),
                 due: Vec::new(),
+                absent: std::collections::VecDeque::new(),
             }),
             ids: foldhash::fast::RandomState::default(),
             inserted: AtomicU64::new(0),
@@ -225,6 +243,10 @@ impl IndexGen {
             }
             maps.by_id.iter().copied().collect()
         };
+        // In position order, so slots already in the slot file are read a
+        // block at a time, not one `pread` per id.
+        let mut positions = positions;
+        positions.sort_unstable();
         let mut records: Vec<(u128, u32)> = positions.iter().map(|at| (self.id_at(*at), *at)).collect();
         if records.iter().any(|(id, _)| *id == 0) {
             return; // a lost slot read, which also stops the writer
@@ -489,7 +511,8 @@ impl IndexGen {
             (last, _) => last.and_then(|s| log.get(u64::from(s))).map(|x| x.event_id.get()),
         };
         let rises = top_id.is_none_or(|top| e.event_id > top);
-        if !rises && self.find_locked(maps, e.event_id).is_some() {
+        let known_absent = !maps.absent.is_empty() && take_hint(&mut maps.absent, e.event_id);
+        if !rises && !known_absent && self.find_locked(maps, e.event_id).is_some() {
             return Err(format!("event id {:032x} appears twice", e.event_id));
         }
         let (entity, scope) = (e.entity, e.scope);
@@ -739,9 +762,21 @@ impl IndexGen {
         self.get_visible(self.seq_of(id)?)
     }
 
-    /// The entry with this id, visible or not (writer only).
+    /// The entry with this id, visible or not (writer only: only the
+    /// writer inserts, so an id it did not find stays absent until it
+    /// inserts it, and the insert need not search for it again).
     pub(crate) fn by_id_any(&self, id: u128) -> Option<IndexEntry> {
-        self.get_any(self.seq_of(id)?)
+        let Some(seq) = self.seq_of(id) else {
+            let mut maps = self.maps.write();
+            if maps.absent.len() >= ABSENT_HINTS {
+                maps.absent.clear();
+            }
+            if !maps.absent.contains(&id) {
+                maps.absent.push_back(id);
+            }
+            return None;
+        };
+        self.get_any(seq)
     }
 
     fn head_seq(&self, entity: &str) -> Option<u32> {
@@ -1119,6 +1154,37 @@ mod tests {
             (1..n).filter(|s| gen.find_other(&gen.maps.read(), id_of(*s)).is_none()).collect();
         assert!(!victims.is_empty() && victims.len() <= id_runs::PAGE_RECORDS, "{} ids lost", victims.len());
         assert!(gen.scratch_failure().is_some_and(|why| why.contains("checksum")));
+    }
+
+    /// The writer's absent-id hints skip only a search whose answer is
+    /// known: an id looked up twice and then inserted twice (a batch that
+    /// repeats a key) is still refused the second time, whether the first
+    /// insert rose or not, and a full hint list is dropped, not trusted.
+    #[test]
+    fn absent_hints_never_let_a_duplicate_in() {
+        let index = IndexGen::new();
+        let with_id = |seq: u64, id: u128| IndexEntry { event_id: id, ..entry(seq, "h") };
+        index.insert(vec![with_id(0, 500)]).expect("insert");
+        for (first, id) in [(1u64, 900u128), (3, 100)] {
+            assert!(index.by_id_any(id).is_none() && index.by_id_any(id).is_none());
+            assert_eq!(
+                index.maps.read().absent.iter().filter(|a| **a == id).count(),
+                1,
+                "hints are distinct"
+            );
+            index.insert(vec![with_id(first, id)]).expect("the first insert");
+            assert!(
+                index.insert(vec![with_id(first + 1, id)]).is_err(),
+                "the second insert of {id} is refused"
+            );
+        }
+        for id in 2_000..2_000 + ABSENT_HINTS as u128 + 5 {
+            assert!(index.by_id_any(id).is_none());
+        }
+        assert!(index.maps.read().absent.len() <= ABSENT_HINTS);
+        index.insert(vec![with_id(5, 2_003)]).expect("a hinted or searched insert");
+        assert!(index.insert(vec![with_id(6, 2_003)]).is_err());
+        assert!(index.insert(vec![with_id(6, 100)]).is_err(), "an old id without a hint is searched");
     }
 
     #[test]

@@ -187,17 +187,8 @@ pub fn run_keyed(n: usize, singles: usize, label: &str) -> anyhow::Result<()> {
     for round in 0..3u64 {
         for (i, mode) in MODES.iter().enumerate() {
             let copy = crate::reference::copy_store(dir.path(), false);
-            let store = Store::open(config(mode, copy.path()))?;
-            let payload = serde_json::json!({"pad": "x".repeat(80)});
-            let coord = Coordinate::new("keyed", "bench")?;
             let base = (round * 2 + i as u64 + 1) << 40;
-            let start = Instant::now();
-            for k in 0..singles as u64 {
-                let opts = AppendOptions::new().with_idempotency(crate::ours::random_key(base + k));
-                store.append_with_options(&coord, EventKind::DATA, &payload, opts)?;
-            }
-            rates[i].push(singles as f64 / start.elapsed().as_secs_f64());
-            store.close()?;
+            rates[i].push(keyed_appends_with(mode, &copy, singles, base)?);
         }
     }
     for xs in &mut rates {
@@ -205,6 +196,26 @@ pub fn run_keyed(n: usize, singles: usize, label: &str) -> anyhow::Result<()> {
     }
     line(&format!("index_keyed_single_append_{label}"), rates[0][1], rates[1][1], "ev/s");
     Ok(())
+}
+
+/// Single appends per second with random keys (from `base` on) into the
+/// store in `dir` with the default settings.
+pub fn keyed_appends(dir: &tempfile::TempDir, n: usize, base: u64) -> anyhow::Result<f64> {
+    keyed_appends_with("scratch", dir, n, base)
+}
+
+fn keyed_appends_with(mode: &str, dir: &tempfile::TempDir, n: usize, base: u64) -> anyhow::Result<f64> {
+    let store = Store::open(config(mode, dir.path()))?;
+    let payload = serde_json::json!({"pad": "x".repeat(80)});
+    let coord = Coordinate::new("keyed", "bench")?;
+    let start = Instant::now();
+    for k in 0..n as u64 {
+        let opts = AppendOptions::new().with_idempotency(crate::ours::random_key(base + k));
+        store.append_with_options(&coord, EventKind::DATA, &payload, opts)?;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    store.close()?;
+    Ok(rate)
 }
 
 fn run_on(dir: &tempfile::TempDir, n: usize, label: &str) -> anyhow::Result<()> {

@@ -70,6 +70,14 @@ fn main() -> anyhow::Result<()> {
         println!("index_get_random_keyed: ours p50 {p50:.2} us, p99 {p99:.2} us");
         return Ok(());
     }
+    // Single appends with random keys into a keyed store of `N` events,
+    // for a profiler: `--profile-keyed-append N`.
+    if args.get(1).map(String::as_str) == Some("--profile-keyed-append") {
+        let n = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+        let rate = index::keyed_appends(&ours::populate_keyed(n)?, 200_000, 1 << 40)?;
+        println!("index_keyed_single_append: ours {rate:.0} ev/s");
+        return Ok(());
+    }
     let plan = Plan {
         quick: args.iter().any(|a| a == "--quick"),
         only: args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1).cloned()),

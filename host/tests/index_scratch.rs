@@ -280,6 +280,27 @@ fn bulk(store: &Store, rng: &mut Rng, n: usize) {
     }
 }
 
+/// Opens `dir` from the footers, then with the checkpoint (whose close
+/// writes an image), then from that image, running `check` on each open
+/// with a description of it.
+fn open_each_recovery_path(dir: &Path, mut check: impl FnMut(&Store, &str)) {
+    for (checkpoint, image) in [(false, Some(false)), (true, None), (true, Some(true))] {
+        let store = Store::open(spilling(dir).with_enable_checkpoint(checkpoint)).expect("open");
+        if let Some(image) = image {
+            assert_eq!(store.diagnostics().recovery.from_image, image);
+        }
+        check(&store, &format!("checkpoint {checkpoint}, image {image:?}"));
+        store.close().expect("close");
+    }
+}
+
+/// Cuts the newest segment to a third of its length and 5 bytes, inside a
+/// frame: a torn tail.
+fn tear_tail(dir: &Path) {
+    let file = std::fs::OpenOptions::new().write(true).open(newest_segment(dir)).unwrap();
+    file.set_len(file.metadata().unwrap().len() / 3 + 5).unwrap();
+}
+
 /// Position lists long enough to page out (the id list and each scope and
 /// kind list here pass 8 192 values, where a list's oldest blocks go to
 /// the slot file) answer the same as in memory: live, after a compaction
@@ -309,22 +330,12 @@ fn position_lists_paged_to_the_slot_file_answer_the_same() {
     let live = observe(&store);
     store.close().expect("close");
     reopen_every_way(dir, Some(&live));
-    // From the footers, then with the checkpoint (whose close writes an
-    // image), then from that image.
-    for (checkpoint, image) in [(false, Some(false)), (true, None), (true, Some(true))] {
-        let store = Store::open(spilling(dir).with_enable_checkpoint(checkpoint)).expect("open");
-        if let Some(image) = image {
-            assert_eq!(store.diagnostics().recovery.from_image, image);
-        }
+    open_each_recovery_path(dir, |store, how| {
         let paged = store.diagnostics().index_list_values_on_disk;
-        assert!(paged >= 20_000, "checkpoint {checkpoint}, image {image:?}: {paged} values paged");
-        store.close().expect("close");
-    }
+        assert!(paged >= 20_000, "{how}: {paged} values paged");
+    });
     // A torn tail: the rebuilt lists, paged again, answer as in memory.
-    let newest = newest_segment(dir);
-    let file = std::fs::OpenOptions::new().write(true).open(&newest).unwrap();
-    file.set_len(file.metadata().unwrap().len() / 3 + 5).unwrap();
-    drop(file);
+    tear_tail(dir);
     let cut = reopen_every_way(dir, None);
     assert!(cut.len() < live.len() && cut[0] != live[0], "the torn tail lost events");
 }
@@ -413,20 +424,12 @@ fn ids_in_runs_in_the_slot_file_answer_the_same() {
     let live = observe(&store);
     store.close().expect("close");
     reopen_every_way(dir, Some(&live));
-    for (checkpoint, image) in [(false, Some(false)), (true, None), (true, Some(true))] {
-        let store = Store::open(spilling(dir).with_enable_checkpoint(checkpoint)).expect("open");
-        if let Some(image) = image {
-            assert_eq!(store.diagnostics().recovery.from_image, image);
-        }
+    open_each_recovery_path(dir, |store, how| {
         let on_disk = store.diagnostics().index_ids_on_disk;
-        assert!(on_disk >= 20_000, "checkpoint {checkpoint}, image {image:?}: {on_disk} ids in runs");
-        keys_answer(&store, &keyed, &mut rng);
-        store.close().expect("close");
-    }
-    let newest = newest_segment(dir);
-    let file = std::fs::OpenOptions::new().write(true).open(&newest).unwrap();
-    file.set_len(file.metadata().unwrap().len() / 3 + 5).unwrap();
-    drop(file);
+        assert!(on_disk >= 20_000, "{how}: {on_disk} ids in runs");
+        keys_answer(store, &keyed, &mut rng);
+    });
+    tear_tail(dir);
     let cut = reopen_every_way(dir, None);
     assert!(cut.len() < live.len() && cut[0] != live[0], "the torn tail lost events");
 }

@@ -14,15 +14,6 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Removes `id` from the writer's absent-id hints; whether it was there.
-fn take_hint(absent: &mut std::collections::VecDeque<u128>, id: u128) -> bool {
-    let at = absent.iter().position(|a| *a == id);
-    if let Some(at) = at {
-        absent.remove(at);
-    }
-    at.is_some()
-}
-
 /// `prev` of an entity's first event.
 pub(super) const NO_SEQ: u32 = u32::MAX;
 const HAS_CAUSATION: u8 = 0x01;
@@ -72,7 +63,7 @@ pub(super) struct Maps {
     /// Ids the writer looked up and did not find, none inserted since
     /// (distinct, at most `ABSENT_HINTS`): an insert of one of them skips
     /// the duplicate search it would repeat. Every insert removes its id.
-    pub(super) absent: std::collections::VecDeque<u128>,
+    pub(super) absent: std::collections::HashSet<u128, foldhash::fast::RandomState>,
 }
 
 /// The most ids [`Maps::absent`] holds (a batch's worth and more); past
@@ -164,7 +155,7 @@ impl IndexGen {
                 causations: FastMap::default(),
                 anchors: FastMap::default(),
                 due: Vec::new(),
-                absent: std::collections::VecDeque::new(),
+                absent: Default::default(),
             }),
             ids: foldhash::fast::RandomState::default(),
             inserted: AtomicU64::new(0),
@@ -511,7 +502,7 @@ impl IndexGen {
             (last, _) => last.and_then(|s| log.get(u64::from(s))).map(|x| x.event_id.get()),
         };
         let rises = top_id.is_none_or(|top| e.event_id > top);
-        let known_absent = !maps.absent.is_empty() && take_hint(&mut maps.absent, e.event_id);
+        let known_absent = !maps.absent.is_empty() && maps.absent.remove(&e.event_id);
         if !rises && !known_absent && self.find_locked(maps, e.event_id).is_some() {
             return Err(format!("event id {:032x} appears twice", e.event_id));
         }
@@ -771,9 +762,7 @@ impl IndexGen {
             if maps.absent.len() >= ABSENT_HINTS {
                 maps.absent.clear();
             }
-            if !maps.absent.contains(&id) {
-                maps.absent.push_back(id);
-            }
+            maps.absent.insert(id);
             return None;
         };
         self.get_any(seq)

@@ -28,8 +28,9 @@ pub(super) const RECORD_BYTES: usize = 20;
 pub(super) const PAGE_RECORDS: usize = 102;
 /// Runs of one level that merge into one run of the next level.
 pub(super) const FANOUT: usize = 8;
-/// Filter bits per id (about 1 % false positives).
-const FILTER_BITS: u64 = 10;
+/// Filter bits per id: 0.26 % false positives, measured (10 bits gave
+/// 1.3 %, and with ten runs a page read on one append in eight).
+const FILTER_BITS: u64 = 14;
 /// Bits of a filter block: eight u32 words, one bit set in each per id.
 const FILTER_BLOCK_BITS: u64 = 256;
 /// The highest level a run may have (`FANOUT^MAX_LEVEL` base runs is far
@@ -414,9 +415,9 @@ mod tests {
         }
         let absent = ids(20_000, 2);
         let passed = absent.iter().filter(|(id, _)| !pages_for(&runs, *id).is_empty()).count();
-        assert!(passed < 20_000 * 3 / 100, "{passed} of 20 000 absent ids passed the filter");
+        assert!(passed < 20_000 / 100, "{passed} of 20 000 absent ids passed the filter");
         assert!(absent.iter().all(|(id, _)| find(&store, &runs, *id).is_none()));
-        assert!(runs[0].memory() <= 20_000 * 8 / 5, "{} bytes for 20 000 ids", runs[0].memory());
+        assert!(runs[0].memory() <= 20_000 * 21 / 10, "{} bytes for 20 000 ids", runs[0].memory());
     }
 
     #[test]

@@ -264,6 +264,11 @@ impl StoreIndex {
         debug_assert!(gen.visible() >= self.visible(), "a new generation hides nothing published");
         let old = self.current.swap(Arc::new(gen));
         old.retire();
+        // A merge in the old generation gives up at its next page; joined
+        // here so the old generation (its memory and slot file) goes now.
+        if let Some((_, thread)) = self.merge.lock().take() {
+            let _ = thread.join();
+        }
         self.after_insert();
     }
 

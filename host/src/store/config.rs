@@ -200,11 +200,7 @@ impl IndexConfig {
         }
         let half = (self.resident_events / 2).max(1);
         let chunk_bits = (63 - half.leading_zeros()).clamp(MIN_CHUNK_BITS, MAX_CHUNK_BITS);
-        LogSettings {
-            chunk_bits,
-            scratch_dir: Some(data_dir.to_path_buf()),
-            cache_blocks: self.cache_bytes / crate::store::index::BLOCK_BYTES,
-        }
+        LogSettings { chunk_bits, scratch_dir: Some(data_dir.to_path_buf()), cache_bytes: self.cache_bytes }
     }
 }
 

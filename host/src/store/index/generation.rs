@@ -600,6 +600,9 @@ impl IndexGen {
 
     /// The position in `span` (a block of the rising list) whose id is `id`.
     fn search(&self, span: &[u32], id: u128) -> Option<u32> {
+        if let (Some(lo), Some(hi)) = (span.first(), span.last()) {
+            self.log.preload(u64::from(*lo), u64::from(*hi));
+        }
         let i = span.binary_search_by(|s| self.id_at(*s).cmp(&id)).ok()?;
         span.get(i).copied()
     }
@@ -1072,7 +1075,11 @@ mod tests {
     #[test]
     fn a_damaged_page_is_a_lost_read_not_a_wrong_answer() {
         let dir = tempfile::tempdir().expect("dir");
-        let settings = LogSettings { chunk_bits: 10, scratch_dir: Some(dir.path().into()), cache_blocks: 64 };
+        let settings = LogSettings {
+            chunk_bits: 10,
+            scratch_dir: Some(dir.path().into()),
+            cache_bytes: 64 * crate::store::index::slot_log::BLOCK_BYTES,
+        };
         let gen = IndexGen::with_settings(&settings);
         let n = 20_000u64;
         gen.insert((0..n).map(|s| entry(s, "a")).collect()).expect("insert");
@@ -1102,7 +1109,7 @@ mod tests {
     fn ids_that_fall_go_to_runs_that_merge_and_still_answer() {
         let dir = tempfile::tempdir().expect("dir");
         // No cache, so the damaged page below is read from the file.
-        let settings = LogSettings { chunk_bits: 10, scratch_dir: Some(dir.path().into()), cache_blocks: 0 };
+        let settings = LogSettings { chunk_bits: 10, scratch_dir: Some(dir.path().into()), cache_bytes: 0 };
         let index = StoreIndex::from_gen(IndexGen::with_settings(&settings));
         // Ids fall from a high first one, in a scrambled order.
         let id_of = |s: u64| (u128::MAX >> 1) - u128::from(id_runs::mix(u128::from(s)) >> 8);

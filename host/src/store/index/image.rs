@@ -46,7 +46,7 @@ pub(super) fn short(e: ShortRead) -> String {
 /// File name of the index image.
 pub(crate) const IMAGE_FILE: &str = "index.image";
 const MAGIC: &[u8; 6] = b"FBATIX";
-const VERSION: u16 = 3;
+const VERSION: u16 = 4;
 
 /// Gate-set records: (set id, record body).
 pub(crate) type GateSets = Vec<(u32, Vec<u8>)>;
@@ -134,7 +134,7 @@ pub(crate) fn fuzz(bytes: &[u8]) {
     let settings = |chunk_bits| LogSettings {
         chunk_bits,
         scratch_dir: Some(std::env::temp_dir().join("batpak-fuzz-no-slot-files")),
-        cache_blocks: 16,
+        cache_bytes: 16 * crate::store::index::slot_log::BLOCK_BYTES,
     };
     // The default chunk size, which the seeds were written with.
     let _ = parse(bytes, None, &settings(14));
@@ -358,7 +358,11 @@ mod tests {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/index_image/index.image");
         let bytes = std::fs::read(path).expect("seed");
         let dir = tempfile::tempdir().expect("dir");
-        let settings = LogSettings { chunk_bits: 14, scratch_dir: Some(dir.path().into()), cache_blocks: 16 };
+        let settings = LogSettings {
+            chunk_bits: 14,
+            scratch_dir: Some(dir.path().into()),
+            cache_bytes: 16 * crate::store::index::slot_log::BLOCK_BYTES,
+        };
         let (gen, _) = parse(&bytes, None, &settings).expect("the seed decodes");
         assert!(gen.visible() > 10 && gen.entity_count() == 5, "{} events", gen.visible());
         let body = open_envelope(&bytes, MAGIC, VERSION).expect("envelope");

@@ -23,7 +23,7 @@ mod slot_log;
 pub use crate::store::entry::{ClockKey, DiskPos, IndexEntry};
 pub(crate) use crate::store::entry::{EntityHead, LoadedEntry};
 pub(crate) use generation::IndexGen;
-pub(crate) use slot_log::{is_slot_file_name, LogSettings, BLOCK_BYTES, MAX_CHUNK_BITS, MIN_CHUNK_BITS};
+pub(crate) use slot_log::{is_slot_file_name, LogSettings, MAX_CHUNK_BITS, MIN_CHUNK_BITS};
 
 use crate::coordinate::Region;
 use crate::event::EventKind;

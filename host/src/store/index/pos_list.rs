@@ -18,8 +18,8 @@
 //!
 //! **Pages.** Once a list holds [`DUE_BLOCKS`] sealed blocks in memory, its
 //! oldest ones are due for the slot file, as a *page*: up to
-//! [`PAGE_BLOCKS`] blocks, no more than [`PAGE_BYTES`] bytes (so a page
-//! costs the block cache no more than a slot block). Memory then keeps a
+//! [`PAGE_BLOCKS`] blocks, no more than [`PAGE_BYTES`] bytes (the block
+//! cache, which holds pages and slot blocks, counts them in bytes). Memory then keeps a
 //! 48-byte summary per page (first and last value, first key, offset,
 //! length, CRC32), so a list of any length holds under 128 sealed blocks
 //! plus about 0.012 bytes per value that went to disk. Reads that reach a
@@ -32,8 +32,9 @@ use std::sync::Arc;
 pub(super) const BLOCK: usize = 64;
 /// Most sealed blocks in one page.
 pub(super) const PAGE_BLOCKS: usize = 64;
-/// Most bytes in one page (a slot block's size).
-pub(super) const PAGE_BYTES: usize = super::slot_log::BLOCK_BYTES;
+/// Most bytes in one page. A dense keyed page (the rising-id list's usual
+/// page) of [`PAGE_BLOCKS`] blocks takes 1 536 of them.
+pub(super) const PAGE_BYTES: usize = 6144;
 /// Sealed blocks in memory at which the oldest are due for the slot file;
 /// a spill leaves fewer than this (and at least one page's worth), so the
 /// newest values and the list's last one are always in memory.
@@ -736,7 +737,7 @@ mod tests {
     /// Moves every due page of `list` to `store`, as the spilling thread does.
     fn spill(list: &mut PosList, store: &Pages) {
         while let Some((bytes, page)) = list.oldest_page() {
-            assert!(bytes.len() <= PAGE_BYTES, "a page is never larger than a slot block");
+            assert!(bytes.len() <= PAGE_BYTES, "a page is never larger than PAGE_BYTES");
             let at = store.write_page(&bytes).unwrap();
             assert!(list.page_written(page, at));
         }

@@ -74,8 +74,11 @@ const SLOT_BYTES: usize = 96;
 /// In the scratch file's `bits` byte only: the position holds a slot
 /// (compaction leaves positions empty). Never set in memory.
 const PRESENT: u8 = 0x80;
-/// Slots per block, the unit of scratch reads and of the cache.
-pub(super) const BLOCK_SLOTS: usize = 64;
+/// Slots per block: the unit of the slot file's CRCs, of its reads and of
+/// the cache. A random lookup reads one block for each slot it needs, so
+/// a block is small (1 536 bytes): most of a larger one would be copied
+/// out of the page cache and checksummed for nothing.
+pub(super) const BLOCK_SLOTS: usize = 16;
 /// Bytes per block in the scratch file.
 pub(crate) const BLOCK_BYTES: usize = BLOCK_SLOTS * SLOT_BYTES;
 /// Chunk cells per group of the two-level cell table.
@@ -149,14 +152,14 @@ pub(crate) struct LogSettings {
     pub(crate) chunk_bits: u32,
     /// Where old chunks go; `None` keeps every chunk in memory.
     pub(crate) scratch_dir: Option<PathBuf>,
-    /// Blocks the cache of spilled chunks holds at most.
-    pub(crate) cache_blocks: usize,
+    /// Bytes the cache of spilled chunks' blocks and pages holds at most.
+    pub(crate) cache_bytes: usize,
 }
 
 impl LogSettings {
     /// Everything in memory, 64 Ki slots per chunk.
     pub(crate) fn in_memory() -> Self {
-        Self { chunk_bits: MAX_CHUNK_BITS, scratch_dir: None, cache_blocks: 0 }
+        Self { chunk_bits: MAX_CHUNK_BITS, scratch_dir: None, cache_bytes: 0 }
     }
 }
 
@@ -282,7 +285,7 @@ impl SlotLog {
         Self {
             chunk_bits,
             groups: (0..groups).map(|_| OnceLock::new()).collect(),
-            scratch: settings.scratch_dir.clone().map(|dir| Scratch::new(dir, settings.cache_blocks)),
+            scratch: settings.scratch_dir.clone().map(|dir| Scratch::new(dir, settings.cache_bytes)),
             pool: Mutex::new(Vec::new()),
         }
     }
@@ -318,6 +321,28 @@ impl SlotLog {
             return None;
         }
         self.scratch.as_ref()?.read(k, at, spilled - 1, cell.crcs.get().map_or(&[], |c| c))
+    }
+
+    /// Readies positions `lo..=hi` for this thread's next [`SlotLog::get`]s:
+    /// if they lie in one spilled chunk within [`PRELOAD_BLOCKS`] blocks
+    /// that are not cached, those blocks are read with one `pread` (an id
+    /// search probes several slots of a span, each of which would
+    /// otherwise cost a read of its own). Otherwise it does nothing; a
+    /// failed read is recorded as a lost read, like any other.
+    pub(super) fn preload(&self, lo: u64, hi: u64) {
+        let ((k, a), (k_hi, b)) = (self.locate(lo), self.locate(hi));
+        let (first, last) = (a / BLOCK_SLOTS, b / BLOCK_SLOTS);
+        if k != k_hi || last < first || last - first >= PRELOAD_BLOCKS {
+            return;
+        }
+        let Some(cell) = self.cell(k) else { return };
+        if cell.mem.load().is_some() {
+            return;
+        }
+        let spilled = cell.spilled.load(Ordering::SeqCst);
+        if let (Some(scratch), true) = (self.scratch.as_ref(), spilled != 0) {
+            scratch.preload(k, first..last + 1, spilled - 1, cell.crcs.get().map_or(&[], |c| c));
+        }
     }
 
     /// Fills position `i`; false if it is taken, spilled or out of range.
@@ -731,7 +756,7 @@ impl SlotLog {
                 let name = c.str("slot file name").map_err(short)?;
                 let id = c.u128("slot file id").map_err(short)?;
                 let len = c.varint("slot file length").map_err(short)?;
-                log.scratch = Some(Scratch::adopt(dir, name, id, len, settings.cache_blocks)?);
+                log.scratch = Some(Scratch::adopt(dir, name, id, len, settings.cache_bytes)?);
                 len
             }
             _ => return Err("unknown slot file tag".into()),
@@ -890,22 +915,40 @@ struct Scratch {
 /// Serials of [`Scratch`]es.
 static SCRATCH_SERIAL: AtomicU64 = AtomicU64::new(1);
 
-/// The last slot block this thread read from a slot file and did not
-/// cache, with the scratch serial and block key it came from. A lookup
-/// probes up to six slots of one or two blocks (an id's span), so each is
-/// read once per lookup without going through the cache. Slots never change
-/// once spilled, so the copy stays exact while its scratch lives, and a
-/// serial is never given to another scratch.
+/// The last slot blocks this thread read from a slot file, with the
+/// scratch serial, chunk and first block they came from: one block for a
+/// lookup of one slot, or the few blocks an id's span covers (see
+/// [`SlotLog::preload`]), read with one `pread`. A lookup's probes then
+/// cost no further read. Slots never change once spilled, so the copy stays
+/// exact while its scratch lives, and a serial is never given to another
+/// scratch.
 struct LastBlock {
     serial: u64,
-    key: u64,
+    chunk: usize,
+    first: usize,
     bytes: Vec<u8>,
+}
+
+impl LastBlock {
+    /// The bytes of block `block` of chunk `chunk` of scratch `serial`, if
+    /// they are here.
+    fn block(&self, serial: u64, chunk: usize, block: usize) -> Option<&[u8]> {
+        if self.serial != serial || self.chunk != chunk || block < self.first {
+            return None;
+        }
+        let from = (block - self.first) * BLOCK_BYTES;
+        self.bytes.get(from..from + BLOCK_BYTES)
+    }
 }
 
 thread_local! {
     static LAST_BLOCK: std::cell::RefCell<LastBlock> =
-        const { std::cell::RefCell::new(LastBlock { serial: 0, key: 0, bytes: Vec::new() }) };
+        const { std::cell::RefCell::new(LastBlock { serial: 0, chunk: 0, first: 0, bytes: Vec::new() }) };
 }
+
+/// Most blocks [`SlotLog::preload`] reads at once (7.5 KiB: a span of 64
+/// positions that does not start on a block boundary).
+const PRELOAD_BLOCKS: usize = 5;
 
 impl Drop for Scratch {
     fn drop(&mut self) {
@@ -918,12 +961,12 @@ impl Drop for Scratch {
 }
 
 impl Scratch {
-    fn new(dir: PathBuf, cache_blocks: usize) -> Self {
+    fn new(dir: PathBuf, cache_bytes: usize) -> Self {
         Self {
             dir,
             file: OnceLock::new(),
             end: Mutex::new(SLOT_HEADER),
-            cache: BlockCache::new(cache_blocks),
+            cache: BlockCache::new(cache_bytes),
             write_failed: AtomicBool::new(false),
             read_failure: OnceLock::new(),
             kept: AtomicBool::new(false),
@@ -935,7 +978,7 @@ impl Scratch {
     /// regular file (not a link) whose header carries `id` and which holds
     /// at least `len` bytes. Bytes past `len` (chunks spilled after the
     /// image was written, by a run that then wrote none) are cut off.
-    fn adopt(dir: PathBuf, name: &str, id: u128, len: u64, cache_blocks: usize) -> Result<Self, String> {
+    fn adopt(dir: PathBuf, name: &str, id: u128, len: u64, cache_bytes: usize) -> Result<Self, String> {
         if !is_slot_file_name(name) || len < SLOT_HEADER {
             return Err(format!("slot file name {name:?} or length {len} is not one this store writes"));
         }
@@ -958,7 +1001,7 @@ impl Scratch {
         if on_disk > len {
             file.set_len(len).map_err(what)?;
         }
-        let scratch = Self::new(dir, cache_blocks);
+        let scratch = Self::new(dir, cache_bytes);
         *scratch.end.lock() = len;
         scratch.kept.store(true, Ordering::Release);
         let _ = scratch.file.set(Ok(SlotFile { file, name: name.to_string(), id }));
@@ -1049,45 +1092,91 @@ impl Scratch {
         let _ = self.read_failure.set(why);
     }
 
-    /// Slot `at` of the chunk `k` spilled at `offset`: from the cache, or
-    /// from this thread's last block read, or read from the file (where the
+    /// Slot `at` of the chunk `k` spilled at `offset`: from this thread's
+    /// last blocks read, or from the cache, or read from the file (where the
     /// block must match its CRC in `crcs`). A block read from the file is
     /// cached only on its second miss (see [`BlockCache::admit`]), so random
     /// reads over a large log do not churn the cache.
     fn read(&self, k: usize, at: usize, offset: u64, crcs: &[u32]) -> Option<Slot> {
         let block = at / BLOCK_SLOTS;
-        let key = ((k as u64) << 32) | block as u64;
         let within = (at % BLOCK_SLOTS) * SLOT_BYTES;
-        if let Some(bytes) = self.cache.get(key) {
-            return Slot::decode(bytes.get(within..)?);
-        }
         LAST_BLOCK.with(|last| {
             let mut last = last.try_borrow_mut().ok()?;
-            if last.serial != self.serial || last.key != key {
-                last.serial = 0;
-                last.bytes.resize(BLOCK_BYTES, 0);
-                let at = offset + (block * BLOCK_BYTES) as u64;
-                if !self.read_into(&mut last.bytes, at)
-                    || !self.matches(&last.bytes, at, crcs.get(block).copied())
-                {
-                    return None;
-                }
-                (last.serial, last.key) = (self.serial, key);
-                if self.cache.admit(key) {
-                    self.cache.insert(key, Arc::from(&last.bytes[..]));
-                }
+            if let Some(bytes) = last.block(self.serial, k, block) {
+                return Slot::decode(bytes.get(within..)?);
             }
-            Slot::decode(last.bytes.get(within..)?)
+            if let Some(bytes) = self.cache.get(block_key(k, block)) {
+                return Slot::decode(bytes.get(within..)?);
+            }
+            self.fill(&mut last, k, block..block + 1, offset, crcs)?;
+            Slot::decode(last.block(self.serial, k, block)?.get(within..)?)
         })
     }
+
+    /// Reads blocks `blocks` of the chunk `k` spilled at `offset` into this
+    /// thread's last blocks, unless they are there or the first and last
+    /// are cached.
+    fn preload(&self, k: usize, blocks: std::ops::Range<usize>, offset: u64, crcs: &[u32]) {
+        let (first, last_block) = (blocks.start, blocks.end.saturating_sub(1));
+        if self.cache.contains(block_key(k, first)) && self.cache.contains(block_key(k, last_block)) {
+            return;
+        }
+        LAST_BLOCK.with(|last| {
+            let Ok(mut last) = last.try_borrow_mut() else { return };
+            if last.block(self.serial, k, first).is_none() || last.block(self.serial, k, last_block).is_none()
+            {
+                let _ = self.fill(&mut last, k, blocks, offset, crcs);
+            }
+        });
+    }
+
+    /// Reads `blocks` of the chunk `k` spilled at `offset` into `last` with
+    /// one `pread`, each checked against its CRC in `crcs`; each block is
+    /// offered to the cache. `None` (the loss recorded) if any cannot be read
+    /// or does not match; `last` then holds nothing.
+    fn fill(
+        &self,
+        last: &mut LastBlock,
+        k: usize,
+        blocks: std::ops::Range<usize>,
+        offset: u64,
+        crcs: &[u32],
+    ) -> Option<()> {
+        last.serial = 0;
+        last.bytes.resize(blocks.len() * BLOCK_BYTES, 0);
+        let from = offset + (blocks.start * BLOCK_BYTES) as u64;
+        if !self.read_into(&mut last.bytes, from) {
+            return None;
+        }
+        for (i, bytes) in last.bytes.chunks(BLOCK_BYTES).enumerate() {
+            let at = from + (i * BLOCK_BYTES) as u64;
+            if !self.matches(bytes, at, crcs.get(blocks.start + i).copied()) {
+                return None;
+            }
+        }
+        (last.serial, last.chunk, last.first) = (self.serial, k, blocks.start);
+        for (i, bytes) in last.bytes.chunks(BLOCK_BYTES).enumerate() {
+            let key = block_key(k, blocks.start + i);
+            if self.cache.admit(key) {
+                self.cache.insert(key, Arc::from(bytes));
+            }
+        }
+        Some(())
+    }
+}
+
+/// The cache key of slot block `block` of chunk `k`.
+fn block_key(k: usize, block: usize) -> u64 {
+    ((k as u64) << 32) | block as u64
 }
 
 /// Shards of the block cache (a power of two).
 const SHARDS: usize = 16;
 
-/// A bounded cache of decoded blocks, in shards, each evicting by CLOCK
-/// (second chance): a hit marks its frame; eviction sweeps, clearing marks,
-/// and takes the first unmarked frame.
+/// A cache of blocks read from the slot file (slot blocks, position-list
+/// pages, extras blocks), bounded in bytes, in shards, each evicting by
+/// CLOCK (second chance): a hit marks its frame; eviction sweeps, clearing
+/// marks, and takes the first unmarked frame.
 pub(super) struct BlockCache {
     shards: Box<[Mutex<Shard>]>,
 }
@@ -1096,7 +1185,9 @@ struct Shard {
     frames: Vec<Frame>,
     at: HashMap<u64, usize>,
     hand: usize,
+    /// Bytes this shard may hold, and holds.
     cap: usize,
+    held: usize,
     /// Keys (plus one) of blocks missed once, direct-mapped by key; a
     /// second miss while the key is still here admits the block.
     missed: Vec<u64>,
@@ -1112,15 +1203,16 @@ struct Frame {
 }
 
 impl BlockCache {
-    /// A cache of at most `blocks` blocks (0: caches nothing).
-    pub(super) fn new(blocks: usize) -> Self {
-        let per = blocks.div_ceil(SHARDS);
+    /// A cache of at most `bytes` bytes of blocks (0: caches nothing).
+    pub(super) fn new(bytes: usize) -> Self {
+        let per = bytes.div_ceil(SHARDS);
         let shard = || {
             Mutex::new(Shard {
                 frames: Vec::new(),
                 at: HashMap::new(),
                 hand: 0,
                 cap: per,
+                held: 0,
                 missed: Vec::new(),
             })
         };
@@ -1130,6 +1222,10 @@ impl BlockCache {
     fn shard(&self, key: u64) -> &Mutex<Shard> {
         let mixed = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
         &self.shards[mixed as usize % SHARDS]
+    }
+
+    fn contains(&self, key: u64) -> bool {
+        self.shard(key).lock().at.contains_key(&key)
     }
 
     fn get(&self, key: u64) -> Option<Arc<[u8]>> {
@@ -1160,21 +1256,21 @@ impl BlockCache {
         false
     }
 
+    /// Caches `bytes` under `key`, evicting until they fit; a block larger
+    /// than a whole shard is not cached.
     fn insert(&self, key: u64, bytes: Arc<[u8]>) {
         let mut shard = self.shard(key).lock();
-        if shard.cap == 0 || shard.at.contains_key(&key) {
+        if bytes.len() > shard.cap || shard.at.contains_key(&key) {
             return;
         }
-        if shard.frames.len() < shard.cap {
-            let i = shard.frames.len();
-            shard.frames.push(Frame { key, bytes, marked: false });
-            shard.at.insert(key, i);
-            return;
+        while shard.held + bytes.len() > shard.cap && !shard.frames.is_empty() {
+            let victim = shard.sweep();
+            shard.evict(victim);
         }
-        let victim = shard.sweep();
-        let old = std::mem::replace(&mut shard.frames[victim], Frame { key, bytes, marked: false });
-        shard.at.remove(&old.key);
-        shard.at.insert(key, victim);
+        let i = shard.frames.len();
+        shard.held += bytes.len();
+        shard.frames.push(Frame { key, bytes, marked: false });
+        shard.at.insert(key, i);
     }
 
     /// Blocks held now.
@@ -1185,6 +1281,19 @@ impl BlockCache {
 }
 
 impl Shard {
+    /// Drops frame `i`; the last frame takes its place.
+    fn evict(&mut self, i: usize) {
+        if i >= self.frames.len() {
+            return;
+        }
+        let old = self.frames.swap_remove(i);
+        self.held -= old.bytes.len();
+        self.at.remove(&old.key);
+        if let Some(moved) = self.frames.get(i) {
+            self.at.insert(moved.key, i);
+        }
+    }
+
     /// The frame to evict: the first unmarked one from the hand, clearing
     /// marks on the way (ends within two sweeps).
     fn sweep(&mut self) -> usize {
@@ -1246,8 +1355,11 @@ mod tests {
     #[test]
     fn spilled_extras_read_back_exactly_and_only_where_set() {
         let dir = tempfile::tempdir().expect("dir");
-        let settings =
-            LogSettings { chunk_bits: MIN_CHUNK_BITS, scratch_dir: Some(dir.path().into()), cache_blocks: 2 };
+        let settings = LogSettings {
+            chunk_bits: MIN_CHUNK_BITS,
+            scratch_dir: Some(dir.path().into()),
+            cache_bytes: 2 * BLOCK_BYTES,
+        };
         let log = SlotLog::new(&settings);
         let len = log.chunk_len();
         for i in 0..2 * len {
@@ -1280,8 +1392,11 @@ mod tests {
     #[test]
     fn a_spilled_chunk_reads_back_exactly_with_its_gaps() {
         let dir = tempfile::tempdir().expect("dir");
-        let settings =
-            LogSettings { chunk_bits: MIN_CHUNK_BITS, scratch_dir: Some(dir.path().into()), cache_blocks: 4 };
+        let settings = LogSettings {
+            chunk_bits: MIN_CHUNK_BITS,
+            scratch_dir: Some(dir.path().into()),
+            cache_bytes: 4 * BLOCK_BYTES,
+        };
         let log = SlotLog::new(&settings);
         let n = 3 * log.chunk_len();
         for i in (0..n).filter(|i| i % 5 != 3) {
@@ -1330,7 +1445,7 @@ mod tests {
         // two files with the same chunk and block numbers must not mix.
         let dir = tempfile::tempdir().expect("dir");
         let settings =
-            LogSettings { chunk_bits: MIN_CHUNK_BITS, scratch_dir: Some(dir.path().into()), cache_blocks: 0 };
+            LogSettings { chunk_bits: MIN_CHUNK_BITS, scratch_dir: Some(dir.path().into()), cache_bytes: 0 };
         let (a, b) = (SlotLog::new(&settings), SlotLog::new(&settings));
         let len = a.chunk_len();
         for i in 0..2 * len {
@@ -1357,6 +1472,43 @@ mod tests {
     }
 
     #[test]
+    fn a_preloaded_span_answers_like_single_reads_and_a_bad_block_in_it_is_a_lost_read() {
+        let dir = tempfile::tempdir().expect("dir");
+        let settings =
+            LogSettings { chunk_bits: MIN_CHUNK_BITS, scratch_dir: Some(dir.path().into()), cache_bytes: 0 };
+        let log = SlotLog::new(&settings);
+        let len = log.chunk_len();
+        for i in 0..3 * len {
+            assert!(log.set(i, slot(i as u32)));
+        }
+        assert!(log.spill(0, &[]) && log.spill(1, &[]));
+        let spans =
+            [(0, 0), (3, 70), (16, 79), (len - 40, len - 1), (len - 100, len - 1), (len - 5, len + 5)];
+        for (lo, hi) in spans {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    log.preload(lo, hi);
+                    for i in lo..=hi {
+                        assert!(log.get(i).is_some_and(|x| same(&x, &slot(i as u32))), "{lo}..={hi}: {i}");
+                    }
+                });
+            });
+        }
+        assert!(log.failure().is_none());
+        // Damage block 2 of chunk 0 (positions 32..48) on disk.
+        let file = log.scratch.as_ref().expect("scratch").file().expect("file");
+        file.write_all_at(&[0xA5; 4], SLOT_HEADER + 2 * BLOCK_BYTES as u64 + 7).expect("damage");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                log.preload(16, 63);
+                assert!(log.get(40).is_none(), "a damaged block answers nothing");
+                assert!(log.get(20).is_some_and(|x| same(&x, &slot(20))), "its neighbours still answer");
+            });
+        });
+        assert!(log.failure().is_some_and(|why| why.contains("checksum")));
+    }
+
+    #[test]
     fn without_a_scratch_directory_nothing_spills() {
         let log = SlotLog::new(&LogSettings::in_memory());
         assert!(log.set(0, slot(0)));
@@ -1372,7 +1524,7 @@ mod tests {
         let settings = LogSettings {
             chunk_bits: MIN_CHUNK_BITS,
             scratch_dir: Some("/nonexistent/batpak-scratch".into()),
-            cache_blocks: 4,
+            cache_bytes: 4 * BLOCK_BYTES,
         };
         let log = SlotLog::new(&settings);
         for i in 0..2 * log.chunk_len() {
@@ -1388,7 +1540,8 @@ mod tests {
 
     #[test]
     fn the_cache_evicts_unmarked_blocks_first() {
-        let cache = BlockCache::new(SHARDS * 2);
+        // 16 bytes per shard: two blocks of 8.
+        let cache = BlockCache::new(SHARDS * 16);
         let blocks: Vec<Arc<[u8]>> = (0..4u8).map(|n| Arc::from(vec![n; 8])).collect();
         // Keys chosen to share one shard.
         let keys: Vec<u64> =
@@ -1403,10 +1556,31 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_is_bounded_in_bytes_whatever_the_sizes_of_its_blocks() {
+        let cache = BlockCache::new(SHARDS * 100);
+        let keys: Vec<u64> =
+            (0u64..100_000).filter(|k| std::ptr::eq(cache.shard(*k), cache.shard(0))).take(40).collect();
+        let held = |c: &BlockCache| c.shards.iter().map(|s| s.lock().held).max().unwrap_or(0);
+        for (i, key) in keys.iter().enumerate() {
+            cache.insert(*key, Arc::from(vec![i as u8; 7 + (i * 13) % 60]));
+            let shard = cache.shard(0).lock();
+            let sum: usize = shard.frames.iter().map(|f| f.bytes.len()).sum();
+            assert_eq!(sum, shard.held, "the count of bytes held is exact");
+            assert!(shard.held <= 100, "{} bytes held in a shard of 100", shard.held);
+            assert!(shard.frames.iter().enumerate().all(|(j, f)| shard.at.get(&f.key) == Some(&j)));
+        }
+        assert!(held(&cache) > 50, "the shard is used, not emptied");
+        cache.insert(u64::MAX, Arc::from(vec![0u8; 101]));
+        assert!(cache.get(u64::MAX).is_none(), "a block larger than a shard is not cached");
+        let last = *keys.last().expect("keys");
+        assert!(cache.get(last).is_some_and(|b| b[0] == 39), "the newest block is held");
+    }
+
+    #[test]
     fn an_unreadable_scratch_file_is_a_sticky_failure_not_a_wrong_slot() {
         let dir = tempfile::tempdir().expect("dir");
         let settings =
-            LogSettings { chunk_bits: MIN_CHUNK_BITS, scratch_dir: Some(dir.path().into()), cache_blocks: 0 };
+            LogSettings { chunk_bits: MIN_CHUNK_BITS, scratch_dir: Some(dir.path().into()), cache_bytes: 0 };
         let log = SlotLog::new(&settings);
         for i in 0..log.chunk_len() {
             assert!(log.set(i, slot(i as u32)));

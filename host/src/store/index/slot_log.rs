@@ -1488,16 +1488,27 @@ mod tests {
             std::thread::scope(|s| {
                 s.spawn(|| {
                     log.preload(lo, hi);
-                    for i in lo..=hi {
+                    // Last first: the span's blocks must each be where the read put them.
+                    for i in (lo..=hi).rev() {
                         assert!(log.get(i).is_some_and(|x| same(&x, &slot(i as u32))), "{lo}..={hi}: {i}");
                     }
                 });
             });
         }
         assert!(log.failure().is_none());
-        // Damage block 2 of chunk 0 (positions 32..48) on disk.
+        // Damage block 2 of chunk 0 (positions 32..48) on disk, after a
+        // thread read the span around it: that thread answers from its read.
         let file = log.scratch.as_ref().expect("scratch").file().expect("file");
-        file.write_all_at(&[0xA5; 4], SLOT_HEADER + 2 * BLOCK_BYTES as u64 + 7).expect("damage");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                log.preload(16, 63);
+                file.write_all_at(&[0xA5; 4], SLOT_HEADER + 2 * BLOCK_BYTES as u64 + 7).expect("damage");
+                for i in [63, 40, 16] {
+                    assert!(log.get(i).is_some_and(|x| same(&x, &slot(i as u32))), "{i} from the span read");
+                }
+            });
+        });
+        assert!(log.failure().is_none());
         std::thread::scope(|s| {
             s.spawn(|| {
                 log.preload(16, 63);

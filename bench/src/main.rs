@@ -70,6 +70,14 @@ fn main() -> anyhow::Result<()> {
         println!("index_get_random_keyed: ours p50 {p50:.2} us, p99 {p99:.2} us");
         return Ok(());
     }
+    // A keyed store of `N` events that stays on disk, for timing opens of
+    // one store with `--index-child scratch DIR`: `--populate-keyed N`
+    // prints its directory.
+    if args.get(1).map(String::as_str) == Some("--populate-keyed") {
+        let n = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+        println!("{}", ours::populate_keyed(n)?.keep().display());
+        return Ok(());
+    }
     // Single appends with random keys into a keyed store of `N` events,
     // for a profiler: `--profile-keyed-append N`.
     if args.get(1).map(String::as_str) == Some("--profile-keyed-append") {

@@ -127,6 +127,18 @@ fn a_damaged_image_or_a_missing_slot_file_means_a_rebuild() {
     store.close().expect("close: writes a good image again");
     assert!(reopen(tmp.path()).1.from_image);
 
+    // An empty image (read, not mapped) and one cut short (mapped) are
+    // refused like any other damage.
+    for keep in [0, std::fs::read(&image).unwrap().len() - 9] {
+        let whole = std::fs::read(&image).unwrap();
+        std::fs::write(&image, &whole[..keep]).unwrap();
+        let (store, report) = reopen(tmp.path());
+        assert!(report.image_rejected.is_some() && !report.from_image, "{keep} bytes: {report:?}");
+        assert_eq!(observe(&store), seen, "{keep} bytes");
+        store.close().expect("close");
+        assert!(reopen(tmp.path()).1.from_image, "the close after {keep} bytes wrote a good image");
+    }
+
     for slot in slot_files(tmp.path()) {
         std::fs::remove_file(slot).unwrap();
     }

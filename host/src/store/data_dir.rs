@@ -145,6 +145,15 @@ impl DataDir {
         Ok(out)
     }
 
+    /// Opens `name` for reading if it exists.
+    pub(crate) fn open_optional(&self, name: &str) -> Result<Option<std::fs::File>, StoreError> {
+        match self.dir.open(name) {
+            Ok(file) => Ok(Some(file.into_std())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Reads a whole file if it exists.
     pub(crate) fn read_optional(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self.dir.read(name) {

@@ -235,8 +235,12 @@ impl IdRun {
         if records != count || n_words > c.rest().len() / 4 || n_words != Filter::words_for(count) {
             return bad("pages that do not add up to the count, or a filter of the wrong size");
         }
-        let words =
-            (0..n_words).map(|_| c.u32("filter word")).collect::<Result<Box<[u32]>, _>>().map_err(short)?;
+        let words: Box<[u32]> = c
+            .take(n_words * 4, "filter words")
+            .map_err(short)?
+            .chunks_exact(4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .collect();
         Ok(Self { level, count, pages: pages.into(), filter: Filter { words } })
     }
 }

@@ -789,8 +789,12 @@ impl SlotLog {
             return Err(format!("chunk {k} lies outside the slot file"));
         }
         let blocks = len as usize / BLOCK_SLOTS;
-        let crcs =
-            (0..blocks).map(|_| c.u32("block crc")).collect::<Result<Box<[u32]>, _>>().map_err(short)?;
+        let crcs: Box<[u32]> = c
+            .take(blocks * 4, "block crcs")
+            .map_err(short)?
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
         let n_runs = c.varint("runs").map_err(short)? as usize;
         if n_runs > len as usize {
             return Err(format!("chunk {k}: more runs than slots"));

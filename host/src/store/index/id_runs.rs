@@ -235,12 +235,7 @@ impl IdRun {
         if records != count || n_words > c.rest().len() / 4 || n_words != Filter::words_for(count) {
             return bad("pages that do not add up to the count, or a filter of the wrong size");
         }
-        let words: Box<[u32]> = c
-            .take(n_words * 4, "filter words")
-            .map_err(short)?
-            .chunks_exact(4)
-            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-            .collect();
+        let words = c.u32s(n_words, "filter words").map_err(short)?;
         Ok(Self { level, count, pages: pages.into(), filter: Filter { words } })
     }
 }

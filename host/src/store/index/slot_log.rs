@@ -789,12 +789,7 @@ impl SlotLog {
             return Err(format!("chunk {k} lies outside the slot file"));
         }
         let blocks = len as usize / BLOCK_SLOTS;
-        let crcs: Box<[u32]> = c
-            .take(blocks * 4, "block crcs")
-            .map_err(short)?
-            .chunks_exact(4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let crcs = c.u32s(blocks, "block crcs").map_err(short)?;
         let n_runs = c.varint("runs").map_err(short)? as usize;
         if n_runs > len as usize {
             return Err(format!("chunk {k}: more runs than slots"));

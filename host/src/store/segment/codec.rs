@@ -90,6 +90,11 @@ impl<'a> Cursor<'a> {
     pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, ShortRead> {
         Ok(u32::from_le_bytes(self.array(what)?))
     }
+    /// `n` little-endian u32s in a row, decoded in one pass.
+    pub(crate) fn u32s(&mut self, n: usize, what: &'static str) -> Result<Box<[u32]>, ShortRead> {
+        let bytes = self.take(n.checked_mul(4).ok_or(ShortRead(what))?, what)?;
+        Ok(bytes.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])).collect())
+    }
     pub(crate) fn u64(&mut self, what: &'static str) -> Result<u64, ShortRead> {
         Ok(u64::from_le_bytes(self.array(what)?))
     }

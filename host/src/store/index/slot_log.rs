@@ -1470,16 +1470,23 @@ mod tests {
         assert!(b.failure().is_none() && c.failure().is_none());
     }
 
-    #[test]
-    fn a_preloaded_span_answers_like_single_reads_and_a_bad_block_in_it_is_a_lost_read() {
-        let dir = tempfile::tempdir().expect("dir");
+    /// A log of the smallest chunks in `dir`, without a cache, with
+    /// `chunks` whole chunks of slots set (`slot(i)` at position `i`).
+    fn filled_uncached_log(dir: &tempfile::TempDir, chunks: u64) -> SlotLog {
         let settings =
             LogSettings { chunk_bits: MIN_CHUNK_BITS, scratch_dir: Some(dir.path().into()), cache_bytes: 0 };
         let log = SlotLog::new(&settings);
-        let len = log.chunk_len();
-        for i in 0..3 * len {
+        for i in 0..chunks * log.chunk_len() {
             assert!(log.set(i, slot(i as u32)));
         }
+        log
+    }
+
+    #[test]
+    fn a_preloaded_span_answers_like_single_reads_and_a_bad_block_in_it_is_a_lost_read() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = filled_uncached_log(&dir, 3);
+        let len = log.chunk_len();
         assert!(log.spill(0, &[]) && log.spill(1, &[]));
         let spans =
             [(0, 0), (3, 70), (16, 79), (len - 40, len - 1), (len - 100, len - 1), (len - 5, len + 5)];
@@ -1589,12 +1596,7 @@ mod tests {
     #[test]
     fn an_unreadable_scratch_file_is_a_sticky_failure_not_a_wrong_slot() {
         let dir = tempfile::tempdir().expect("dir");
-        let settings =
-            LogSettings { chunk_bits: MIN_CHUNK_BITS, scratch_dir: Some(dir.path().into()), cache_bytes: 0 };
-        let log = SlotLog::new(&settings);
-        for i in 0..log.chunk_len() {
-            assert!(log.set(i, slot(i as u32)));
-        }
+        let log = filled_uncached_log(&dir, 1);
         assert!(log.spill(0, &[]));
         let scratch = log.scratch.as_ref().expect("scratch");
         let file = scratch.file().expect("file");

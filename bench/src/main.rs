@@ -55,6 +55,13 @@ fn main() -> anyhow::Result<()> {
         println!("single_append_100B: ours {:.0} ev/s", ours::single_append(n));
         return Ok(());
     }
+    // The latency of each of N single appends: `--single-latency N`.
+    if args.get(1).map(String::as_str) == Some("--single-latency") {
+        let n = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+        let [p50, p99, p999, max] = ours::single_append_latency(n);
+        println!("single_append_latency: ours p50 {p50:.2} us, p99 {p99:.2} us, p99.9 {p999:.2} us, max {max:.0} us");
+        return Ok(());
+    }
     // Only our uncached random gets over `N` events, for a profiler: `--profile-get N`.
     if args.get(1).map(String::as_str) == Some("--profile-get") {
         let n = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);

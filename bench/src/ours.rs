@@ -29,6 +29,25 @@ pub fn single_append(n: usize) -> f64 {
     rate
 }
 
+/// The latency of each of `n` single appends (default config, one
+/// caller): p50, p99, p99.9 and the maximum, in µs. Under the default
+/// periodic fsync, one append in `every_n_events` used to carry it.
+pub fn single_append_latency(n: usize) -> [f64; 4] {
+    let dir = tmp();
+    let store = Store::open(StoreConfig::new(dir.path())).expect("open");
+    let payloads: Vec<_> = (0..n).map(payload).collect();
+    let mut took = Vec::with_capacity(n);
+    for (i, p) in payloads.iter().enumerate() {
+        let start = Instant::now();
+        store.append(&coord(i), EventKind::DATA, p).expect("append");
+        took.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    store.close().expect("close");
+    took.sort_by(f64::total_cmp);
+    let at = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)];
+    [at(0.5), at(0.99), at(0.999), took[took.len() - 1]]
+}
+
 pub fn durable_append(callers: usize, per_caller: usize) -> f64 {
     callers_append(callers, per_caller, 1)
 }

@@ -4,8 +4,10 @@
 //! one seam (`store::durability`), which reports each step to the fault
 //! injector's `observe_io`. [`Sim`] keeps, from those reports, what a disk
 //! would hold after a power cut:
-//! - a file's contents as of its last completed fsync (by inode, so hard
-//!   links and renames carry them);
+//! - a file's contents as they were when its last completed fsync started
+//!   (by inode, so hard links and renames carry them): bytes written while
+//!   an fsync runs (the periodic fsync on the writer's helper thread) are
+//!   not counted as carried by it;
 //! - the directory's names as of its last completed fsync, plus the listing
 //!   after each name change since (a journaling file system commits them in
 //!   order, so a cut keeps some prefix of them).
@@ -263,6 +265,8 @@ fn sync_data_every_1000_appends() {
     campaign(Setting { mode: SyncMode::SyncData, every_n_events: 1000 }, 4);
 }
 
+/// A bound of 4 starts each periodic fsync ahead, on the helper thread,
+/// at 3 unsynced appends, and the 4th waits for it.
 #[test]
 fn sync_all_every_4_appends() {
     campaign(Setting { mode: SyncMode::SyncAll, every_n_events: 4 }, 5);

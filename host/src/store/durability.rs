@@ -36,6 +36,7 @@ impl Durability {
     /// fsyncs (or fdatasyncs) `file`, the directory entry `name`.
     pub(crate) fn sync_file(&self, file: &File, name: &str, mode: SyncMode) -> std::io::Result<()> {
         self.report(|dir| IoStep::FileSyncing { dir, name });
+        self.injected_failure(name)?;
         match mode {
             SyncMode::SyncAll => file.sync_all()?,
             SyncMode::SyncData => file.sync_data()?,
@@ -55,6 +56,21 @@ impl Durability {
     /// A name in the directory was created, linked, renamed or removed.
     pub(crate) fn names_changed(&self) {
         self.report(|dir| IoStep::NamesChanged { dir });
+    }
+
+    /// The failure a test's injector asks this fsync of `name` to have.
+    #[cfg(feature = "dangerous-test-hooks")]
+    fn injected_failure(&self, name: &str) -> std::io::Result<()> {
+        match &self.observer {
+            Some((injector, dir)) => injector.fail_fsync(dir, name).map_or(Ok(()), Err),
+            None => Ok(()),
+        }
+    }
+
+    #[cfg(not(feature = "dangerous-test-hooks"))]
+    #[inline(always)]
+    fn injected_failure(&self, _: &str) -> std::io::Result<()> {
+        Ok(())
     }
 
     #[cfg(feature = "dangerous-test-hooks")]

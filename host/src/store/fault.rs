@@ -111,11 +111,24 @@ pub trait FaultInjector: Send + Sync {
     }
     /// Sees each fsync and each change of the directory's names as it
     /// happens, on the thread doing it (not a batpak 0.3.0 method; the
-    /// default ignores them). The step's files are not written to while this
-    /// runs, so an observer may read them: the power-loss simulation in
+    /// default ignores them). An observer may read the step's files: what
+    /// a file holds at `FileSyncing` is durable once its `FileSynced` is
+    /// reported. Only the active segment is written to while it is being
+    /// fsynced (the periodic fsync of single appends runs on a helper
+    /// thread, `batpak-sync-ahead`), and bytes written meanwhile may or may
+    /// not be carried by that fsync. The power-loss simulation in
     /// host/tests/power_loss.rs models what survives from these steps.
     fn observe_io(&self, step: IoStep<'_>) {
         let _ = step;
+    }
+    /// `Some(error)` makes the fsync of `name` in `dir` fail with it,
+    /// without syncing anything (not a batpak 0.3.0 method; the default
+    /// fails none). Asked right after `FileSyncing` is reported; a failed
+    /// fsync reports no `FileSynced`. It models a disk that reports a
+    /// write-back error.
+    fn fail_fsync(&self, dir: &std::path::Path, name: &str) -> Option<std::io::Error> {
+        let _ = (dir, name);
+        None
     }
 }
 

@@ -36,8 +36,14 @@ pub type Image = BTreeMap<String, Vec<u8>>;
 
 struct SimState {
     rng: Rng,
-    /// Contents as of each inode's last completed fsync.
-    synced: HashMap<u64, Vec<u8>>,
+    /// Contents as of each inode's last completed fsync: the step at which
+    /// that fsync started, and the bytes the file held then.
+    synced: HashMap<u64, (u64, Vec<u8>)>,
+    /// fsyncs started and not yet completed, by inode and thread: the step
+    /// each started at and the bytes it is sure to carry (the file's bytes
+    /// when it started; bytes written while it runs may or may not reach
+    /// the disk, so they count as unsynced).
+    syncing: HashMap<(u64, std::thread::ThreadId), (u64, Vec<u8>)>,
     /// Names as of the last completed directory fsync.
     durable_names: BTreeMap<String, u64>,
     /// The listing after each name change since then.
@@ -83,7 +89,7 @@ impl SimState {
         let names = if choice == 0 { &self.durable_names } else { &self.pending_names[choice - 1] };
         let mut image = Image::new();
         for (name, ino) in names {
-            let old = self.synced.get(ino).cloned().unwrap_or_default();
+            let old = self.synced.get(ino).map(|(_, bytes)| bytes.clone()).unwrap_or_default();
             let new = match by_ino.get(ino) {
                 Some(current) => std::fs::read(dir.join(current)).unwrap_or_else(|_| old.clone()),
                 None => old.clone(),
@@ -107,6 +113,7 @@ impl Sim {
         let state = SimState {
             rng: Rng(seed),
             synced: HashMap::new(),
+            syncing: HashMap::new(),
             durable_names: BTreeMap::new(),
             pending_names: Vec::new(),
             steps: 0,
@@ -151,11 +158,25 @@ impl FaultInjector for Sim {
     fn observe_io(&self, step: IoStep<'_>) {
         let mut state = self.state.lock();
         match step {
-            IoStep::FileSyncing { dir, .. } | IoStep::DirSyncing { dir } => self.step(&mut state, dir),
-            IoStep::FileSynced { dir, name } => {
+            IoStep::FileSyncing { dir, name } => {
+                self.step(&mut state, dir);
                 let path = dir.join(name);
                 if let (Ok(meta), Ok(bytes)) = (std::fs::metadata(&path), std::fs::read(&path)) {
-                    state.synced.insert(meta.ino(), bytes);
+                    let started = state.steps;
+                    state.syncing.insert((meta.ino(), std::thread::current().id()), (started, bytes));
+                }
+            }
+            IoStep::DirSyncing { dir } => self.step(&mut state, dir),
+            IoStep::FileSynced { dir, name } => {
+                // The latest-started completed fsync of a file decides what
+                // it holds: an fsync that started earlier and ends later
+                // (the writer's helper thread) carries no more than it.
+                let Ok(meta) = std::fs::metadata(dir.join(name)) else { return };
+                let key = (meta.ino(), std::thread::current().id());
+                if let Some((started, bytes)) = state.syncing.remove(&key) {
+                    if state.synced.get(&key.0).is_none_or(|(before, _)| *before <= started) {
+                        state.synced.insert(key.0, (started, bytes));
+                    }
                 }
             }
             IoStep::DirSynced { dir } => {
@@ -183,9 +204,11 @@ impl Sim {
     pub fn settle(&self, dir: &Path) {
         let mut state = self.state.lock();
         state.synced.clear();
+        state.syncing.clear();
+        let now = state.steps;
         for (name, ino) in listing(dir) {
             if let Ok(bytes) = std::fs::read(dir.join(&name)) {
-                state.synced.insert(ino, bytes);
+                state.synced.insert(ino, (now, bytes));
             }
         }
         state.durable_names = listing(dir);

@@ -66,6 +66,11 @@ impl Writer {
     /// `tentative`, every item but the last was folded while planning.
     fn stage_new_batch(&mut self, req: &BatchRequest, tentative: bool) -> Result<Staged, StoreError> {
         let plans = self.plan_batch(req, tentative)?;
+        if req.durable {
+            // The batch's fsync promises everything before it: it must not
+            // rest on a failed fsync still in flight.
+            self.collect_sync(true).map_err(|e| e.in_batch(0, BatchStage::Writing))?;
+        }
         let base = self.gen.inserted();
         let count = req.items.len();
         inject(&self.cfg, fp::batch_start(base, count)).map_err(|e| e.in_batch(0, BatchStage::Writing))?;
@@ -111,7 +116,7 @@ impl Writer {
             self.projections.apply(&events);
         }
         if req.durable {
-            self.unsynced = 0;
+            self.all_synced();
         } else {
             self.unsynced = self.unsynced.saturating_add(req.items.len() as u32);
         }

@@ -24,6 +24,7 @@ mod quorum;
 mod shared;
 mod shutdown;
 mod single;
+mod sync_ahead;
 
 pub(crate) use shared::SharedWriter;
 
@@ -191,8 +192,10 @@ pub(crate) struct Writer {
     active: Option<ActiveSegment>,
     /// Segments on disk, in order (the last may be the active one).
     segments: Vec<u64>,
-    /// Single appends written since the last fsync.
+    /// Acknowledged single appends no completed fsync covers yet.
     unsynced: u32,
+    /// The periodic fsync in flight on its helper thread, if any.
+    sync_ahead: sync_ahead::SyncAhead,
     poisoned: Option<String>,
     /// Whether `index.ckpt` already describes everything on disk.
     checkpoint_current: bool,
@@ -248,6 +251,7 @@ impl Writer {
             active,
             segments,
             unsynced: 0,
+            sync_ahead: sync_ahead::SyncAhead::default(),
             poisoned: None,
             checkpoint_current,
             image_current,
@@ -353,14 +357,24 @@ impl Writer {
         drop(spent);
     }
 
-    /// fsyncs once enough single appends are unsynced. If that fsync fails,
-    /// the writer is poisoned and every unit of the group that wrote fails.
+    /// Keeps at most `sync.every_n_events − 1` acknowledged single appends
+    /// unsynced (see `sync_ahead`): collects a finished fsync, waits for
+    /// the one in flight or fsyncs here when the group would reach the
+    /// bound, and starts the next fsync ahead at three quarters of it. If an fsync
+    /// fails, the writer is poisoned and every unit of the group that
+    /// wrote fails.
     fn apply_sync_policy<'r>(&mut self, results: impl Iterator<Item = &'r mut Result<Staged, StoreError>>) {
         let threshold = self.cfg.sync.every_n_events.max(1);
-        if self.unsynced < threshold {
-            return;
+        let mut outcome = self.collect_sync(false);
+        if outcome.is_ok() && self.unsynced >= threshold {
+            // The fsync in flight covers the older appends...
+            outcome = self.collect_sync(true);
         }
-        if let Err(e) = self.sync_active() {
+        if outcome.is_ok() && self.unsynced >= threshold {
+            // ...and if none was, or it covered too few, the writer syncs.
+            outcome = self.sync_active();
+        }
+        if let Err(e) = outcome {
             let why = format!("fsync failed: {e}");
             self.poison(&why);
             for result in results {
@@ -368,7 +382,38 @@ impl Writer {
                     *result = Err(StoreError::Poisoned(why.clone()));
                 }
             }
+            return;
         }
+        let due = threshold >= sync_ahead::MIN_EVERY_N && self.unsynced >= sync_ahead::start_at(threshold);
+        if due && !self.sync_ahead.in_flight() && self.poisoned.is_none() {
+            if let Some(seg) = &self.active {
+                self.sync_ahead.start(seg.sync_handle(), self.cfg.sync.mode, self.unsynced);
+            }
+        }
+    }
+
+    /// Collects the fsync in flight (waiting for it with `wait`): what it
+    /// covered is no longer unsynced; a failure poisons the writer.
+    fn collect_sync(&mut self, wait: bool) -> Result<(), StoreError> {
+        match self.sync_ahead.collect(wait) {
+            sync_ahead::Collected::Nothing => Ok(()),
+            sync_ahead::Collected::Synced(covered) => {
+                self.unsynced = self.unsynced.saturating_sub(covered);
+                Ok(())
+            }
+            sync_ahead::Collected::Failed(e) => {
+                let why = format!("fsync failed: {e}");
+                self.poison(&why);
+                Err(StoreError::Poisoned(why))
+            }
+        }
+    }
+
+    /// Everything written so far is on stable storage (an fsync of the
+    /// active segment by the writer itself completed).
+    fn all_synced(&mut self) {
+        self.unsynced = 0;
+        self.sync_ahead.overtaken();
     }
 
     /// Tells subscribers about a published unit. Notifications are built
@@ -390,7 +435,9 @@ impl Writer {
     fn control(&mut self, cmd: Command, rx: &flume::Receiver<Command>) -> Flow {
         match cmd {
             Command::Sync(reply) => {
-                let _ = reply.send(self.sync_active());
+                // A poisoned writer cannot vouch for the file, even if
+                // this fsync succeeds (see `sync_active`).
+                let _ = reply.send(self.check_poisoned().and_then(|()| self.sync_active()));
                 Flow::Continue
             }
             Command::Shutdown(reply) => {
@@ -496,21 +543,37 @@ impl Writer {
         }
     }
 
+    /// fsyncs the active segment. The fsync in flight is collected first:
+    /// a later fsync of the file can succeed after a failed one without the
+    /// pages that one lost, so it must not hide that failure.
     fn sync_active(&mut self) -> Result<(), StoreError> {
+        self.collect_sync(true)?;
         if let Some(seg) = &self.active {
             seg.sync(self.cfg.sync.mode)?;
         }
-        self.unsynced = 0;
+        self.all_synced();
         Ok(())
     }
 
-    /// Undoes a failed unit: forget its strings, cut its bytes.
+    /// Undoes a failed unit: forget its strings, cut its bytes. An fsync
+    /// in flight may have carried the unit's bytes to the disk, so the
+    /// writer waits for it and then makes the cut durable too.
     fn undo_unit(&mut self, added: &[Arc<str>]) {
+        let raced = self.sync_ahead.in_flight();
+        if raced {
+            // A failure poisons the writer inside; the cut still happens.
+            let _ = self.collect_sync(true);
+        }
         if let Some(seg) = self.active.as_mut() {
             seg.forget_strings(added);
             if let Err(e) = seg.cut_back() {
                 let why = format!("could not cut back a failed write: {e}");
                 self.poison(&why);
+            }
+        }
+        if raced {
+            if let Err(e) = self.sync_active() {
+                self.poison(&format!("could not make a cut-back durable: {e}"));
             }
         }
     }
@@ -522,6 +585,10 @@ impl Writer {
             return Ok(());
         }
         let next_id = self.segments.last().map_or(1, |id| id + 1).max(self.next_segment_floor);
+        if self.active.is_some() {
+            // The seal's fsync must not hide a failed one in flight.
+            self.collect_sync(true)?;
+        }
         if let Some(old) = &mut self.active {
             inject(&self.cfg, crate::store::fault_point::rotation(old.id, next_id))?;
             old.seal(&self.index, self.gen.inserted())?;

@@ -44,6 +44,8 @@ impl Writer {
     /// image (see `index::image` for why this order keeps an image from
     /// ever describing anything but the checkpoint beside it).
     pub(super) fn shutdown(&mut self) -> Result<(), StoreError> {
+        // A failed fsync in flight poisons first: the seal must not hide it.
+        let _ = self.collect_sync(true);
         self.check_poisoned()?;
         let end_seq = self.gen.inserted();
         let frames_end = match self.active.take() {
@@ -93,6 +95,7 @@ impl Writer {
     /// After a panic: cut back whatever the interrupted unit wrote and seal
     /// the segment, so the restarted loop starts on a clean new one.
     pub(super) fn recover_after_panic(&mut self) {
+        let _ = self.collect_sync(true);
         if let Some(mut seg) = self.active.take() {
             if let Err(e) = seg.seal(&self.index, self.gen.inserted()) {
                 self.poison(&format!("could not seal the segment after a panic: {e}"));

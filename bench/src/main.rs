@@ -105,7 +105,7 @@ fn main() -> anyhow::Result<()> {
         let o = median(plan.runs(), || ours::single_append(n_single));
         let r = median(plan.runs(), || reference::single_append(n_single));
         Line::higher("single_append_100B", o, r, "ev/s").print();
-        peer_line("single_append_100B", o, PeerWorkload::Single(n_single), &plan);
+        peer_line("single_append_100B", PeerWorkload::Single(n_single), &plan);
     }
     for callers in [1usize, 16] {
         let name = format!("durable_append_{callers}_callers");
@@ -114,7 +114,7 @@ fn main() -> anyhow::Result<()> {
             let o = median(plan.runs(), || ours::durable_append(callers, per));
             let r = median(plan.runs(), || reference::durable_append(callers, per));
             Line::higher(&name, o, r, "ev/s").print();
-            peer_line(&name, o, PeerWorkload::Durable { callers, per }, &plan);
+            peer_line(&name, PeerWorkload::Durable { callers, per }, &plan);
         }
     }
     if plan.wants("buffered_append_16_callers") {
@@ -136,7 +136,7 @@ fn main() -> anyhow::Result<()> {
             };
             Line::higher(&name, o, r, "ev/s").print();
             if size == 1000 {
-                peer_line(&name, o, PeerWorkload::Batch { size, batches: total / size }, &plan);
+                peer_line(&name, PeerWorkload::Batch { size, batches: total / size }, &plan);
             }
         }
     }
@@ -290,23 +290,33 @@ enum PeerWorkload {
     Batch { size: usize, batches: usize },
 }
 
-/// With `--cfg batpak_peers`: `<workload>: ours X, fjall Y, sqlite Z` (medians
-/// over the plan's runs), measured right after ours.
+/// With `--cfg batpak_peers`: `<workload>: ours X, fjall Y, sqlite Z`, the
+/// medians over the plan's runs. Each round runs ours and then the peers,
+/// so the three are measured side by side: a slow stretch of the shared
+/// machine lands on all of them, not on whichever ran in it alone.
 #[cfg(batpak_peers)]
-fn peer_line(name: &str, ours: f64, workload: PeerWorkload, plan: &Plan) {
-    let runs: Vec<(f64, f64)> = (0..plan.runs())
-        .map(|_| match workload {
-            PeerWorkload::Single(n) => peers::single_append(n),
-            PeerWorkload::Durable { callers, per } => peers::durable_append(callers, per),
-            PeerWorkload::Batch { size, batches } => peers::batch_append(size, batches),
+fn peer_line(name: &str, workload: PeerWorkload, plan: &Plan) {
+    let rounds: Vec<(f64, f64, f64)> = (0..plan.runs())
+        .map(|_| {
+            let (ours, (fjall, sqlite)) = match workload {
+                PeerWorkload::Single(n) => (ours::single_append(n), peers::single_append(n)),
+                PeerWorkload::Durable { callers, per } => {
+                    (ours::durable_append(callers, per), peers::durable_append(callers, per))
+                }
+                PeerWorkload::Batch { size, batches } => {
+                    (ours::batch_append(size, batches), peers::batch_append(size, batches))
+                }
+            };
+            (ours, fjall, sqlite)
         })
         .collect();
-    let mid = |pick: fn(&(f64, f64)) -> f64| {
-        let mut v: Vec<f64> = runs.iter().map(pick).collect();
+    let mid = |pick: fn(&(f64, f64, f64)) -> f64| {
+        let mut v: Vec<f64> = rounds.iter().map(pick).collect();
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (fjall, sqlite) = (mid(|r| r.0), mid(|r| r.1));
+    let ours = mid(|r| r.0);
+    let (fjall, sqlite) = (mid(|r| r.1), mid(|r| r.2));
     println!(
         "{name}: ours {ours:.0}, fjall {fjall:.0}, sqlite {sqlite:.0} ev/s; ours/fjall {:.2}, ours/sqlite {:.2}",
         ours / fjall,
@@ -371,4 +381,4 @@ fn peak_rss_line(ours_dir: &std::path::Path, n: usize, label: &str) -> anyhow::R
 
 /// Without `--cfg batpak_peers` there is nothing to compare with.
 #[cfg(not(batpak_peers))]
-fn peer_line(_: &str, _: f64, _: PeerWorkload, _: &Plan) {}
+fn peer_line(_: &str, _: PeerWorkload, _: &Plan) {}

@@ -53,33 +53,58 @@ pub(super) fn mix(id: u128) -> u64 {
 }
 
 /// A split-block Bloom filter: an id sets one bit in each of the eight
-/// words of one 256-bit block, so a probe touches one cache line.
+/// words of one 256-bit block. Blocks are 32-byte aligned, so a probe
+/// touches exactly one cache line (a block at a 16-byte offset would
+/// straddle two half the time, and a probe is one cache miss).
 #[derive(Clone)]
 struct Filter {
-    words: Box<[u32]>,
+    blocks: Box<[Block]>,
 }
+
+/// Eight filter words, aligned to their size.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+#[repr(C, align(32))]
+struct Block([u32; 8]);
 
 impl Filter {
     /// An empty filter sized for `n` ids.
     fn for_ids(n: u64) -> Self {
-        Self { words: vec![0; Self::words_for(n)].into() }
+        Self { blocks: vec![Block::default(); Self::words_for(n) / 8].into() }
     }
 
     fn words_for(n: u64) -> usize {
         (n.saturating_mul(FILTER_BITS).div_ceil(FILTER_BLOCK_BITS).max(1) as usize).saturating_mul(8)
     }
 
-    /// The first word of `hash`'s block.
+    /// The filter from its words as an image stores them, little-endian
+    /// (`bytes.len()` a multiple of 32), decoded in one pass.
+    fn from_le_bytes(bytes: &[u8]) -> Self {
+        let word = |b: &[u8], i: usize| {
+            b.get(i * 4..i * 4 + 4).and_then(|w| w.try_into().ok()).map_or(0, u32::from_le_bytes)
+        };
+        let block = |b: &[u8]| Block(std::array::from_fn(|i| word(b, i)));
+        Self { blocks: bytes.chunks_exact(32).map(block).collect() }
+    }
+
+    /// Its words, in order (what an image stores).
+    fn words(&self) -> impl Iterator<Item = u32> + '_ {
+        self.blocks.iter().flat_map(|b| b.0)
+    }
+
+    fn word_count(&self) -> usize {
+        self.blocks.len() * 8
+    }
+
+    /// The index of `hash`'s block.
     fn block(&self, hash: u64) -> usize {
-        let blocks = (self.words.len() / 8) as u64;
-        (((hash >> 32) * blocks) >> 32) as usize * 8
+        (((hash >> 32) * self.blocks.len() as u64) >> 32) as usize
     }
 
     fn insert(&mut self, id: u128) {
         let hash = mix(id);
         let at = self.block(hash);
-        if let Some(block) = self.words.get_mut(at..at + 8) {
-            for (word, salt) in block.iter_mut().zip(SALT) {
+        if let Some(block) = self.blocks.get_mut(at) {
+            for (word, salt) in block.0.iter_mut().zip(SALT) {
                 *word |= bit(hash, salt);
             }
         }
@@ -87,12 +112,11 @@ impl Filter {
 
     /// False only if no id of this `hash` (its [`mix`]) was inserted.
     fn may_hold(&self, hash: u64) -> bool {
-        let at = self.block(hash);
         // Every word checked, without a branch per word: for an absent id
         // each word's bit is set about half the time, so a branch on each
         // would be mispredicted about once per probe.
-        let all = |b: &[u32]| b.iter().zip(SALT).fold(true, |all, (w, s)| all & (w & bit(hash, s) != 0));
-        self.words.get(at..at + 8).is_some_and(all)
+        let all = |b: &Block| b.0.iter().zip(SALT).fold(true, |all, (w, s)| all & (w & bit(hash, s) != 0));
+        self.blocks.get(self.block(hash)).is_some_and(all)
     }
 }
 
@@ -167,15 +191,11 @@ impl IdRun {
 
     /// Bytes of memory the run keeps.
     pub(super) fn memory(&self) -> usize {
-        self.pages.len() * std::mem::size_of::<RunPage>() + self.filter.words.len() * 4
+        self.pages.len() * std::mem::size_of::<RunPage>() + self.filter.word_count() * 4
     }
 
-    /// The page that would hold `id` (whose [`mix`] is `hash`), unless
-    /// the filter rules it out.
-    fn page_for(&self, id: u128, hash: u64) -> Option<RunPage> {
-        if !self.filter.may_hold(hash) {
-            return None;
-        }
+    /// The page that would hold `id`, if the filter let it through.
+    fn page_for(&self, id: u128) -> Option<RunPage> {
         let after = self.pages.partition_point(|p| p.first <= id);
         self.pages.get(after.checked_sub(1)?).copied()
     }
@@ -193,9 +213,9 @@ impl IdRun {
             out.put_varint(u64::from(p.len));
             out.put_u32(p.crc);
         }
-        out.put_varint(self.filter.words.len() as u64);
-        for w in self.filter.words.iter() {
-            out.put_u32(*w);
+        out.put_varint(self.filter.word_count() as u64);
+        for w in self.filter.words() {
+            out.put_u32(w);
         }
     }
 
@@ -235,15 +255,26 @@ impl IdRun {
         if records != count || n_words > c.rest().len() / 4 || n_words != Filter::words_for(count) {
             return bad("pages that do not add up to the count, or a filter of the wrong size");
         }
-        let words = c.u32s(n_words, "filter words").map_err(short)?;
-        Ok(Self { level, count, pages: pages.into(), filter: Filter { words } })
+        let bytes = c.take(n_words * 4, "filter words").map_err(short)?;
+        Ok(Self { level, count, pages: pages.into(), filter: Filter::from_le_bytes(bytes) })
     }
 }
 
 /// The pages that may hold `id`, newest run first.
+///
+/// Every run's filter is probed before any page is looked for: each probe
+/// is a cache miss, and a loop whose iterations neither branch on the data
+/// nor depend on each other lets the CPU wait for all of them at once.
 pub(super) fn pages_for(runs: &[Arc<IdRun>], id: u128) -> Vec<RunPage> {
     let hash = mix(id);
-    runs.iter().rev().filter_map(|r| r.page_for(id, hash)).collect()
+    let mut out = Vec::new();
+    for chunk in runs.rchunks(64) {
+        let passed =
+            chunk.iter().enumerate().fold(0u64, |m, (i, r)| m | u64::from(r.filter.may_hold(hash)) << i);
+        let newest_first = chunk.iter().enumerate().rev();
+        out.extend(newest_first.filter(|(i, _)| passed >> i & 1 == 1).filter_map(|(_, r)| r.page_for(id)));
+    }
+    out
 }
 
 /// Writes `records` (sorted by id, ids distinct, `count` of them) as one
@@ -467,8 +498,8 @@ mod tests {
         let file = 0..store.file.lock().len() as u64;
         let back = IdRun::decode(&mut Cursor::new(&image), &file).unwrap();
         assert_eq!(
-            (back.level, back.count, &back.pages, &back.filter.words),
-            (2, 3_000, &run.pages, &run.filter.words)
+            (back.level, back.count, &back.pages, &back.filter.blocks),
+            (2, 3_000, &run.pages, &run.filter.blocks)
         );
         assert!(IdRun::decode(&mut Cursor::new(&image), &(0..file.end - 1)).is_err(), "a page past the file");
         for cut in 0..image.len() {

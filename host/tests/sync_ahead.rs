@@ -44,8 +44,10 @@ struct Watch {
     /// While true, a helper fsync waits in `FileSyncing` until it is false.
     hold: Mutex<bool>,
     released: Condvar,
-    /// Helper fsyncs that reached `FileSyncing` while held.
+    /// Helper fsyncs that reached `FileSyncing` while held, counted (and
+    /// `now_held` signalled) under `hold`.
     held: AtomicUsize,
+    now_held: Condvar,
     /// Fail the helper's segment fsyncs.
     fail: AtomicBool,
     /// Fail every segment fsync, on any thread.
@@ -60,13 +62,13 @@ impl Watch {
 
     /// Waits (bounded) until a helper fsync is held.
     fn wait_until_held(&self) {
-        for _ in 0..2000 {
-            if self.held.load(Ordering::SeqCst) > 0 {
-                return;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut hold = self.hold.lock();
+        while self.held.load(Ordering::SeqCst) == 0 {
+            if self.now_held.wait_until(&mut hold, deadline).timed_out() {
+                panic!("no fsync reached the helper thread within 10 s");
             }
-            std::thread::sleep(Duration::from_millis(5));
         }
-        panic!("no fsync reached the helper thread within 10 s");
     }
 }
 
@@ -92,6 +94,7 @@ impl FaultInjector for Watch {
         let mut hold = self.hold.lock();
         if *hold {
             self.held.fetch_add(1, Ordering::SeqCst);
+            self.now_held.notify_all();
         }
         while *hold {
             self.released.wait(&mut hold);
@@ -115,6 +118,21 @@ fn open_every(dir: &std::path::Path, watch: &Arc<Watch>, every: u32) -> Store {
     Store::open(cfg).unwrap()
 }
 
+/// Releases the held fsyncs from another thread 200 ms from now, setting
+/// the flag first. A call that did not wait for them returns long before
+/// that, and one that waits passes however slow the machine is: no time
+/// is asserted, only the order.
+fn release_later(watch: &Arc<Watch>) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let released = Arc::new(AtomicBool::new(false));
+    let (watch, flag) = (Arc::clone(watch), Arc::clone(&released));
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        flag.store(true, Ordering::SeqCst);
+        watch.release();
+    });
+    (released, releaser)
+}
+
 fn append(store: &Store, i: usize) -> Result<AppendReceipt, StoreError> {
     store.append(&coord(i), EventKind::DATA, &json!({"i": i}))
 }
@@ -136,15 +154,7 @@ fn the_periodic_fsync_runs_on_the_helper_and_appends_go_on_meanwhile() {
     }
     assert_eq!(watch.elsewhere.load(Ordering::SeqCst), 0, "no append fsynced on its own thread");
     // The one that would leave EVERY unsynced waits for the held fsync.
-    let released = Arc::new(AtomicBool::new(false));
-    let releaser = {
-        let (watch, released) = (Arc::clone(&watch), Arc::clone(&released));
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(200));
-            released.store(true, Ordering::SeqCst);
-            watch.release();
-        })
-    };
+    let (released, releaser) = release_later(&watch);
     append(&store, EVERY as usize - 1).unwrap();
     assert!(released.load(Ordering::SeqCst), "the append that reached the bound did not wait for the fsync");
     releaser.join().unwrap();
@@ -183,25 +193,13 @@ fn a_failed_fsync_ahead_poisons_the_store_before_any_later_promise() {
     // Nothing durable is promised after it.
     assert!(matches!(store.sync(), Err(StoreError::Poisoned(_))));
     assert!(matches!(append(&store, 99), Err(StoreError::Poisoned(_))));
-    let item =
-        BatchAppendItem::new(coord(0), EventKind::DATA, &json!({}), AppendOptions::new(), CausationRef::None)
-            .unwrap();
-    assert!(store.append_batch(vec![item]).is_err(), "a batch was acknowledged after a failed fsync");
+    assert!(store.append_batch(batch(1, "late")).is_err(), "a batch was acknowledged after a failed fsync");
     assert!(store.close().is_err(), "close promised durability after a failed fsync");
     // The disk did not lose anything here: a reopen finds every
     // acknowledged event. The refused append was written before its fsync
     // failed, so its outcome is unknown (docs/design.md): it may be there
     // too, and nothing else may.
-    let store = Store::open(StoreConfig::new(tmp.path())).unwrap();
-    let present: Vec<u128> = store.query(&Region::all()).iter().map(|e| e.event_id).collect();
-    assert_eq!(present[..acked.len().min(present.len())], acked[..]);
-    assert!(
-        present.len() <= acked.len() + 1,
-        "{} events after reopen, {} acknowledged",
-        present.len(),
-        acked.len()
-    );
-    assert!(store.verify().is_ok());
+    reopened_holds(tmp.path(), &acked, 1);
 }
 
 #[test]
@@ -215,19 +213,8 @@ fn a_batch_waits_for_the_fsync_in_flight_and_fails_with_it() {
         append(&store, i).unwrap();
     }
     watch.wait_until_held();
-    let released = Arc::new(AtomicBool::new(false));
-    let releaser = {
-        let (watch, released) = (Arc::clone(&watch), Arc::clone(&released));
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(200));
-            released.store(true, Ordering::SeqCst);
-            watch.release();
-        })
-    };
-    let item =
-        BatchAppendItem::new(coord(0), EventKind::DATA, &json!({}), AppendOptions::new(), CausationRef::None)
-            .unwrap();
-    let result = store.append_batch(vec![item]);
+    let (released, releaser) = release_later(&watch);
+    let result = store.append_batch(batch(1, "waits"));
     assert!(released.load(Ordering::SeqCst), "the batch did not wait for the fsync in flight");
     match result {
         Err(StoreError::BatchFailed { source, .. }) => assert!(matches!(*source, StoreError::Poisoned(_))),

@@ -360,9 +360,9 @@ impl Writer {
     /// Keeps at most `sync.every_n_events − 1` acknowledged single appends
     /// unsynced (see `sync_ahead`): collects a finished fsync, waits for
     /// the one in flight or fsyncs here when the group would reach the
-    /// bound, and starts the next fsync ahead at three quarters of it. If an fsync
-    /// fails, the writer is poisoned and every unit of the group that
-    /// wrote fails.
+    /// bound, and starts the next fsync ahead at three quarters of it. If
+    /// an fsync fails, the writer is poisoned and every unit of the group
+    /// that wrote fails.
     fn apply_sync_policy<'r>(&mut self, results: impl Iterator<Item = &'r mut Result<Staged, StoreError>>) {
         let threshold = self.cfg.sync.every_n_events.max(1);
         let mut outcome = self.collect_sync(false);
